@@ -1,0 +1,117 @@
+"""The hashing autoencoder: encoder MLP -> binary bottleneck -> decoder MLP, built only from a :class:`ModelConfig`.
+
+Reconstruction losses by input type:
+- ``multinomial``: softmax over the vocabulary, log-likelihood weighted by the input's term weights (bag-of-words
+  text, as in VDSH (Chaidaroon & Fang 2017) and NASH (Shen et al. 2018));
+- ``bernoulli``: per-dimension binary cross-entropy for [0, 1] pixels;
+- ``gaussian``: squared error for standardised dense vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from models.bits import check_n_bits
+from models.bottlenecks import BOTTLENECKS, make_bottleneck
+
+RECON_LOSSES = ("multinomial", "bernoulli", "gaussian")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    input_dim: int  # feature dimension (vocabulary size, pixels, vector length)
+    n_bits: int = 32  # code length; a positive multiple of 8
+    bottleneck: str = "bernoulli"  # one of BOTTLENECKS
+    recon: str = "multinomial"  # one of RECON_LOSSES; follows the featurizer
+    hidden: tuple[int, ...] = (512, 512)  # encoder hidden widths
+    decoder_hidden: tuple[int, ...] = ()  # () = a linear decoder from the bits, as NASH
+    dropout: float = 0.1  # encoder dropout between hidden layers
+    input_dropout: float = 0.0  # denoising: drop input features in training (NASH-DN)
+    kl_weight: float = 0.01  # weight of the bottleneck's regulariser (bernoulli: KL to Bernoulli(0.5))
+
+    def __post_init__(self) -> None:
+        check_n_bits(self.n_bits)
+        if self.input_dim <= 0:
+            raise ValueError(f"input_dim must be positive, got {self.input_dim}")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"unknown bottleneck {self.bottleneck!r}; choose one of {', '.join(BOTTLENECKS)}")
+        if self.recon not in RECON_LOSSES:
+            raise ValueError(f"unknown recon loss {self.recon!r}; choose one of {', '.join(RECON_LOSSES)}")
+        if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
+            raise ValueError("dropout and input_dropout must be in [0, 1)")
+        if self.kl_weight < 0:
+            raise ValueError("kl_weight must be >= 0")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "decoder_hidden", tuple(self.decoder_hidden))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class AEOutput(NamedTuple):
+    recon_logits: torch.Tensor  # (B, input_dim)
+    bits: torch.Tensor  # (B, n_bits) float {0, 1}
+    latent: torch.Tensor  # (B, n_bits) continuous pre-binarization
+    loss: torch.Tensor  # () recon_loss + reg_loss
+    recon_loss: torch.Tensor  # ()
+    reg_loss: torch.Tensor  # ()
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)] if dropout else [nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class HashingAutoencoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = _mlp([config.input_dim, *config.hidden, config.n_bits], config.dropout)
+        self.bottleneck = make_bottleneck(config.bottleneck, kl_weight=config.kl_weight)
+        self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.input_dim], 0.0)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder output before binarization, (B, input_dim) -> (B, n_bits)."""
+        if self.training and self.config.input_dropout:
+            x = nn.functional.dropout(x, self.config.input_dropout)
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> AEOutput:
+        b = self.bottleneck(self.logits(x))
+        recon_logits = self.decoder(b.bits)  # (B, input_dim)
+        recon_loss = reconstruction_loss(self.config.recon, recon_logits, x)
+        return AEOutput(recon_logits, b.bits, b.latent, recon_loss + b.loss, recon_loss, b.loss)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deterministic codes: (B, input_dim) -> bool bits (B, n_bits), float32 latent (B, n_bits)."""
+        logits = self.logits(x).float()
+        return self.bottleneck.binarize(logits), torch.sigmoid(logits)
+
+
+def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the input under the decoder, summed over dimensions, averaged over the batch."""
+    logits = logits.float()
+    if kind == "multinomial":
+        return -(x * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    if kind == "bernoulli":
+        return nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
+    if kind == "gaussian":
+        return 0.5 * ((logits - x) ** 2).sum(dim=1).mean()
+    raise ValueError(f"unknown recon loss {kind!r}")

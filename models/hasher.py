@@ -1,0 +1,79 @@
+"""A trained hasher: featurizer + autoencoder on a device, turning raw inputs into packed codes.
+
+This is what the service, the bulk job and ``hamdex eval`` hold; ``models.checkpoint`` saves and loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from models import bits
+from models.autoencoder import HashingAutoencoder
+from models.featurizers import Features, Featurizer
+
+LOG = logging.getLogger(__name__)
+
+
+class EncodeResult(NamedTuple):
+    codes: np.ndarray  # uint8 (n, n_bits // 8), bit order of models.bits
+    latent: np.ndarray | None  # float32 (n, n_bits) probability of each bit, when asked for
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch (with a clear error)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+    return device
+
+
+def to_tensor(features: Features, device: torch.device) -> torch.Tensor:
+    """A block of features (dense or CSR) -> float32 tensor (B, d) on the device."""
+    dense = features.toarray() if sp.issparse(features) else np.asarray(features)
+    return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device, non_blocking=True)
+
+
+@dataclass
+class Hasher:
+    model: HashingAutoencoder
+    featurizer: Featurizer
+    fingerprint: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    info: dict[str, Any] = field(default_factory=dict)  # versions, training summary (from the checkpoint)
+
+    def __post_init__(self) -> None:
+        self.model.to(self.device).eval()
+
+    @property
+    def n_bits(self) -> int:
+        return self.model.config.n_bits
+
+    def features(self, inputs: Sequence[Any] | np.ndarray) -> Features:
+        """Raw inputs -> features; raises featurizers.InputError on bad input."""
+        return self.featurizer.transform(inputs)
+
+    def encode(self, inputs: Sequence[Any] | np.ndarray, *, latent: bool = False) -> EncodeResult:
+        return self.encode_features(self.features(inputs), latent=latent)
+
+    def encode_features(self, features: Features, *, latent: bool = False, batch_size: int = 2048) -> EncodeResult:
+        """Features (n, d) -> packed codes, in batches so memory stays bounded."""
+        codes, latents = [], []
+        for start in range(0, features.shape[0], batch_size):
+            x = to_tensor(features[start : start + batch_size], self.device)  # (B, d)
+            b, z = self.model.encode(x)  # (B, n_bits) bool, (B, n_bits) float
+            codes.append(bits.pack(b.cpu().numpy()))
+            if latent:
+                latents.append(z.cpu().numpy().astype(np.float32))
+        n_bytes = self.n_bits // 8
+        out = np.concatenate(codes) if codes else np.zeros((0, n_bytes), np.uint8)
+        lat = (np.concatenate(latents) if latents else np.zeros((0, self.n_bits), np.float32)) if latent else None
+        return EncodeResult(out, lat)

@@ -1,0 +1,183 @@
+"""Training: fit the featurizer, then the autoencoder with AdamW, a validation split and early stopping.
+
+No CLI parsing here: ``service.cli`` builds the configs. Deterministic for a given seed on a given device.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.autoencoder import HashingAutoencoder, ModelConfig
+from models.checkpoint import compute_fingerprint
+from models.featurizers import Features, make_featurizer
+from models.hasher import Hasher, resolve_device, to_tensor
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40  # upper bound; early stopping usually ends sooner
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1  # held out for early stopping
+    patience: int = 4  # epochs without validation improvement before stopping
+    seed: int = 0
+    device: str = "auto"  # "auto" = CUDA when available, else CPU
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("val_fraction must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: HashingAutoencoder
+    history: list[dict[str, float]]  # one row per epoch: train_loss, val_loss, seconds
+    best_epoch: int
+    seconds: float
+    device: str
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction)) if n > 1 else 0
+    return perm[n_val:], perm[:n_val]
+
+
+def _epoch(model, opt, x: Features, idx: np.ndarray, cfg: TrainConfig, device, rng, bar) -> float:
+    model.train()
+    order = rng.permutation(idx)
+    total = 0.0
+    for start in range(0, len(order), cfg.batch_size):
+        batch = to_tensor(x[np.sort(order[start : start + cfg.batch_size])], device)  # (B, d)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            out = model(batch)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        total += out.loss.item() * len(batch)
+        bar.update(len(batch))
+        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
+    return total / max(len(order), 1)
+
+
+@torch.no_grad()
+def evaluate_loss(model: HashingAutoencoder, x: Features, idx: np.ndarray, device, batch_size=1024) -> float:
+    """Mean loss on the given rows, with eval-mode (thresholded) bits."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(idx), batch_size):
+        batch = to_tensor(x[idx[start : start + batch_size]], device)
+        total += model(batch).loss.item() * len(batch)
+    return total / max(len(idx), 1)
+
+
+def train(model_config: ModelConfig, cfg: TrainConfig, x: Features) -> TrainResult:
+    """Train on features (n, d); keeps the weights of the best validation epoch."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = HashingAutoencoder(model_config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    history: list[dict[str, float]] = []
+    best, best_state, best_epoch, stale = math.inf, None, 0, 0
+    t0 = time.perf_counter()
+    LOG.info(
+        "training %s on %d items (%d val) on %s",
+        model_config.bottleneck,
+        len(train_idx),
+        len(val_idx),
+        device,
+    )
+    for epoch in range(1, cfg.epochs + 1):
+        with tqdm(total=len(train_idx), desc=f"epoch {epoch}", unit="item", disable=not cfg.progress) as bar:
+            train_loss = _epoch(model, opt, x, train_idx, cfg, device, rng, bar)
+            val_loss = evaluate_loss(model, x, val_idx, device) if len(val_idx) else train_loss
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        LOG.info(
+            "epoch %d: train loss %.4f, val loss %.4f, %.1fs",
+            epoch,
+            train_loss,
+            val_loss,
+            history[-1]["seconds"],
+        )
+        if val_loss < best - 1e-4 * abs(best if math.isfinite(best) else 1.0):
+            best, best_state, best_epoch, stale = val_loss, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+        if stale >= cfg.patience or (cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.perf_counter() - t0
+    LOG.info("trained %d epochs in %.1fs, best epoch %d (val loss %.4f)", len(history), seconds, best_epoch, best)
+    return TrainResult(model, history, best_epoch, seconds, str(device))
+
+
+def fit_hasher(
+    inputs: Sequence[Any] | np.ndarray,
+    featurizer_kind: str,
+    model_overrides: dict[str, Any] | None = None,
+    cfg: TrainConfig | None = None,
+) -> tuple[Hasher, TrainResult]:
+    """Raw training inputs -> a trained Hasher (featurizer fitted on the same inputs).
+
+    The reconstruction loss follows the featurizer unless ``model_overrides`` names one.
+    """
+    cfg = cfg or TrainConfig()
+    featurizer = make_featurizer(featurizer_kind).fit(inputs)
+    x = featurizer.transform(inputs)
+    overrides = {"recon": featurizer.recon, **(model_overrides or {})}
+    model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
+    result = train(model_config, cfg, x)
+    info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0])}
+    fp = compute_fingerprint(result.model, featurizer)
+    return Hasher(result.model, featurizer, fp, torch.device(result.device), info), result
+
+
+def _summary(result: TrainResult, n: int) -> dict[str, Any]:
+    last = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+    return {
+        "items": n,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "val_loss": last["val_loss"],
+        "seconds": round(result.seconds, 2),
+        "device": result.device,
+    }
