@@ -1,0 +1,74 @@
+"""Typed errors raised by :mod:`index`.
+
+Each class carries a machine-readable ``error_type`` (snake_case); the service maps these to HTTP status codes
+in one table, so the classes here say what went wrong and nothing about transport.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CollectionError(Exception):
+    """Base class of every error raised by a collection."""
+
+    error_type: str = "collection_error"
+
+
+class CodeLengthError(CollectionError, ValueError):
+    """Codes have the wrong dtype, shape or number of bits for this collection."""
+
+    error_type = "code_length"
+
+
+class InvalidItemsError(CollectionError, ValueError):
+    """Ids or metadata of an upsert/delete are malformed (empty or duplicate ids, non-JSON metadata...)."""
+
+    error_type = "invalid_items"
+
+
+class InvalidQueryError(CollectionError, ValueError):
+    """A search parameter (k, radius) is out of range."""
+
+    error_type = "invalid_query"
+
+
+class InvalidManifestError(CollectionError, ValueError):
+    """Collection settings are invalid (n_bits not a positive multiple of 8, unknown index kind...)."""
+
+    error_type = "invalid_manifest"
+
+
+class FingerprintMismatchError(CollectionError):
+    """The collection was built with codes from a different model than the caller expects."""
+
+    error_type = "fingerprint_mismatch"
+
+    def __init__(self, path: Path, expected: str, found: str) -> None:
+        super().__init__(
+            f"collection at {path} holds codes of model fingerprint {found!r}, expected {expected!r}; "
+            "re-index the data with the expected model or open it with the matching one"
+        )
+        self.path, self.expected, self.found = path, expected, found
+
+
+class CollectionNotFoundError(CollectionError, FileNotFoundError):
+    """No collection (no manifest) at the given path."""
+
+    error_type = "collection_not_found"
+
+
+class CollectionExistsError(CollectionError, FileExistsError):
+    """A collection already exists where a new one was to be created (or exists with other settings)."""
+
+    error_type = "collection_exists"
+
+
+class CorruptCollectionError(CollectionError):
+    """A collection file is unreadable or inconsistent with the others."""
+
+    error_type = "corrupt_collection"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"corrupt collection file {path}: {reason}")
+        self.path, self.reason = path, reason
