@@ -1,0 +1,232 @@
+"""The ``hamdex`` command line: train, index, serve, search, eval.
+
+Data arguments take a path in any format of models.data, or ``demo:train`` / ``demo:test`` for the bundled
+20 Newsgroups corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models import data
+
+app = typer.Typer(help="hamdex: semantic hashing retrieval.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint directory.")]
+CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")]
+FEATURIZER_FOR_KIND = {"text": "text", "image": "pixels", "vector": "dense"}
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_data(spec: str, limit: int | None = None) -> data.Block:
+    """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path)."""
+    if spec.startswith("demo:"):
+        block = data.load_demo_corpus(spec.split(":", 1)[1])
+        return block if limit is None else data.concat_blocks([_head(block, limit)])
+    return data.read_all(spec, limit=limit)
+
+
+def _head(block: data.Block, n: int) -> data.Block:
+    return data.Block(block.ids[:n], block.inputs[:n], block.labels[:n], block.metadata[:n], block.kind)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def train(
+    data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Training data (path or demo:train).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("var/model"),
+    featurizer: Annotated[str, typer.Option(help="auto, text, pixels or dense.")] = "auto",
+    bits: Annotated[int, typer.Option(help="Code length (multiple of 8).")] = 32,
+    bottleneck: Annotated[str, typer.Option(help="bernoulli (default) or sign.")] = "bernoulli",
+    kl_weight: Annotated[float | None, typer.Option(help="Weight of the bottleneck regulariser.")] = None,
+    hidden: Annotated[str, typer.Option(help="Encoder hidden widths, comma-separated.")] = "512,512",
+    input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping ends sooner).")] = 40,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: DeviceOpt = "auto",
+    limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
+) -> None:
+    """Train a hashing autoencoder and write a checkpoint."""
+    from models import checkpoint
+    from models.train import TrainConfig, fit_hasher
+
+    block = load_data(data_spec, limit)
+    kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
+    overrides = {
+        "n_bits": bits,
+        "bottleneck": bottleneck,
+        "input_dropout": input_dropout,
+        "hidden": tuple(int(h) for h in hidden.split(",") if h),
+    }
+    if kl_weight is not None:
+        overrides["kl_weight"] = kl_weight
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+        hasher, result = fit_hasher(block.inputs, kind, overrides, cfg)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    fp = checkpoint.save(out, hasher)
+    console.print(
+        f"saved {out} (fingerprint {fp}): {len(result.history)} epochs, best {result.best_epoch}, "
+        f"{result.seconds:.1f}s on {result.device}"
+    )
+
+
+@app.command("index")
+def index_cmd(
+    data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Items to index (path or demo:train).")],
+    model: ModelOpt = Path("var/model"),
+    collection: CollectionOpt = Path("var/collection"),
+    batch_size: Annotated[int, typer.Option(help="Items per encode/insert block.")] = 4096,
+    limit: Annotated[int | None, typer.Option(help="Index only the first N items.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Bulk-index a file or folder into a collection (created when missing)."""
+    from index import Collection
+    from models import checkpoint
+    from service import bulk
+
+    hasher = checkpoint.load(model, device)
+    coll = Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint)
+    if data_spec.startswith("demo:"):
+        block = load_data(data_spec, limit)
+        summary = bulk.index_blocks(bulk.split_block(block, batch_size), hasher, coll, total=len(block.ids))
+    else:
+        summary = bulk.index_file(data_spec, hasher, coll, batch_size=batch_size, limit=limit)
+    console.print(
+        f"indexed {summary.items} items in {summary.seconds:.1f}s ({summary.items_per_s:,.0f} items/s); "
+        f"collection holds {summary.collection_count}"
+    )
+
+
+@app.command()
+def serve(
+    model: ModelOpt = Path("var/model"),
+    collection: CollectionOpt = Path("var/collection"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: DeviceOpt = "auto",
+    demo: Annotated[bool, typer.Option(help="Build the 20 Newsgroups demo model and collection if missing.")] = False,
+) -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.demo import ensure_demo
+    from service.settings import Settings
+
+    if demo:
+        ensure_demo(model, collection, device=device)
+    settings = Settings(model_path=model, collection_path=collection, host=host, port=port, device=device)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+@app.command()
+def search(
+    query: Annotated[list[str], typer.Argument(help="Query texts (or item ids with --by-id, codes with --by-code).")],
+    k: int = 10,
+    radius: Annotated[int | None, typer.Option(help="Only hits within this Hamming distance.")] = None,
+    by_id: Annotated[bool, typer.Option("--by-id", help="Queries are ids of stored items.")] = False,
+    by_code: Annotated[bool, typer.Option("--by-code", help="Queries are hex or base64 codes.")] = False,
+    url: Annotated[str | None, typer.Option(help="Query a running server instead, e.g. http://127.0.0.1:8000")] = None,
+    model: ModelOpt = Path("var/model"),
+    collection: CollectionOpt = Path("var/collection"),
+) -> None:
+    """Find Hamming neighbours in a collection or on a running server."""
+    field = "id" if by_id else "code" if by_code else "input"
+    body = {"queries": [{field: q} for q in query], "k": k, "radius": radius}
+    results = _search_remote(url, body) if url else _search_local(model, collection, body)
+    for q, hits in zip(query, results, strict=True):
+        table = Table(title=f"query: {q[:60]}")
+        for col in ("id", "distance", "metadata"):
+            table.add_column(col)
+        for hit in hits:
+            table.add_row(hit["id"], str(hit["distance"]), json.dumps(hit.get("metadata"))[:80])
+        console.print(table)
+
+
+def _search_remote(url: str, body: dict) -> list[list[dict]]:
+    import httpx
+
+    resp = httpx.post(url.rstrip("/") + "/v1/search", json=body, timeout=60)
+    if resp.status_code != 200:
+        raise _fail(f"{resp.status_code} {resp.text}")
+    return resp.json()["results"]
+
+
+def _search_local(model: Path, collection: Path, body: dict) -> list[list[dict]]:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(model_path=model, collection_path=collection))) as client:
+        return _search_remote_client(client, body)
+
+
+def _search_remote_client(client, body: dict) -> list[list[dict]]:
+    resp = client.post("/v1/search", json=body)
+    if resp.status_code != 200:
+        raise _fail(f"{resp.status_code} {resp.text}")
+    return resp.json()["results"]
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelOpt = Path("var/model"),
+    database: Annotated[str, typer.Option(help="Database items with labels (path or demo:train).")] = "demo:train",
+    queries: Annotated[str, typer.Option(help="Query items with labels (path or demo:test).")] = "demo:test",
+    k: int = 100,
+    baselines: Annotated[str, typer.Option(help="Comma-separated: lsh, lsh_centered, pcah, itq.")] = "lsh,itq",
+    max_queries: Annotated[int | None, typer.Option(help="Use only the first N queries.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this file.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Precision@k and mAP of the model beside baselines computed in the same run."""
+    from models import checkpoint
+    from service.evaluate import evaluate_hasher
+
+    hasher = checkpoint.load(model, device)
+    db, qs = load_data(database), load_data(queries, max_queries)
+    rows = evaluate_hasher(hasher, db, qs, k=k, baselines=[b for b in baselines.split(",") if b])
+    table = Table(title=f"{len(qs.ids)} queries, {len(db.ids)} database items, {hasher.n_bits} bits")
+    for col in ("method", f"P@{k}", f"P@{k} tie-aware", "mAP", "P(r<=2)", "seconds"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for name, m in rows.items():
+        table.add_row(
+            name,
+            f"{m['p@k']:.4f}",
+            f"{m['p@k_tie_aware']:.4f}",
+            f"{m['map']:.4f}",
+            f"{m['p_r2']:.4f}",
+            f"{m['seconds']:.1f}",
+        )
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps({"k": k, "n_bits": hasher.n_bits, "methods": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    app()

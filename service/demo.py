@@ -1,0 +1,38 @@
+"""The demo that ``make serve`` runs: a 20 Newsgroups model and collection, built when missing.
+
+The model trains on the training posts of the bundled corpus (see models.data.demo_corpus_path) and the collection
+holds those posts with metadata ``{"label": <newsgroup>, "subject": <subject line>}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from index import Collection
+from models import checkpoint, data
+from models.train import TrainConfig, fit_hasher
+from service.bulk import index_blocks, split_block
+
+LOG = logging.getLogger(__name__)
+
+# The default text model; benchmarks/quality.py and the README say why these values.
+DEMO_MODEL = {"n_bits": 32, "bottleneck": "bernoulli"}
+DEMO_TRAIN = TrainConfig()
+
+
+def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto", progress: bool = True) -> None:
+    """Train the demo model if none exists at model_path; index the training posts if the collection is empty."""
+    corpus = None
+    if not (model_path / checkpoint.META).exists():
+        corpus = data.load_demo_corpus("train")
+        LOG.info("no model at %s: training the 20 Newsgroups demo model on %d posts", model_path, len(corpus.ids))
+        cfg = TrainConfig(**{**DEMO_TRAIN.to_dict(), "device": device, "progress": progress})
+        hasher, _ = fit_hasher(corpus.inputs, "text", DEMO_MODEL, cfg)
+        checkpoint.save(model_path, hasher)
+    hasher = checkpoint.load(model_path, device)
+    collection = Collection.open_or_create(collection_path, hasher.n_bits, hasher.fingerprint)
+    if len(collection) == 0:
+        corpus = corpus or data.load_demo_corpus("train")
+        LOG.info("indexing %d demo posts into %s", len(corpus.ids), collection_path)
+        index_blocks(split_block(corpus, 2048), hasher, collection, total=len(corpus.ids), progress=progress)

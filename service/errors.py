@@ -1,0 +1,104 @@
+"""The one error table: every error type the API can answer with, its HTTP status, and the handlers that render
+every error as ``{"error": <message>, "error_type": <type>}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.errors import CollectionError
+from models.bits import CodeFormatError
+from models.featurizers import InputError
+
+LOG = logging.getLogger(__name__)
+
+STATUS: dict[str, int] = {
+    "validation_error": 422,  # the request body does not match the schema
+    "empty_batch": 422,
+    "batch_too_large": 422,
+    "k_out_of_range": 422,
+    "radius_out_of_range": 422,
+    "invalid_input": 422,
+    "input_type": 422,  # e.g. a vector sent to a text model
+    "input_shape": 422,  # wrong vector length or image shape
+    "input_range": 422,  # pixel values outside [0, 255]
+    "non_finite": 422,  # NaN or infinite values
+    "code_format": 422,  # malformed code, or a code of the wrong length
+    "code_length": 422,
+    "invalid_items": 422,  # e.g. the same id twice in one request
+    "invalid_query": 422,
+    "item_not_found": 404,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "fingerprint_mismatch": 409,
+    "collection_not_found": 503,
+    "collection_exists": 409,
+    "corrupt_collection": 500,
+    "invalid_manifest": 500,
+    "collection_error": 500,
+    "internal": 500,
+}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+class ApiError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        assert error_type in STATUS, error_type
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def error_response(error_type: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status_code=STATUS.get(error_type, 500))
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.error_type, str(exc))
+
+    @app.exception_handler(CollectionError)
+    async def _collection(_: Request, exc: CollectionError) -> JSONResponse:
+        return error_response(exc.error_type, str(exc))
+
+    @app.exception_handler(InputError)
+    async def _input(_: Request, exc: InputError) -> JSONResponse:
+        return error_response(exc.error_type, str(exc))
+
+    @app.exception_handler(CodeFormatError)
+    async def _code(_: Request, exc: CodeFormatError) -> JSONResponse:
+        return error_response("code_format", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response("validation_error", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
+        resp = error_response(error_type, str(exc.detail))
+        resp.status_code = exc.status_code
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        LOG.exception("unhandled error")
+        return error_response("internal", "internal error; see the server log")

@@ -1,0 +1,109 @@
+"""Request and response schemas of the REST API (separate from the internal types of models/ and index/)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# A raw input: a text, a float vector, or an image as rows of pixel values.
+RawInput = str | list[float] | list[list[float]]
+# A code on the wire: hex or base64 string, or a list of 0/1 bits (see models.bits).
+WireCode = str | list[int]
+CodeFormat = Literal["hex", "base64", "bits"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodeRequest(_Strict):
+    inputs: list[RawInput] = Field(..., description="Texts, vectors or images, as the model's featurizer takes.")
+    format: CodeFormat = "hex"
+    latent: bool = Field(False, description="Also return the continuous pre-binarization latent.")
+
+
+class EncodeResponse(BaseModel):
+    codes: list[WireCode]
+    latent: list[list[float]] | None = None
+    n_bits: int
+    format: CodeFormat
+    fingerprint: str
+
+
+class ItemIn(_Strict):
+    id: str = Field(..., min_length=1, max_length=512)
+    input: RawInput | None = None
+    code: WireCode | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ItemIn:
+        if (self.input is None) == (self.code is None):
+            raise ValueError("each item needs exactly one of 'input' or 'code'")
+        return self
+
+
+class ItemsRequest(_Strict):
+    items: list[ItemIn]
+
+
+class ItemsResponse(BaseModel):
+    upserted: int
+    inserted: int
+    updated: int
+
+
+class ItemOut(BaseModel):
+    id: str
+    code: WireCode
+    metadata: dict[str, Any] | None = None
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+
+
+class Query(_Strict):
+    input: RawInput | None = None
+    code: WireCode | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Query:
+        if sum(v is not None for v in (self.input, self.code, self.id)) != 1:
+            raise ValueError("each query needs exactly one of 'input', 'code' or 'id'")
+        return self
+
+
+class SearchRequest(_Strict):
+    queries: list[Query]
+    k: int = Field(10, description="Most hits per query.")
+    radius: int | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
+    include_metadata: bool = True
+
+
+class Hit(BaseModel):
+    id: str
+    distance: int
+    metadata: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[list[Hit]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Info(BaseModel):
+    fingerprint: str
+    n_bits: int
+    bottleneck: str
+    featurizer: str
+    input_dim: int
+    index_kind: str
+    count: int
+    device: str
+    versions: dict[str, str]
