@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from models.bottlenecks import BernoulliBottleneck, SignBottleneck, bernoulli_kl, make_bottleneck
+
+
+@pytest.mark.parametrize("name", ["sign", "bernoulli"])
+def test_bits_are_binary_and_carry_gradients(name):
+    torch.manual_seed(0)
+    bottleneck = make_bottleneck(name, kl_weight=0.1).train()
+    logits = torch.randn(8, 16, requires_grad=True)
+    out = bottleneck(logits)
+    assert set(out.bits.unique().tolist()) <= {0.0, 1.0}
+    assert out.bits.shape == out.latent.shape == (8, 16)
+    (out.bits.sum() + out.loss).backward()
+    # straight-through: d bits / d logits = sigmoid'(logits) > 0 everywhere
+    assert logits.grad is not None and (logits.grad.abs() > 0).all()
+
+
+@pytest.mark.parametrize("name", ["sign", "bernoulli"])
+def test_eval_is_deterministic_threshold(name):
+    bottleneck = make_bottleneck(name, kl_weight=0.1).eval()
+    logits = torch.randn(32, 64)
+    a, b = bottleneck(logits).bits, bottleneck(logits).bits
+    assert torch.equal(a, b)
+    assert torch.equal(a.bool(), logits > 0)
+    assert torch.equal(bottleneck.binarize(logits), logits > 0)
+
+
+def test_bernoulli_samples_in_training():
+    torch.manual_seed(0)
+    bottleneck = BernoulliBottleneck(kl_weight=0.0).train()
+    logits = torch.zeros(2000, 8)  # p = 0.5: samples, not a threshold
+    mean = bottleneck(logits).bits.mean().item()
+    assert 0.45 < mean < 0.55
+    assert not torch.equal(bottleneck(logits).bits, bottleneck(logits).bits)
+
+
+def test_sign_is_deterministic_in_training():
+    bottleneck = SignBottleneck().train()
+    logits = torch.randn(16, 8)
+    assert torch.equal(bottleneck(logits).bits, bottleneck(logits).bits)
+
+
+def test_kl_is_zero_at_half_and_grows():
+    assert bernoulli_kl(torch.zeros(4, 8)).item() == pytest.approx(0.0, abs=1e-6)
+    small, large = bernoulli_kl(torch.full((1, 8), 1.0)), bernoulli_kl(torch.full((1, 8), 5.0))
+    assert 0 < small.item() < large.item() < 8 * torch.log(torch.tensor(2.0)).item() + 1e-6
+    assert torch.isfinite(bernoulli_kl(torch.full((1, 4), 200.0)))
+
+
+def test_kl_weight_scales_loss():
+    logits = torch.randn(4, 8)
+    a = BernoulliBottleneck(kl_weight=1.0).eval()(logits).loss
+    b = BernoulliBottleneck(kl_weight=0.25).eval()(logits).loss
+    assert b.item() == pytest.approx(a.item() * 0.25, rel=1e-5)
+
+
+def test_unknown_bottleneck_names_choices():
+    with pytest.raises(ValueError, match="sign, bernoulli"):
+        make_bottleneck("nope", kl_weight=0.0)

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from models import checkpoint
+from models.autoencoder import ModelConfig
+from models.train import TrainConfig, fit_hasher
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return (d.images * 255 / 16).astype(np.uint8), d.target
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    cfg = TrainConfig(epochs=3, progress=False, seed=0)
+    return fit_hasher(digits[0], "pixels", {"n_bits": 16, "hidden": (32,)}, cfg)[0]
+
+
+def test_round_trip_gives_identical_codes_and_fingerprint(tmp_path, digits, trained):
+    fp = checkpoint.save(tmp_path / "m", trained)
+    loaded = checkpoint.load(tmp_path / "m", device="cpu")
+    assert fp == trained.fingerprint == loaded.fingerprint
+    np.testing.assert_array_equal(loaded.encode(digits[0]).codes, trained.encode(digits[0]).codes)
+    meta = json.loads((tmp_path / "m" / checkpoint.META).read_text())
+    assert ModelConfig.from_dict(meta["model_config"]) == trained.model.config
+    assert {"torch", "numpy", "faiss-cpu", "python"} <= set(meta["versions"])
+    assert meta["train_config"]["seed"] == 0
+
+
+def test_same_seed_same_fingerprint_other_seed_differs(digits, trained):
+    cfg = TrainConfig(epochs=3, progress=False, seed=0)
+    again = fit_hasher(digits[0], "pixels", {"n_bits": 16, "hidden": (32,)}, cfg)[0]
+    other = fit_hasher(
+        digits[0], "pixels", {"n_bits": 16, "hidden": (32,)}, TrainConfig(epochs=3, progress=False, seed=1)
+    )[0]
+    assert again.fingerprint == trained.fingerprint
+    assert other.fingerprint != trained.fingerprint
+
+
+def test_damaged_weights_are_reported(tmp_path, trained):
+    checkpoint.save(tmp_path / "m", trained)
+    weights = tmp_path / "m" / checkpoint.WEIGHTS
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF  # flip bits inside the last tensor's data
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match="fingerprint"):
+        checkpoint.load(tmp_path / "m")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no hamdex checkpoint"):
+        checkpoint.load(tmp_path / "none")
+
+
+def test_save_replaces_existing_checkpoint(tmp_path, trained):
+    checkpoint.save(tmp_path / "m", trained)
+    checkpoint.save(tmp_path / "m", trained)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted([checkpoint.META, checkpoint.WEIGHTS])
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown ModelConfig keys: nope"):
+        ModelConfig.from_dict({"input_dim": 4, "nope": 1})
+    for bad in ({"n_bits": 12}, {"bottleneck": "x"}, {"recon": "x"}, {"dropout": 1.0}, {"kl_weight": -1}):
+        with pytest.raises(ValueError):
+            ModelConfig(input_dim=4, **bad)

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from models.autoencoder import HashingAutoencoder, ModelConfig, reconstruction_loss
+from models.train import TrainConfig, fit_hasher, train
+
+
+def test_training_lowers_validation_loss_and_keeps_best_epoch():
+    x = (load_digits().images.reshape(-1, 64) / 16).astype(np.float32)
+    cfg = ModelConfig(input_dim=64, n_bits=16, recon="bernoulli", hidden=(64,))
+    result = train(cfg, TrainConfig(epochs=8, progress=False), x)
+    losses = [h["val_loss"] for h in result.history]
+    assert losses[result.best_epoch - 1] == min(losses)
+    assert min(losses) < losses[0]
+
+
+def test_early_stopping_stops_before_epoch_limit():
+    x = np.random.default_rng(0).random((64, 8)).astype(np.float32)  # noise: nothing to learn for long
+    cfg = ModelConfig(input_dim=8, n_bits=8, recon="gaussian", hidden=(8,), bottleneck="sign")
+    result = train(cfg, TrainConfig(epochs=200, patience=2, lr=1e-2, progress=False), x)
+    assert len(result.history) < 200
+
+
+@pytest.mark.parametrize("kind", ["multinomial", "bernoulli", "gaussian"])
+def test_reconstruction_loss_is_lower_for_a_better_fit(kind):
+    x = torch.rand(4, 10)
+    good = (
+        torch.log(x + 1e-3)
+        if kind == "multinomial"
+        else (torch.logit(x.clamp(0.01, 0.99)) if kind == "bernoulli" else x)
+    )
+    bad = -good
+    assert reconstruction_loss(kind, good, x) < reconstruction_loss(kind, bad, x)
+
+
+def test_digits_codes_find_same_class_neighbours():
+    d = load_digits()
+    images = (d.images * 255 / 16).astype(np.uint8)
+    hasher, _ = fit_hasher(images, "pixels", {"n_bits": 32, "hidden": (256,)}, TrainConfig(epochs=30, progress=False))
+    codes = hasher.encode(images).codes
+    from models.bits import hamming
+
+    dist = hamming(codes, codes).astype(float)
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :10]
+    precision = (d.target[nearest] == d.target[:, None]).mean()
+    assert precision > 0.5  # chance is 0.1
+
+
+def test_input_dropout_only_in_training():
+    model = HashingAutoencoder(ModelConfig(input_dim=16, n_bits=8, input_dropout=0.5, recon="gaussian")).eval()
+    x = torch.randn(4, 16)
+    assert torch.equal(model.logits(x), model.logits(x))
