@@ -150,6 +150,8 @@ class DenseFeaturizer:
 
 def _as_array(values: np.ndarray | Sequence[Any], dtype: type) -> np.ndarray:
     """Raw numbers -> a finite numeric array, or an InputError saying what is wrong."""
+    if not isinstance(values, np.ndarray) and any(isinstance(v, str) for v in values):
+        raise InputError("this model takes numbers, not text", "input_type")
     try:
         arr = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError) as exc:

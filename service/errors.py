@@ -93,9 +93,12 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
-        resp = error_response(error_type, str(exc.detail))
-        resp.status_code = exc.status_code
+        # 400 is FastAPI's "error parsing the body" (e.g. not UTF-8): the same error as a body that is not JSON
+        error_type = {400: "validation_error", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        resp = error_response(error_type or "invalid_input", str(exc.detail))
+        if error_type is None:  # a status the table does not know keeps Starlette's code
+            resp.status_code = exc.status_code
+        resp.headers.update(exc.headers or {})  # e.g. the Allow header a 405 must carry
         return resp
 
     @app.exception_handler(Exception)

@@ -63,7 +63,7 @@ def test_dense_standardises_with_stored_statistics():
         ([[1.0] * 5], "input_shape"),
         ([[np.nan] * 6], "non_finite"),
         ([[np.inf] * 6], "non_finite"),
-        (["text"], "input_shape"),
+        (["text"], "input_type"),
     ],
 )
 def test_dense_rejects_bad_vectors(bad, error_type):

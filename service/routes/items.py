@@ -28,7 +28,7 @@ def upsert(req: ItemsRequest, hasher: HasherDep, collection: CollectionDep, sett
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)
 
 
-@router.get("/{item_id}", response_model=ItemOut)
+@router.get("/{item_id:path}", response_model=ItemOut)
 def get_item(item_id: str, collection: CollectionDep, format: CodeFormat = "hex") -> ItemOut:
     item = collection.get(item_id)
     if item is None:
@@ -36,7 +36,7 @@ def get_item(item_id: str, collection: CollectionDep, format: CodeFormat = "hex"
     return ItemOut(id=item.id, code=bits.to_wire(item.code, format), metadata=item.metadata)
 
 
-@router.delete("/{item_id}", response_model=DeleteResponse)
+@router.delete("/{item_id:path}", response_model=DeleteResponse)
 def delete_item(item_id: str, collection: CollectionDep) -> DeleteResponse:
     if collection.delete([item_id]) == 0:
         raise ApiError("item_not_found", f"no item with id {item_id!r}")

@@ -1,0 +1,96 @@
+"""Shared fixtures: one tiny seeded checkpoint per featurizer kind (text, pixels, dense), trained once per session
+in about a second each, and a factory of ``TestClient``s whose lifespan has run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_digits
+
+from models import checkpoint
+from models.train import TrainConfig, fit_hasher
+from service.app import create_app
+from service.settings import Settings
+
+TRAIN = TrainConfig(epochs=3, progress=False, seed=0, device="cpu")
+TOPICS = {
+    "sport": ["football", "goal", "team", "match", "league", "coach", "striker", "season"],
+    "cooking": ["recipe", "oven", "flour", "butter", "sauce", "garlic", "simmer", "dough"],
+    "space": ["rocket", "orbit", "planet", "telescope", "galaxy", "astronaut", "launch", "comet"],
+    "finance": ["stock", "market", "bond", "interest", "bank", "dividend", "inflation", "investor"],
+}
+N_DIGITS = 360  # a fifth of load_digits keeps the pixel model well under the time budget
+
+MakeClient = Callable[..., TestClient]
+
+
+def synthetic_texts(n_per_topic: int = 10, seed: int = 0) -> list[str]:
+    """Short documents of 4-6 words, each drawn from one topic's vocabulary."""
+    rng = np.random.default_rng(seed)
+    return [
+        " ".join(rng.choice(words, size=rng.integers(4, 7))) for words in TOPICS.values() for _ in range(n_per_topic)
+    ]
+
+
+def digit_images(n: int = N_DIGITS) -> np.ndarray:
+    """The first ``n`` scikit-learn digits as uint8 (n, 8, 8) in 0..255 (the originals are 0..16)."""
+    images = load_digits().images[:n]  # (n, 8, 8) float64 in [0, 16]
+    return np.round(images * (255 / 16)).astype(np.uint8)
+
+
+def dense_vectors(n: int = 200, d: int = 12, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)  # (n, d)
+
+
+def _train_and_save(path: Path, inputs: Any, kind: str, overrides: dict[str, Any]) -> Path:
+    hasher, _ = fit_hasher(inputs, kind, overrides, TRAIN)
+    checkpoint.save(path, hasher)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "text"
+    return _train_and_save(path, synthetic_texts(), "text", {"n_bits": 16, "hidden": (32,)})
+
+
+@pytest.fixture(scope="session")
+def pixel_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "pixels"
+    return _train_and_save(path, digit_images(), "pixels", {"n_bits": 32, "hidden": (64,)})
+
+
+@pytest.fixture(scope="session")
+def dense_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "dense"
+    return _train_and_save(path, dense_vectors(), "dense", {"n_bits": 16, "hidden": (32,)})
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[MakeClient]:
+    """``make_client(model_dir, **settings_overrides)`` -> a started ``TestClient`` on a fresh collection.
+
+    Pass ``collection_path=`` to reopen an existing collection (an app restart). Every client is shut down
+    (lifespan exit) at the end of the test.
+    """
+    counter = itertools.count()
+    with ExitStack() as stack:
+
+        def make(model_dir: Path, **settings_overrides: Any) -> TestClient:
+            values = {
+                "model_path": model_dir,
+                "collection_path": tmp_path / f"collection-{next(counter)}",
+                "device": "cpu",
+                **settings_overrides,
+            }
+            return stack.enter_context(TestClient(create_app(Settings(**values))))
+
+        yield make
