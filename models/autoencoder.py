@@ -92,10 +92,11 @@ class HashingAutoencoder(nn.Module):
             x = nn.functional.dropout(x, self.config.input_dropout)
         return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
+        """``target`` (B, input_dim) is what the decoder reconstructs; the input itself by default."""
         b = self.bottleneck(self.logits(x))
         recon_logits = self.decoder(b.bits)  # (B, input_dim)
-        recon_loss = reconstruction_loss(self.config.recon, recon_logits, x)
+        recon_loss = reconstruction_loss(self.config.recon, recon_logits, x if target is None else target)
         return AEOutput(recon_logits, b.bits, b.latent, recon_loss + b.loss, recon_loss, b.loss)
 
     @torch.no_grad()

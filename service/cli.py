@@ -24,6 +24,7 @@ ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint direct
 CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")]
 FEATURIZER_FOR_KIND = {"text": "text", "image": "pixels", "vector": "dense"}
+TEXT_NEIGHBOURS = 10  # neighbour targets for text by default: +0.03 precision@100 on 20 Newsgroups
 
 
 @app.callback()
@@ -61,9 +62,12 @@ def train(
     kl_weight: Annotated[float | None, typer.Option(help="Weight of the bottleneck regulariser.")] = None,
     hidden: Annotated[str, typer.Option(help="Encoder hidden widths, comma-separated.")] = "512,512",
     input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
+    neighbours: Annotated[
+        int | None, typer.Option(help="Reconstruct each item's k nearest neighbours (default: 10 for text, else 0).")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping ends sooner).")] = 40,
-    batch_size: int = 128,
-    lr: float = 1e-3,
+    batch_size: int = 256,
+    lr: float = 5e-3,
     seed: int = 0,
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
@@ -83,7 +87,8 @@ def train(
     if kl_weight is not None:
         overrides["kl_weight"] = kl_weight
     try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+        k = neighbours if neighbours is not None else (TEXT_NEIGHBOURS if kind == "text" else 0)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, neighbours=k)
         hasher, result = fit_hasher(block.inputs, kind, overrides, cfg)
     except ValueError as exc:
         raise _fail(str(exc)) from exc

@@ -16,9 +16,9 @@ from service.bulk import index_blocks, split_block
 
 LOG = logging.getLogger(__name__)
 
-# The default text model; benchmarks/quality.py and the README say why these values.
+# The default text model (benchmarks/quality.py, variant "hamdex"; the README says why these values).
 DEMO_MODEL = {"n_bits": 32, "bottleneck": "bernoulli"}
-DEMO_TRAIN = TrainConfig()
+DEMO_TRAIN = TrainConfig(neighbours=10)
 
 
 def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto", progress: bool = True) -> None:
