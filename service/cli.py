@@ -175,23 +175,22 @@ def search(
 def _search_remote(url: str, body: dict) -> list[list[dict]]:
     import httpx
 
-    resp = httpx.post(url.rstrip("/") + "/v1/search", json=body, timeout=60)
-    if resp.status_code != 200:
-        raise _fail(f"{resp.status_code} {resp.text}")
-    return resp.json()["results"]
+    with httpx.Client(base_url=url, timeout=60) as client:
+        return _post_search(client, body)
 
 
 def _search_local(model: Path, collection: Path, body: dict) -> list[list[dict]]:
+    """Search the collection on disk through the app in-process, so the semantics equal the server's."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
     from service.settings import Settings
 
     with TestClient(create_app(Settings(model_path=model, collection_path=collection))) as client:
-        return _search_remote_client(client, body)
+        return _post_search(client, body)
 
 
-def _search_remote_client(client, body: dict) -> list[list[dict]]:
+def _post_search(client, body: dict) -> list[list[dict]]:
     resp = client.post("/v1/search", json=body)
     if resp.status_code != 200:
         raise _fail(f"{resp.status_code} {resp.text}")

@@ -1,6 +1,7 @@
 """Train a tiny model on scikit-learn's digits through the CLI, bulk-index it, serve it in a real server process,
 and find same-class neighbours over HTTP well above chance."""
 
+import json
 import os
 import socket
 import subprocess
@@ -44,65 +45,71 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise AssertionError("server did not become healthy in time")
 
 
-def test_train_index_serve_search(tmp_path, digits_file):
-    runner = CliRunner()
-    model, coll = tmp_path / "model", tmp_path / "coll"
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            str(digits_file),
-            "--out",
-            str(model),
-            "--bits",
-            "32",
-            "--hidden",
-            "256",
-            "--epochs",
-            "30",
-            "--device",
-            "cpu",
-        ],
-    )
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, digits_file):
+    """A model trained and a collection bulk-indexed through the CLI."""
+    runner, root = CliRunner(), tmp_path_factory.mktemp("e2e")
+    model, coll = root / "model", root / "coll"
+    args = ["train", str(digits_file), "--out", str(model), "--bits", "32", "--hidden", "256", "--epochs", "30"]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(
-        app, ["index", str(digits_file), "--model", str(model), "--collection", str(coll), "--batch-size", "500"]
-    )
+    result = runner.invoke(app, ["index", str(digits_file), "-m", str(model), "-c", str(coll), "--batch-size", "500"])
     assert result.exit_code == 0, result.output
     assert "indexed 1797 items" in result.output
+    return model, coll
 
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--model",
-        str(model),
-        "--collection",
-        str(coll),
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
+
+def _same_class_rate(results: list[list[dict]], query_ids: list[str]) -> tuple[int, float]:
+    labels = load_digits().target.astype(str)
+    same = [
+        h["metadata"]["label"] == labels[int(q.split("-")[1])]
+        for q, hits in zip(query_ids, results, strict=True)
+        for h in hits
+        if h["id"] != q
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    return len(same), float(np.mean(same))
+
+
+def test_serve_and_search_over_http(built):
+    model, coll = built
+    port = _free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "-m", str(model), "-c", str(coll), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
         assert httpx.get(url + "/info").json()["count"] == 1797
-        labels = load_digits().target.astype(str)
         query_ids = [f"digit-{i}" for i in range(0, 1797, 18)]  # 100 queries over all classes
         body = {"queries": [{"id": q} for q in query_ids], "k": 11}
         results = httpx.post(url + "/v1/search", json=body, timeout=30).json()["results"]
-        same = [
-            h["metadata"]["label"] == labels[int(q.split("-")[1])]
-            for q, hits in zip(query_ids, results, strict=True)
-            for h in hits
-            if h["id"] != q
-        ]
-        assert len(same) >= 900
-        assert np.mean(same) > 0.5  # chance is 0.1
+        n, rate = _same_class_rate(results, query_ids)
+        assert n >= 900
+        assert rate > 0.5  # chance is 0.1
+        result = CliRunner().invoke(app, ["search", "digit-0", "--by-id", "--k", "3", "--url", url])
+        assert result.exit_code == 0, result.output
+        assert "digit-0" in result.output
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_search_collection_on_disk(built):
+    model, coll = built
+    result = CliRunner().invoke(app, ["search", "digit-5", "--by-id", "--k", "2", "-m", str(model), "-c", str(coll)])
+    assert result.exit_code == 0, result.output
+    assert "digit-5" in result.output and "distance" in result.output
+
+
+def test_eval_beats_lsh_and_writes_json(built, digits_file, tmp_path):
+    model, _ = built
+    out = tmp_path / "eval.json"
+    args = ["eval", "-m", str(model), "--database", str(digits_file), "--queries", str(digits_file)]
+    result = CliRunner().invoke(app, [*args, "--max-queries", "300", "--k", "50", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"hamdex", "lsh", "itq"}
+    for row in report["methods"].values():
+        assert all(0.0 <= row[m] <= 1.0 for m in ("p@k", "p@k_tie_aware", "map", "p_r2"))
+    assert report["methods"]["hamdex"]["p@k"] > report["methods"]["lsh"]["p@k"]
