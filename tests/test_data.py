@@ -1,4 +1,4 @@
-"""Readers in models/data.py, each against a small real file written in its real format."""
+"""Readers in models/data/, each against a small real file written in its real format."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models import data
 from models.data import (
     Block,
     DataFormatError,
@@ -28,6 +27,7 @@ from models.data import (
     iter_blocks,
     load_20newsgroups,
     load_demo_corpus,
+    newsgroups,
     read_all,
     subject_of,
 )
@@ -484,7 +484,7 @@ def test_demo_corpus_falls_back_to_sklearn(monkeypatch):
         target_names=["alt.atheism", "sci.space"],
         filenames=np.array(["/cache/20news_home/20news-bydate-train/sci.space/60000", "/x/alt.atheism/5"]),
     )
-    monkeypatch.setattr(data, "demo_corpus_path", lambda: None)
+    monkeypatch.setattr(newsgroups, "demo_corpus_path", lambda: None)  # patched where load_demo_corpus looks it up
     monkeypatch.setattr("sklearn.datasets.fetch_20newsgroups", lambda **kwargs: bunch)
     block = load_demo_corpus("train")
     assert block.ids == ["sci.space/60000", "alt.atheism/5"] and block.labels == ["sci.space", "alt.atheism"]

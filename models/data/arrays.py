@@ -1,0 +1,117 @@
+"""Arrays: ``.npy`` (memory-mapped) and ``.npz``, handed out in blocks of rows."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from models.data.block import Block, DataFormatError, Kind, _check_finite, _labelled_block
+
+NPZ_INPUT_KEYS = ("X", "vectors", "images", "x")
+NPZ_LABEL_KEYS = ("labels", "y")
+
+
+def _array_kind(array: np.ndarray, where: str) -> Kind:
+    if array.ndim == 2 and (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        return "vector"
+    if array.ndim == 3 and array.dtype == np.uint8:
+        return "image"
+    raise DataFormatError(
+        f"{where}: expected a 2-d numeric array (vectors) or a 3-d uint8 array (images), "
+        f"got {array.dtype} with shape {array.shape}"
+    )
+
+
+def _array_inputs(array: np.ndarray, kind: Kind) -> np.ndarray:
+    """Copy a slice out of a (possibly memory-mapped) array in the dtype the block holds."""
+    return np.ascontiguousarray(array, dtype=np.float32 if kind == "vector" else np.uint8)
+
+
+def _array_blocks(
+    array: np.ndarray,
+    block_size: int,
+    where: str,
+    ids: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> Iterator[Block]:
+    kind = _array_kind(array, where)
+    for name, extra in (("ids", ids), ("labels", labels)):
+        if extra is not None and len(extra) != len(array):
+            raise DataFormatError(f"{where}: {name} has {len(extra)} entries but there are {len(array)} items")
+    for start in range(0, len(array), block_size):
+        stop = min(start + block_size, len(array))
+        inputs = _array_inputs(array[start:stop], kind)
+        if kind == "vector":
+            _check_finite(inputs, f"{where} (rows {start}-{stop - 1})")
+        block_ids = [str(i) for i in range(start, stop)] if ids is None else _strings(ids[start:stop])
+        block_labels = [None] * len(block_ids) if labels is None else _strings(labels[start:stop])
+        yield _labelled_block(block_ids, inputs, block_labels, kind)
+
+
+def _strings(values: np.ndarray) -> list[str]:
+    """Array entries as text; bytes (dtype "S") are decoded rather than shown as "b'...'"."""
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values.tolist()]
+
+
+def _iter_npy(path: Path, block_size: int) -> Iterator[Block]:
+    array = _load_npy(path)
+    yield from _array_blocks(array, block_size, str(path))
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:  # object arrays, bad headers
+        raise DataFormatError(f"{path}: cannot read as a .npy array: {err}") from err
+
+
+def _count_npy(path: Path) -> int:
+    array = _load_npy(path)
+    return int(array.shape[0]) if array.ndim else 0
+
+
+def _npz_key(keys: Iterable[str], wanted: tuple[str, ...]) -> str | None:
+    keys = set(keys)
+    return next((k for k in wanted if k in keys), None)
+
+
+def _iter_npz(path: Path, block_size: int) -> Iterator[Block]:
+    # np.load cannot memory-map members of a zip; each array is read whole, then handed out in blocks.
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, zipfile.BadZipFile) as err:
+        raise DataFormatError(f"{path}: cannot read as a .npz archive: {err}") from err
+    with archive:
+        key = _npz_key(archive.files, NPZ_INPUT_KEYS)
+        if key is None:
+            raise DataFormatError(f"{path}: no input array; expected one of {NPZ_INPUT_KEYS}, found {archive.files}")
+        label_key = _npz_key(archive.files, NPZ_LABEL_KEYS)
+        ids = archive["ids"] if "ids" in archive.files else None
+        labels = archive[label_key] if label_key else None
+        yield from _array_blocks(archive[key], block_size, f"{path}[{key}]", ids, labels)
+
+
+def _npy_header_shape(f: IO[bytes]) -> tuple[int, ...]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)[0]
+    return np.lib.format.read_array_header_2_0(f)[0]  # 2.0 and 3.0 share the header layout but the encoding
+
+
+def _count_npz(path: Path) -> int:
+    """Read only the .npy header of the input member, not its data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            key = _npz_key(members, NPZ_INPUT_KEYS)
+            if key is None:
+                raise DataFormatError(f"{path}: no input array; expected one of {NPZ_INPUT_KEYS}")
+            with archive.open(members[key]) as f:
+                shape = _npy_header_shape(f)
+    except zipfile.BadZipFile as err:
+        raise DataFormatError(f"{path}: cannot read as a .npz archive: {err}") from err
+    return int(shape[0]) if shape else 0

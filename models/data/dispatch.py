@@ -1,0 +1,112 @@
+"""The entry points: pick a reader by suffix or directory layout, and stream, read or count the items."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from models.data.arrays import _count_npy, _count_npz, _iter_npy, _iter_npz
+from models.data.block import Block, DataFormatError, _existing, concat_blocks
+from models.data.idx import IDX_IMAGES_MAGIC, _iter_idx, _read_idx_header
+from models.data.newsgroups import TAR_SUFFIXES, _iter_20ng_tar
+from models.data.parquet import _count_parquet, _iter_parquet
+from models.data.rows import _iter_csv, _iter_jsonl
+from models.data.text import _iter_label_folder, _label_folder_files
+
+LOG = logging.getLogger(__name__)
+
+
+def iter_blocks(path: str | Path, block_size: int = 4096, *, limit: int | None = None) -> Iterator[Block]:
+    """Stream the items of ``path`` in blocks of at most ``block_size``, stopping after ``limit`` items."""
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    path = _existing(path)
+    reader = _reader_for(path)
+    if limit is not None:
+        block_size = max(1, min(block_size, limit))  # don't read a big block to keep a few items
+    start, n = time.perf_counter(), 0
+    for block in _take(reader(path, block_size), limit):
+        n += len(block)
+        yield block
+    LOG.info("read %d items from %s in %.2f s", n, path, time.perf_counter() - start)
+
+
+def read_all(path: str | Path, *, limit: int | None = None) -> Block:
+    """All items of ``path`` (up to ``limit``) in one block."""
+    blocks = list(iter_blocks(path, limit=limit))
+    if not blocks:
+        raise DataFormatError(f"{path}: no items")
+    return concat_blocks(blocks)
+
+
+def count_items(path: str | Path) -> int | None:
+    """The number of items without reading them, where the format allows (else None: e.g. jsonl, csv)."""
+    path = _existing(path)
+    counter = _counter_for(path)
+    return None if counter is None else counter(path)
+
+
+def _take(blocks: Iterator[Block], limit: int | None) -> Iterator[Block]:
+    """Pass blocks through until ``limit`` items; closing the reader as soon as we stop."""
+    left = limit
+    for block in blocks:
+        if left is not None and len(block) >= left:
+            if left:
+                yield block.head(left)
+            return
+        if left is not None:
+            left -= len(block)
+        if len(block):
+            yield block
+
+
+Reader = Callable[[Path, int], Iterator[Block]]
+ItemCounter = Callable[[Path], int]
+
+
+def _reader_for(path: Path) -> Reader:
+    if path.is_dir():
+        return _iter_label_folder
+    name = path.name.lower()
+    if "idx3-ubyte" in name:
+        return _iter_idx
+    if name.endswith(TAR_SUFFIXES):
+        return _iter_20ng_tar
+    readers: dict[str, Reader] = {
+        ".npy": _iter_npy,
+        ".npz": _iter_npz,
+        ".parquet": _iter_parquet,
+        ".jsonl": _iter_jsonl,
+        ".csv": _iter_csv,
+    }
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataFormatError(_unsupported(path))
+    return reader
+
+
+def _counter_for(path: Path) -> ItemCounter | None:
+    if path.is_dir():
+        return lambda p: sum(len(files) for _, files in _label_folder_files(p))
+    name = path.name.lower()
+    if "idx3-ubyte" in name:
+        return lambda p: _read_idx_header(p, IDX_IMAGES_MAGIC)[1][0]
+    counters: dict[str, ItemCounter] = {".npy": _count_npy, ".npz": _count_npz, ".parquet": _count_parquet}
+    if path.suffix.lower() in counters:
+        return counters[path.suffix.lower()]
+    _reader_for(path)  # unsupported formats raise here, as they would when read
+    return None
+
+
+def _unsupported(path: Path) -> str:
+    hint = ""
+    if "idx1-ubyte" in path.name.lower():
+        hint = " (this is an IDX labels file: pass the matching *-images-idx3-ubyte file instead)"
+    return (
+        f"{path}: unsupported data format{hint}; expected .npy, .npz, .parquet, .jsonl, .csv, "
+        f"a folder of label sub-folders, *-images-idx3-ubyte[.gz] or a 20news-bydate tarball"
+    )

@@ -1,0 +1,120 @@
+"""``.parquet``: read batch by batch with Arrow (pyarrow is imported only when a parquet file is read)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from models.data.block import Block, DataFormatError, _check_finite, _parse_label
+
+# Parquet is columnar: parse whole batches with Arrow rather than row by row, and name the row on error.
+
+
+def _iter_parquet(path: Path, block_size: int) -> Iterator[Block]:
+    parquet = _open_parquet(path)
+    columns = parquet.schema_arrow.names
+    has_text, has_vector = "text" in columns, "vector" in columns
+    if has_text == has_vector:
+        problem = "both 'text' and 'vector' columns" if has_text else "neither a 'text' nor a 'vector' column"
+        raise DataFormatError(f"{path}: has {problem}; found columns {columns}")
+    start = 0
+    for batch in parquet.iter_batches(batch_size=block_size):
+        if batch.num_rows:
+            yield _parquet_block(batch, start, str(path))
+            start += batch.num_rows
+
+
+def _parquet_module():  # pyarrow is heavy: import it only when reading parquet
+    import pyarrow.parquet as pq
+
+    return pq
+
+
+def _open_parquet(path: Path):
+    import pyarrow as pa
+
+    try:
+        return _parquet_module().ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataFormatError(f"{path}: cannot read as parquet: {err}") from err
+
+
+def _count_parquet(path: Path) -> int:
+    return int(_open_parquet(path).metadata.num_rows)
+
+
+def _parquet_block(batch, start: int, where: str) -> Block:
+    n, names = batch.num_rows, batch.schema.names
+    rows = f"{where} (rows {start}-{start + n - 1})"
+    ids = _parquet_ids(batch, start, rows) if "id" in names else [str(i) for i in range(start, start + n)]
+    labels = [_parse_label(x) for x in batch.column("label").to_pylist()] if "label" in names else [None] * n
+    if "text" in names:
+        inputs: list[str] | np.ndarray = _parquet_texts(batch.column("text"), start, where)
+    else:
+        inputs = _parquet_vectors(batch.column("vector"), start, where)
+    metadata = _parquet_metadata(batch, [c for c in names if c not in ("id", "text", "vector", "label")])
+    for meta, label in zip(metadata, labels, strict=True):
+        if label is not None:
+            meta["label"] = label
+    return Block(ids, inputs, labels, metadata, "text" if "text" in names else "vector")
+
+
+def _first_null(column, start: int) -> int:
+    return start + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _parquet_ids(batch, start: int, where: str) -> list[str]:
+    column = batch.column("id")
+    if column.null_count:
+        raise DataFormatError(f"{where}: 'id' is null at row {_first_null(column, start)}")
+    return [str(x) for x in column.to_pylist()]
+
+
+def _parquet_texts(column, start: int, where: str) -> list[str]:
+    import pyarrow as pa
+
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise DataFormatError(f"{where}: 'text' column must hold strings, got {column.type}")
+    if column.null_count:
+        raise DataFormatError(f"{where}: 'text' is null at row {_first_null(column, start)}")
+    return column.to_pylist()
+
+
+def _parquet_vectors(column, start: int, where: str) -> np.ndarray:
+    """list<float> column -> float32 (n, d), checking nulls and raggedness with Arrow, not per Python row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    list_types = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    if not any(is_list(column.type) for is_list in list_types):
+        raise DataFormatError(f"{where}: 'vector' column must be a list of floats, got {column.type}")
+    if column.null_count:
+        raise DataFormatError(f"{where}: 'vector' is null at row {_first_null(column, start)}")
+    lengths = pc.list_value_length(column).to_numpy()
+    if len(lengths) and (lengths != lengths[0]).any():
+        row = start + int(np.flatnonzero(lengths != lengths[0])[0])
+        raise DataFormatError(
+            f"{where}: ragged vectors: row {row} has {lengths[row - start]} values, row {start} has {lengths[0]}"
+        )
+    values = column.flatten()
+    if values.null_count:
+        raise DataFormatError(f"{where}: 'vector' column has null values inside vectors")
+    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)  # (n, d)
+    if vectors.shape[1] == 0:
+        raise DataFormatError(f"{where}: 'vector' column holds empty vectors")
+    _check_finite(vectors, where)
+    return vectors
+
+
+def _parquet_metadata(batch, names: list[str]) -> list[dict]:
+    import pyarrow as pa
+
+    columns = {}
+    for name in names:
+        column = batch.column(name)
+        if pa.types.is_temporal(column.type):  # dates and times are not JSON: keep their ISO text
+            column = column.cast(pa.string())
+        columns[name] = column.to_pylist()
+    return [{name: values[i] for name, values in columns.items()} for i in range(batch.num_rows)]

@@ -1,0 +1,160 @@
+"""Row-wise formats: ``.jsonl`` and ``.csv``, parsed one :class:`Row` per record and assembled into blocks.
+
+Records are parsed one at a time by small functions that raise per record, so skip-and-report can later be added
+where they are called (``_jsonl_rows``, ``_csv_rows``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from models.data.block import Block, DataFormatError, _parse_label
+
+
+@dataclass(frozen=True)
+class Row:
+    """One parsed record of a row-wise format; ``where`` locates it for error messages ("f.jsonl:12")."""
+
+    where: str
+    id: str
+    input: str | np.ndarray  # text, or float32 (d,) vector
+    label: str | None
+    metadata: dict
+
+
+def _rows_to_blocks(rows: Iterator[Row], block_size: int) -> Iterator[Block]:
+    """Assemble parsed rows into blocks; the first row fixes the kind (and the vector width) for the file."""
+    buffer: list[Row] = []
+    first: Row | None = None
+    for row in rows:
+        first = first or row
+        _check_like(row, first)
+        buffer.append(row)
+        if len(buffer) == block_size:
+            yield _block_from_rows(buffer)
+            buffer = []
+    if buffer:
+        yield _block_from_rows(buffer)
+
+
+def _check_like(row: Row, first: Row) -> None:
+    if isinstance(row.input, str) != isinstance(first.input, str):
+        raise DataFormatError(f"{row.where}: mixes text and vector items (first item at {first.where})")
+    if isinstance(row.input, np.ndarray) and row.input.shape != first.input.shape:
+        raise DataFormatError(
+            f"{row.where}: ragged vectors: {row.input.shape[0]} values, "
+            f"but the first vector ({first.where}) has {first.input.shape[0]}"
+        )
+
+
+def _block_from_rows(rows: list[Row]) -> Block:
+    is_text = isinstance(rows[0].input, str)
+    inputs = [r.input for r in rows] if is_text else np.stack([r.input for r in rows])  # (n, d) float32
+    return Block(
+        ids=[r.id for r in rows],
+        inputs=inputs,
+        labels=[r.label for r in rows],
+        metadata=[r.metadata for r in rows],
+        kind="text" if is_text else "vector",
+    )
+
+
+def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
+    """One record (jsonl object or csv row) -> Row. ``position`` (0-based item number) is the default id."""
+    # "" counts as absent: a csv with both columns leaves one cell empty per row.
+    has_text, has_vector = record.get("text") not in (None, ""), record.get("vector") not in (None, "")
+    if has_text == has_vector:
+        problem = "both 'text' and 'vector'" if has_text else "neither a non-empty 'text' nor a 'vector'"
+        raise DataFormatError(f"{where}: item has {problem}; give exactly one")
+    item = record["text"] if has_text else _parse_vector(record["vector"], where)
+    if has_text and not isinstance(item, str):
+        raise DataFormatError(f"{where}: 'text' must be a string, got {type(item).__name__}")
+    label = _parse_label(record.get("label"))
+    metadata = _parse_metadata(record, where)
+    if label is not None:
+        metadata["label"] = label
+    raw_id = record.get("id")
+    return Row(where, str(position) if raw_id in (None, "") else str(raw_id), item, label, metadata)
+
+
+def _parse_metadata(record: dict[str, Any], where: str) -> dict:
+    """Keys other than id/text/vector/label/metadata, then the ``metadata`` dict on top (it is explicit)."""
+    extra = {k: v for k, v in record.items() if k not in ("id", "text", "vector", "label", "metadata")}
+    nested = record.get("metadata")
+    if nested in (None, ""):
+        return extra
+    if isinstance(nested, str):  # csv: a JSON object in a cell
+        nested = _loads(nested, where, "metadata")
+    if not isinstance(nested, dict):
+        raise DataFormatError(f"{where}: 'metadata' must be an object, got {type(nested).__name__}")
+    return {**extra, **nested}
+
+
+def _parse_vector(value: Any, where: str) -> np.ndarray:
+    """A vector given as a list of numbers, a JSON list string or space-separated floats -> float32 (d,)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = _loads(text, where, "vector") if text.startswith("[") else text.split()
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(f"{where}: 'vector' is not a list of numbers: {err}") from err
+    if vector.ndim != 1 or vector.size == 0:
+        raise DataFormatError(f"{where}: 'vector' must be a non-empty flat list of numbers, got shape {vector.shape}")
+    if not np.isfinite(vector).all():
+        raise DataFormatError(f"{where}: 'vector' has NaN or infinite values")
+    return vector
+
+
+def _loads(text: str, where: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{where}: {what} is not valid JSON: {err}") from err
+
+
+def _iter_jsonl(path: Path, block_size: int) -> Iterator[Block]:
+    yield from _rows_to_blocks(_jsonl_rows(path), block_size)
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    position = 0
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing one) are not records
+            where = f"{path}:{lineno}"
+            record = _loads(line, where, "line")
+            if not isinstance(record, dict):
+                raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield _row_from_record(record, position, where)
+            position += 1
+
+
+def _iter_csv(path: Path, block_size: int) -> Iterator[Block]:
+    yield from _rows_to_blocks(_csv_rows(path), block_size)
+
+
+def _csv_rows(path: Path) -> Iterator[Row]:
+    with _open_text(path, newline="") as f:  # newline="": the csv module handles quoted multi-line cells
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "text" not in fields and "vector" not in fields:
+            raise DataFormatError(f"{path}: needs a 'text' or 'vector' column, found columns {fields}")
+        for position, record in enumerate(reader):
+            where = f"{path}:{reader.line_num}"
+            if None in record:  # DictReader puts surplus cells under the key None
+                raise DataFormatError(f"{where}: row has more cells than the header has columns")
+            yield _row_from_record(record, position, where)
+
+
+def _open_text(path: Path, newline: str | None = None) -> IO[str]:
+    # utf-8-sig: tolerate the byte-order mark that spreadsheet exports put at the start.
+    return open(path, encoding="utf-8-sig", newline=newline)
