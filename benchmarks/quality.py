@@ -19,19 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from models import data
+from models.presets import preset
 from models.train import TrainConfig, fit_hasher
 from service.evaluate import evaluate_hasher
 
-# Variants of the default text model: (model overrides, training overrides).
+# Variants of the default text model (models/presets.py): changes to its (model, training) settings.
 VARIANTS = {
-    "hamdex": ({}, {"neighbours": 10}),  # the default: NASH-style Bernoulli bits + neighbour targets
-    "hamdex_plain": ({}, {}),  # the same without neighbour targets
-    "hamdex_sign": ({"bottleneck": "sign"}, {"neighbours": 10}),
+    "hamdex": ({}, {}),  # the default: NASH-style Bernoulli bits + neighbour targets
+    "hamdex_plain": ({}, {"neighbours": 0}),  # the same without neighbour targets
+    "hamdex_sign": ({"bottleneck": "sign"}, {}),
 }
 METRICS = ("p@k", "p@k_tie_aware", "map", "p_r2", "seconds")
 
 
-def run(bits: list[int], variants: list[str], n_queries: int | None, epochs: int) -> dict:
+def run(bits: list[int], variants: list[str], n_queries: int | None, epochs: int | None) -> dict:
     db, queries = data.load_demo_corpus("train"), data.load_demo_corpus("test")
     if n_queries:
         pick = np.random.default_rng(0).choice(len(queries.ids), n_queries, replace=False)  # all groups
@@ -45,10 +46,11 @@ def run(bits: list[int], variants: list[str], n_queries: int | None, epochs: int
     results: dict = {}
     for n_bits in bits:
         for i, name in enumerate(variants):
-            model_over, train_over = VARIANTS[name]
+            model_over, train_over = preset("text")
+            model_over.update(VARIANTS[name][0], n_bits=n_bits)
+            train_over.update(VARIANTS[name][1], **({"epochs": epochs} if epochs else {}))
             t0 = time.perf_counter()
-            cfg = TrainConfig(epochs=epochs, progress=False, **train_over)
-            hasher, _ = fit_hasher(db.inputs, "text", {"n_bits": n_bits, **model_over}, cfg)
+            hasher, _ = fit_hasher(db.inputs, "text", model_over, TrainConfig(progress=False, **train_over))
             train_seconds = time.perf_counter() - t0
             rows = evaluate_hasher(hasher, db, queries, k=100, baselines=["lsh", "itq"] if i == 0 else [])
             rows[name] = {**rows.pop("hamdex"), "train_seconds": train_seconds}
@@ -76,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bits = [int(b) for b in args.bits.split(",")]
-    results = run(bits, args.variants.split(","), 1000 if args.quick else None, 10 if args.quick else 40)
+    results = run(bits, args.variants.split(","), 1000 if args.quick else None, 10 if args.quick else None)
     print(table(results))
     if args.json:
         renamed = {

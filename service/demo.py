@@ -11,14 +11,13 @@ from pathlib import Path
 
 from index import Collection
 from models import checkpoint, data
+from models.presets import preset
 from models.train import TrainConfig, fit_hasher
 from service.bulk import index_blocks, split_block
 
 LOG = logging.getLogger(__name__)
 
-# The default text model (benchmarks/quality.py, variant "hamdex"; the README says why these values).
-DEMO_MODEL = {"n_bits": 32, "bottleneck": "bernoulli"}
-DEMO_TRAIN = TrainConfig(neighbours=10)
+DEMO_BITS = 32  # the text preset (models/presets.py) at 32 bits
 
 
 def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto", progress: bool = True) -> None:
@@ -27,8 +26,9 @@ def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto"
     if not (model_path / checkpoint.META).exists():
         corpus = data.load_demo_corpus("train")
         LOG.info("no model at %s: training the 20 Newsgroups demo model on %d posts", model_path, len(corpus.ids))
-        cfg = TrainConfig(**{**DEMO_TRAIN.to_dict(), "device": device, "progress": progress})
-        hasher, _ = fit_hasher(corpus.inputs, "text", DEMO_MODEL, cfg)
+        model_over, train_over = preset("text")
+        cfg = TrainConfig(device=device, progress=progress, **train_over)
+        hasher, _ = fit_hasher(corpus.inputs, "text", {**model_over, "n_bits": DEMO_BITS}, cfg)
         checkpoint.save(model_path, hasher)
     hasher = checkpoint.load(model_path, device)
     collection = Collection.open_or_create(collection_path, hasher.n_bits, hasher.fingerprint)

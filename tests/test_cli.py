@@ -1,0 +1,56 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from models.presets import PRESETS, preset
+from service.cli import app
+
+TOPICS = {"space": "orbit rocket launch nasa shuttle", "cars": "engine wheel brake dealer sedan"}
+
+
+@pytest.fixture
+def texts_file(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    rows = [
+        {"id": f"{t}-{i}", "text": f"{words} note {i}", "label": t} for t, words in TOPICS.items() for i in range(30)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def _train(texts_file, out, *extra):
+    result = CliRunner().invoke(
+        app, ["train", str(texts_file), "--out", str(out), "--bits", "16", "--hidden", "16", "--device", "cpu", *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "hamdex.json").read_text())
+
+
+def test_train_uses_the_text_preset(texts_file, tmp_path):
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "2")
+    model_over, train_over = PRESETS["text"]
+    assert meta["featurizer"]["kind"] == "text"
+    assert meta["model_config"]["kl_weight"] == model_over["kl_weight"]
+    assert meta["train_config"]["neighbours"] == train_over["neighbours"]
+    assert meta["train_config"]["epochs"] == 2  # an explicit flag wins over the preset
+
+
+def test_explicit_flags_override_the_preset(texts_file, tmp_path):
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--neighbours", "0", "--kl-weight", "0.05")
+    assert meta["train_config"]["neighbours"] == 0
+    assert meta["model_config"]["kl_weight"] == 0.05
+
+
+def test_bad_settings_exit_with_a_message(texts_file, tmp_path):
+    result = CliRunner().invoke(app, ["train", str(texts_file), "--out", str(tmp_path / "m"), "--bits", "12"])
+    assert result.exit_code == 2
+    assert "multiple of 8" in result.output
+
+
+def test_presets_are_copies_and_unknown_kinds_are_named():
+    model_over, _ = preset("text")
+    model_over["kl_weight"] = 99
+    assert preset("text")[0]["kl_weight"] != 99
+    with pytest.raises(ValueError, match="text, pixels, dense"):
+        preset("audio")
