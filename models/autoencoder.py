@@ -62,7 +62,7 @@ class ModelConfig:
 
 class AEOutput(NamedTuple):
     recon_logits: torch.Tensor  # (B, input_dim)
-    bits: torch.Tensor  # (B, n_bits) float {0, 1}
+    z: torch.Tensor  # (B, n_bits) what the decoder saw (bits, or continuous z for gaussian)
     latent: torch.Tensor  # (B, n_bits) continuous pre-binarization
     loss: torch.Tensor  # () recon_loss + reg_loss
     recon_loss: torch.Tensor  # ()
@@ -82,12 +82,13 @@ class HashingAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = _mlp([config.input_dim, *config.hidden, config.n_bits], config.dropout)
-        self.bottleneck = make_bottleneck(config.bottleneck, kl_weight=config.kl_weight)
+        self.bottleneck = make_bottleneck(config.bottleneck, n_bits=config.n_bits, kl_weight=config.kl_weight)
+        n_logits = config.n_bits * self.bottleneck.logits_per_bit
+        self.encoder = _mlp([config.input_dim, *config.hidden, n_logits], config.dropout)
         self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.input_dim], 0.0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output before binarization, (B, input_dim) -> (B, n_bits)."""
+        """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit)."""
         if self.training and self.config.input_dropout:
             x = nn.functional.dropout(x, self.config.input_dropout)
         return self.encoder(x)
@@ -95,15 +96,15 @@ class HashingAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
         """``target`` (B, input_dim) is what the decoder reconstructs; the input itself by default."""
         b = self.bottleneck(self.logits(x))
-        recon_logits = self.decoder(b.bits)  # (B, input_dim)
+        recon_logits = self.decoder(b.z)  # (B, input_dim)
         recon_loss = reconstruction_loss(self.config.recon, recon_logits, x if target is None else target)
-        return AEOutput(recon_logits, b.bits, b.latent, recon_loss + b.loss, recon_loss, b.loss)
+        return AEOutput(recon_logits, b.z, b.latent, recon_loss + b.loss, recon_loss, b.loss)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Deterministic codes: (B, input_dim) -> bool bits (B, n_bits), float32 latent (B, n_bits)."""
         logits = self.logits(x).float()
-        return self.bottleneck.binarize(logits), torch.sigmoid(logits)
+        return self.bottleneck.binarize(logits), self.bottleneck.latent(logits)
 
 
 def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

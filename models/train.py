@@ -173,9 +173,19 @@ def train(model_config: ModelConfig, cfg: TrainConfig, x: Features, targets: Fea
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    calibrate(model, x, device)
     seconds = time.perf_counter() - t0
     LOG.info("trained %d epochs in %.1fs, best epoch %d (val loss %.4f)", len(history), seconds, best_epoch, best)
     return TrainResult(model, history, best_epoch, seconds, str(device))
+
+
+@torch.no_grad()
+def calibrate(model: HashingAutoencoder, x: Features, device, batch_size: int = 2048) -> None:
+    """Bottlenecks that set thresholds from data (gaussian: per-bit medians) see the training set's logits."""
+    if not hasattr(model.bottleneck, "calibrate"):
+        return
+    logits = [model.logits(to_tensor(x[s : s + batch_size], device)).float() for s in range(0, x.shape[0], batch_size)]
+    model.bottleneck.calibrate(torch.cat(logits))
 
 
 def fit_hasher(

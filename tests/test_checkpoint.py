@@ -70,3 +70,16 @@ def test_config_rejects_unknown_keys_and_bad_values():
     for bad in ({"n_bits": 12}, {"bottleneck": "x"}, {"recon": "x"}, {"dropout": 1.0}, {"kl_weight": -1}):
         with pytest.raises(ValueError):
             ModelConfig(input_dim=4, **bad)
+
+
+def test_gaussian_thresholds_are_saved_and_codes_are_balanced(tmp_path, digits):
+    cfg = TrainConfig(epochs=3, progress=False, seed=0)
+    hasher = fit_hasher(digits[0], "pixels", {"n_bits": 16, "hidden": (32,), "bottleneck": "gaussian"}, cfg)[0]
+    thresholds = hasher.model.bottleneck.thresholds
+    assert thresholds.abs().sum() > 0  # calibrated after training
+    checkpoint.save(tmp_path / "g", hasher)
+    loaded = checkpoint.load(tmp_path / "g", device="cpu")
+    codes = loaded.encode(digits[0]).codes
+    np.testing.assert_array_equal(codes, hasher.encode(digits[0]).codes)
+    balance = np.unpackbits(codes, axis=1, bitorder="little").mean(axis=0)
+    np.testing.assert_allclose(balance, 0.5, atol=0.01)  # median thresholds split the training set in half
