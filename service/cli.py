@@ -131,24 +131,27 @@ def index_cmd(
 
 @app.command()
 def serve(
-    model: ModelOpt = Path("var/model"),
-    collection: CollectionOpt = Path("var/collection"),
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    device: DeviceOpt = "auto",
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="Checkpoint [env HAMDEX_MODEL_PATH].")] = None,
+    collection: Annotated[
+        Path | None, typer.Option("--collection", "-c", help="Collection [env HAMDEX_COLLECTION_PATH].")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env HAMDEX_HOST, default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env HAMDEX_PORT, default 8000].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda [env HAMDEX_DEVICE].")] = None,
     demo: Annotated[bool, typer.Option(help="Build the 20 Newsgroups demo model and collection if missing.")] = False,
 ) -> None:
-    """Serve the REST API."""
+    """Serve the REST API. Options override the HAMDEX_* environment variables."""
     import uvicorn
 
     from service.app import create_app
     from service.demo import ensure_demo
     from service.settings import Settings
 
+    given = {"model_path": model, "collection_path": collection, "host": host, "port": port, "device": device}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
     if demo:
-        ensure_demo(model, collection, device=device)
-    settings = Settings(model_path=model, collection_path=collection, host=host, port=port, device=device)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+        ensure_demo(settings.model_path, settings.collection_path, device=settings.device)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 @app.command()
