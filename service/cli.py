@@ -17,7 +17,12 @@ from rich.table import Table
 
 from models import data
 
-app = typer.Typer(help="hamdex: semantic hashing retrieval.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="hamdex: semantic hashing retrieval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold whole data sets
+)
 console = Console()
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint directory.")]
@@ -35,15 +40,14 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 
 def load_data(spec: str, limit: int | None = None) -> data.Block:
-    """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path)."""
-    if spec.startswith("demo:"):
-        block = data.load_demo_corpus(spec.split(":", 1)[1])
-        return block if limit is None else data.concat_blocks([_head(block, limit)])
-    return data.read_all(spec, limit=limit)
-
-
-def _head(block: data.Block, n: int) -> data.Block:
-    return data.Block(block.ids[:n], block.inputs[:n], block.labels[:n], block.metadata[:n], block.kind)
+    """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path); exits on bad data."""
+    try:
+        if spec.startswith("demo:"):
+            block = data.load_demo_corpus(spec.split(":", 1)[1])
+            return block if limit is None else block.head(limit)
+        return data.read_all(spec, limit=limit)
+    except (data.DataFormatError, data.DataNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _fail(message: str) -> typer.Exit:
@@ -150,7 +154,10 @@ def serve(
     given = {"model_path": model, "collection_path": collection, "host": host, "port": port, "device": device}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     if demo:
-        ensure_demo(settings.model_path, settings.collection_path, device=settings.device)
+        try:
+            ensure_demo(settings.model_path, settings.collection_path, device=settings.device)
+        except data.DataNotFoundError as exc:
+            raise _fail(str(exc)) from exc
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
