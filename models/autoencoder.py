@@ -93,6 +93,11 @@ class HashingAutoencoder(nn.Module):
             x = nn.functional.dropout(x, self.config.input_dropout)
         return self.encoder(x)
 
+    def relaxed_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable codes in (-1, 1), (B, input_dim) -> (B, n_bits): tanh of each bit's logit (the mean for
+        gaussian); used by pairwise objectives."""
+        return torch.tanh(self.logits(x)[:, : self.config.n_bits])
+
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
         """``target`` (B, input_dim) is what the decoder reconstructs; the input itself by default."""
         b = self.bottleneck(self.logits(x))

@@ -30,26 +30,26 @@ def _unit_rows(x: Features) -> Features:
 
 
 def nearest_neighbours(x: Features, k: int, block_size: int = 1024) -> np.ndarray:
-    """int64 (n, k + 1): each row's k nearest rows by cosine similarity, plus the row itself."""
+    """int64 (n, k): each row's k nearest other rows by cosine similarity (in no particular order)."""
+    t0 = time.perf_counter()
     unit = _unit_rows(x)
     n, k = x.shape[0], min(k, x.shape[0] - 1)
-    out = np.empty((n, k + 1), np.int64)
+    out = np.empty((n, k), np.int64)
     for start in range(0, n, block_size):
         sim = unit[start : start + block_size] @ unit.T  # (b, n)
         sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
         rows = np.arange(sim.shape[0])
-        sim[rows, start + rows] = np.inf  # the row itself always comes first
-        out[start : start + block_size] = np.argpartition(-sim, k, axis=1)[:, : k + 1]
+        sim[rows, start + rows] = -np.inf  # never one's own neighbour
+        out[start : start + block_size] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    LOG.info("%d nearest neighbours of %d items in %.1fs", k, n, time.perf_counter() - t0)
     return out
 
 
-def neighbour_targets(x: Features, k: int) -> Features:
-    """(n, d): the mean of each row and its k nearest neighbours, same sparsity kind as ``x``."""
-    t0 = time.perf_counter()
-    idx = nearest_neighbours(x, k)  # (n, k + 1)
+def neighbour_targets(x: Features, neighbours: np.ndarray) -> Features:
+    """(n, d): the mean of each row and its neighbours (n, k), same sparsity kind as ``x``."""
     n = x.shape[0]
+    idx = np.concatenate([np.arange(n)[:, None], neighbours], axis=1)  # (n, k + 1) self first
     weights = np.full(idx.size, 1.0 / idx.shape[1], np.float32)
     mean = sp.csr_matrix((weights, (np.repeat(np.arange(n), idx.shape[1]), idx.ravel())), shape=(n, n))
     targets = mean @ x  # (n, d)
-    LOG.info("neighbour targets (k=%d) for %d items in %.1fs", k, n, time.perf_counter() - t0)
     return sp.csr_matrix(targets, dtype=np.float32) if sp.issparse(x) else np.asarray(targets, np.float32)

@@ -22,7 +22,8 @@ from models.autoencoder import HashingAutoencoder, ModelConfig
 from models.checkpoint import compute_fingerprint
 from models.featurizers import Features, make_featurizer
 from models.hasher import Hasher, resolve_device, to_tensor
-from models.neighbours import neighbour_targets
+from models.neighbours import nearest_neighbours, neighbour_targets
+from models.objectives import neighbour_infonce
 
 LOG = logging.getLogger(__name__)
 
@@ -39,14 +40,18 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when available, else CPU
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     neighbours: int = 0  # > 0: reconstruct the mean of each item and its k nearest neighbours (models.neighbours)
+    contrastive_weight: float = 0.0  # > 0 (needs neighbours): InfoNCE with a neighbour as positive (models.objectives)
+    temperature: float = 0.3  # of the contrastive term
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size and patience must be >= 1")
-        if self.neighbours < 0:
-            raise ValueError("neighbours must be >= 0")
+        if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
+            raise ValueError("neighbours and contrastive_weight must be >= 0, temperature > 0")
+        if self.contrastive_weight and not self.neighbours:
+            raise ValueError("contrastive_weight needs neighbours > 0 (the positives are neighbours)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -74,24 +79,40 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarra
     return perm[n_val:], perm[:n_val]
 
 
-def _epoch(
-    model, opt, x: Features, targets: Features | None, idx: np.ndarray, cfg: TrainConfig, device, rng, bar
-) -> float:
+@dataclass(frozen=True)
+class TrainData:
+    x: Features  # (n, d) model inputs
+    targets: Features | None = None  # (n, d) what the decoder reconstructs; x itself when None
+    neighbours: np.ndarray | None = None  # int64 (n, k) nearest neighbours, for the contrastive term
+
+
+def _batch_loss(model: HashingAutoencoder, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
+    batch = to_tensor(data.x[rows], device)  # (B, d)
+    target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        loss = model(batch, target).loss
+        if cfg.contrastive_weight:
+            assert data.neighbours is not None
+            pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
+            codes = model.relaxed_codes(torch.cat([batch, to_tensor(data.x[pair_rows], device)]))  # (2B, n_bits)
+            a, b = codes.chunk(2)
+            loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
+    return loss
+
+
+def _epoch(model, opt, data: TrainData, idx: np.ndarray, cfg: TrainConfig, device, rng, bar) -> float:
     model.train()
     order = rng.permutation(idx)
     total = 0.0
     for start in range(0, len(order), cfg.batch_size):
         rows = np.sort(order[start : start + cfg.batch_size])
-        batch = to_tensor(x[rows], device)  # (B, d)
-        target = None if targets is None else to_tensor(targets[rows], device)  # (B, d)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            out = model(batch, target)
+        loss = _batch_loss(model, data, rows, cfg, device, rng)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         opt.step()
-        total += out.loss.item() * len(batch)
-        bar.update(len(batch))
-        bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
+        total += loss.item() * len(rows)
+        bar.update(len(rows))
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return total / max(len(order), 1)
 
 
@@ -121,11 +142,19 @@ def init_decoder_bias(model: HashingAutoencoder, x: Features) -> None:
         model.decoder[-1].bias.copy_(torch.from_numpy(np.log(probs)).float())
 
 
-def train(model_config: ModelConfig, cfg: TrainConfig, x: Features, targets: Features | None = None) -> TrainResult:
-    """Train on features (n, d); keeps the weights of the best validation epoch.
+def train(
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    x: Features,
+    targets: Features | None = None,
+    neighbours: np.ndarray | None = None,
+) -> TrainResult:
+    """Train on features (n, d); keeps the weights of the best validation epoch (loss without the contrastive term).
 
-    ``targets`` (n, d), when given, is what the decoder reconstructs for each row instead of the row itself.
+    ``targets`` (n, d), when given, is what the decoder reconstructs for each row instead of the row itself;
+    ``neighbours`` (n, k) gives the positives of the contrastive term.
     """
+    data = TrainData(x, targets, neighbours)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = HashingAutoencoder(model_config)
@@ -146,7 +175,7 @@ def train(model_config: ModelConfig, cfg: TrainConfig, x: Features, targets: Fea
     )
     for epoch in range(1, cfg.epochs + 1):
         with tqdm(total=len(train_idx), desc=f"epoch {epoch}", unit="item", disable=not cfg.progress) as bar:
-            train_loss = _epoch(model, opt, x, targets, train_idx, cfg, device, rng, bar)
+            train_loss = _epoch(model, opt, data, train_idx, cfg, device, rng, bar)
             val_loss = evaluate_loss(model, x, targets, val_idx, device) if len(val_idx) else train_loss
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
         history.append(
@@ -203,8 +232,9 @@ def fit_hasher(
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    targets = neighbour_targets(x, cfg.neighbours) if cfg.neighbours else None
-    result = train(model_config, cfg, x, targets)
+    neighbours = nearest_neighbours(x, cfg.neighbours) if cfg.neighbours else None
+    targets = neighbour_targets(x, neighbours) if neighbours is not None else None
+    result = train(model_config, cfg, x, targets, neighbours)
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0])}
     fp = compute_fingerprint(result.model, featurizer)
     return Hasher(result.model, featurizer, fp, torch.device(result.device), info), result

@@ -53,3 +53,23 @@ def test_input_dropout_only_in_training():
     model = HashingAutoencoder(ModelConfig(input_dim=16, n_bits=8, input_dropout=0.5, recon="gaussian")).eval()
     x = torch.randn(4, 16)
     assert torch.equal(model.logits(x), model.logits(x))
+
+
+def test_infonce_prefers_aligned_pairs():
+    from models.objectives import neighbour_infonce
+
+    torch.manual_seed(0)
+    a = torch.tanh(torch.randn(32, 16) * 3)
+    aligned = neighbour_infonce(a, a + 0.05 * torch.randn_like(a), temperature=0.3)
+    shuffled = neighbour_infonce(a, a[torch.randperm(32)], temperature=0.3)
+    assert aligned < shuffled
+
+
+def test_contrastive_training_needs_neighbours_and_runs_with_them():
+    with pytest.raises(ValueError, match="needs neighbours"):
+        TrainConfig(contrastive_weight=1.0)
+    texts = [f"{w} {w} item {i}" for w in ("orbit rocket", "engine brake", "piano violin") for i in range(20)]
+    cfg = TrainConfig(epochs=2, neighbours=3, contrastive_weight=1.0, progress=False)
+    hasher, result = fit_hasher(texts, "text", {"n_bits": 8, "hidden": (16,)}, cfg)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1]["train_loss"])
+    assert hasher.encode(texts).codes.shape == (60, 1)
