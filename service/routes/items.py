@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter
 
 from models import bits
+from service.codes import codes_for
 from service.deps import CollectionDep, HasherDep, SettingsDep, check_batch
 from service.errors import ApiError
 from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse
@@ -16,13 +16,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 @router.post("", response_model=ItemsResponse)
 def upsert(req: ItemsRequest, hasher: HasherDep, collection: CollectionDep, settings: SettingsDep) -> ItemsResponse:
     check_batch(len(req.items), settings, "items")
-    codes = np.zeros((len(req.items), hasher.n_bits // 8), np.uint8)
-    raw = [(i, it.input) for i, it in enumerate(req.items) if it.input is not None]
-    if raw:
-        codes[[i for i, _ in raw]] = hasher.encode([x for _, x in raw]).codes
-    for i, it in enumerate(req.items):
-        if it.code is not None:
-            codes[i] = bits.from_wire(it.code, hasher.n_bits)
+    codes = codes_for(hasher, [it.input for it in req.items], [it.code for it in req.items])
     result = collection.upsert([it.id for it in req.items], codes, [it.metadata for it in req.items])
     collection.save()
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)

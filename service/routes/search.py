@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter
 
-from models import bits
+from service.codes import codes_for
 from service.deps import CollectionDep, HasherDep, SettingsDep, check_batch
 from service.errors import ApiError
 from service.schemas import Hit, SearchRequest, SearchResponse
@@ -15,14 +15,9 @@ router = APIRouter(prefix="/v1", tags=["search"])
 
 def _query_codes(req: SearchRequest, hasher: HasherDep, collection: CollectionDep) -> np.ndarray:
     """Every query as a packed code (q, n_bits // 8); raw inputs are encoded in one batch."""
-    codes = np.zeros((len(req.queries), hasher.n_bits // 8), np.uint8)
-    raw = [(i, q.input) for i, q in enumerate(req.queries) if q.input is not None]
-    if raw:
-        codes[[i for i, _ in raw]] = hasher.encode([x for _, x in raw]).codes
+    codes = codes_for(hasher, [q.input for q in req.queries], [q.code for q in req.queries])
     for i, q in enumerate(req.queries):
-        if q.code is not None:
-            codes[i] = bits.from_wire(q.code, hasher.n_bits)
-        elif q.id is not None:
+        if q.id is not None:
             item = collection.get(q.id)
             if item is None:
                 raise ApiError("item_not_found", f"query {i}: no item with id {q.id!r}")
