@@ -88,10 +88,22 @@ class HashingAutoencoder(nn.Module):
         self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.input_dim], 0.0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit)."""
-        if self.training and self.config.input_dropout:
-            x = nn.functional.dropout(x, self.config.input_dropout)
-        return self.encoder(x)
+        """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit).
+
+        ``x`` may be a sparse CSR tensor (bag-of-words): the first layer then multiplies it sparsely."""
+        dropout = self.config.input_dropout if self.training else 0.0
+        if x.layout != torch.sparse_csr:
+            return self.encoder(nn.functional.dropout(x, dropout) if dropout else x)
+        if dropout:  # drop stored entries, as dense dropout would (zeros stay zero either way)
+            x = torch.sparse_csr_tensor(
+                x.crow_indices(),
+                x.col_indices(),
+                nn.functional.dropout(x.values(), dropout),
+                size=x.shape,
+                check_invariants=False,
+            )
+        first = self.encoder[0]
+        return self.encoder[1:](torch.sparse.mm(x, first.weight.T) + first.bias)
 
     def relaxed_codes(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable codes in (-1, 1), (B, input_dim) -> (B, n_bits): tanh of each bit's logit (the mean for
@@ -102,7 +114,9 @@ class HashingAutoencoder(nn.Module):
         """``target`` (B, input_dim) is what the decoder reconstructs; the input itself by default."""
         b = self.bottleneck(self.logits(x))
         recon_logits = self.decoder(b.z)  # (B, input_dim)
-        recon_loss = reconstruction_loss(self.config.recon, recon_logits, x if target is None else target)
+        target = x if target is None else target
+        target = target.to_dense() if target.layout == torch.sparse_csr else target
+        recon_loss = reconstruction_loss(self.config.recon, recon_logits, target)
         return AEOutput(recon_logits, b.z, b.latent, recon_loss + b.loss, recon_loss, b.loss)
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ This is what the service, the bulk job and ``hamdex eval`` hold; ``models.checkp
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,8 +37,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def to_tensor(features: Features, device: torch.device) -> torch.Tensor:
-    """A block of features (dense or CSR) -> float32 tensor (B, d) on the device."""
+def to_tensor(features: Features, device: torch.device | str, *, sparse: bool = False) -> torch.Tensor:
+    """A block of features -> float32 tensor (B, d) on the device.
+
+    With ``sparse=True``, scipy CSR features become a torch sparse CSR tensor on the CPU (the encoder's first layer
+    multiplies it sparsely: about twice as fast for TF-IDF, <1% non-zero); elsewhere features are dense.
+    """
+    device = torch.device(device)
+    if sp.issparse(features) and sparse and device.type == "cpu":
+        m = sp.csr_matrix(features, dtype=np.float32)
+        with warnings.catch_warnings():  # "sparse CSR is beta": the one use here (sparse.mm + autograd) is tested
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(m.indptr.astype(np.int64)),
+                torch.from_numpy(m.indices.astype(np.int64)),
+                torch.from_numpy(m.data),
+                size=m.shape,
+                check_invariants=False,  # built from a valid scipy CSR matrix
+            )
     dense = features.toarray() if sp.issparse(features) else np.asarray(features)
     return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device, non_blocking=True)
 
@@ -68,7 +85,7 @@ class Hasher:
         """Features (n, d) -> packed codes, in batches so memory stays bounded."""
         codes, latents = [], []
         for start in range(0, features.shape[0], batch_size):
-            x = to_tensor(features[start : start + batch_size], self.device)  # (B, d)
+            x = to_tensor(features[start : start + batch_size], self.device, sparse=True)  # (B, d)
             b, z = self.model.encode(x)  # (B, n_bits) bool, (B, n_bits) float
             codes.append(bits.pack(b.cpu().numpy()))
             if latent:

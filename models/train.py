@@ -87,15 +87,15 @@ class TrainData:
 
 
 def _batch_loss(model: HashingAutoencoder, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
-    batch = to_tensor(data.x[rows], device)  # (B, d)
+    batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
         loss = model(batch, target).loss
         if cfg.contrastive_weight:
             assert data.neighbours is not None
             pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
-            codes = model.relaxed_codes(torch.cat([batch, to_tensor(data.x[pair_rows], device)]))  # (2B, n_bits)
-            a, b = codes.chunk(2)
+            both = to_tensor(data.x[np.concatenate([rows, pair_rows])], device, sparse=True)  # (2B, d)
+            a, b = model.relaxed_codes(both).chunk(2)  # (B, n_bits) each
             loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
     return loss
 
@@ -125,7 +125,7 @@ def evaluate_loss(
     total = 0.0
     for start in range(0, len(idx), batch_size):
         rows = idx[start : start + batch_size]
-        batch = to_tensor(x[rows], device)
+        batch = to_tensor(x[rows], device, sparse=True)
         target = None if targets is None else to_tensor(targets[rows], device)
         total += model(batch, target).loss.item() * len(batch)
     return total / max(len(idx), 1)
@@ -213,7 +213,10 @@ def calibrate(model: HashingAutoencoder, x: Features, device, batch_size: int = 
     """Bottlenecks that set thresholds from data (gaussian: per-bit medians) see the training set's logits."""
     if not hasattr(model.bottleneck, "calibrate"):
         return
-    logits = [model.logits(to_tensor(x[s : s + batch_size], device)).float() for s in range(0, x.shape[0], batch_size)]
+    logits = [
+        model.logits(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
+        for s in range(0, x.shape[0], batch_size)
+    ]
     model.bottleneck.calibrate(torch.cat(logits))
 
 

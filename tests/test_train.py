@@ -73,3 +73,33 @@ def test_contrastive_training_needs_neighbours_and_runs_with_them():
     hasher, result = fit_hasher(texts, "text", {"n_bits": 8, "hidden": (16,)}, cfg)
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["train_loss"])
     assert hasher.encode(texts).codes.shape == (60, 1)
+
+
+def test_sparse_and_dense_inputs_give_the_same_logits_loss_and_gradients():
+    import scipy.sparse as sp
+
+    from models.hasher import to_tensor
+
+    x = sp.random(16, 50, density=0.1, format="csr", dtype=np.float32, random_state=0)
+    model = HashingAutoencoder(ModelConfig(input_dim=50, n_bits=8, hidden=(12,), bottleneck="sign")).eval()
+    dense, sparse = to_tensor(x, "cpu"), to_tensor(x, "cpu", sparse=True)
+    assert sparse.layout == torch.sparse_csr and dense.layout == torch.strided
+    torch.testing.assert_close(model.logits(sparse), model.logits(dense))
+    grads = []
+    for inp in (dense, sparse):
+        model.zero_grad()
+        model(inp).loss.backward()
+        grads.append(model.encoder[0].weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_sparse_input_dropout_drops_entries_in_training_only():
+    import scipy.sparse as sp
+
+    from models.hasher import to_tensor
+
+    x = to_tensor(sp.random(64, 40, density=0.5, format="csr", dtype=np.float32, random_state=1), "cpu", sparse=True)
+    model = HashingAutoencoder(ModelConfig(input_dim=40, n_bits=8, hidden=(8,), input_dropout=0.5, dropout=0.0))
+    torch.manual_seed(0)
+    assert not torch.equal(model.train().logits(x), model.train().logits(x))
+    assert torch.equal(model.eval().logits(x), model.eval().logits(x))
