@@ -1,97 +1,71 @@
-"""Retrieval quality on 20 Newsgroups: hamdex model variants beside LSH and ITQ, all in one run.
+"""Retrieval quality (issue 3): every hamdex bottleneck beside LSH, centered LSH, PCA-hash, ITQ and exact float
+cosine, trained and scored in one process on 20 Newsgroups and Fashion-MNIST.
 
-Protocol (../shared/notes/benchmarks.md): TF-IDF over 10k words; the train split is the database and the training
-set, test posts are the queries, relevant = same newsgroup. Prints a markdown table; ``--json FILE`` writes
-``{"20ng": {bits: {method: {metric: value}}}}``.
+Protocols, methods and metrics: see evaluation/harness.py and ../shared/notes/benchmarks.md. Prints a markdown
+table per dataset (and, for 20NG, the published precision@100 beside ours); ``--json FILE`` writes
+``{dataset: {bits: {method: {metric: value}}}}``; PNG plots go to ``--plots DIR``.
 
-    python benchmarks/quality.py                      # 32 bits, all 7,532 queries, ~5 minutes on 2 cores
-    python benchmarks/quality.py --bits 16,32 --quick # 1,000 queries, fewer epochs
+    python benchmarks/quality.py                                # both datasets; 20ng 16-128 bits, fashion 16-64
+    python benchmarks/quality.py --dataset 20ng --bits 32       # one width
+    python benchmarks/quality.py --quick --json var/quick.json  # CI: subsets, 10 epochs, 32 bits
+
+Without ``--bits``, 20ng runs 16,32,64,128 and fashion-mnist 16,32,64 (the widths of the published image tables);
+``--quick`` runs 32 bits only. ``--bits`` given explicitly applies to every dataset.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from models import data
-from models.presets import preset
-from models.train import TrainConfig, fit_hasher
-from service.evaluate import evaluate_hasher
+from evaluation import harness
 
-# Variants of the default text model (models/presets.py): changes to its (model, training) settings.
-VARIANTS = {
-    "hamdex": ({}, {}),  # the default: NASH-style Bernoulli bits + neighbour targets
-    "hamdex_plain": ({}, {"neighbours": 0}),  # the same without neighbour targets
-    "hamdex_sign": ({"bottleneck": "sign"}, {}),
-}
-METRICS = ("p@k", "p@k_tie_aware", "map", "p_r2", "seconds")
+DEFAULT_PLOTS = Path(__file__).resolve().parent / "out"
 
 
-def run(bits: list[int], variants: list[str], n_queries: int | None, epochs: int | None) -> dict:
-    db, queries = data.load_demo_corpus("train"), data.load_demo_corpus("test")
-    if n_queries:
-        pick = np.random.default_rng(0).choice(len(queries.ids), n_queries, replace=False)  # all groups
-        queries = data.Block(
-            [queries.ids[i] for i in pick],
-            [queries.inputs[i] for i in pick],
-            [queries.labels[i] for i in pick],
-            [queries.metadata[i] for i in pick],
-            queries.kind,
-        )
-    results: dict = {}
-    for n_bits in bits:
-        for i, name in enumerate(variants):
-            model_over, train_over = preset("text")
-            model_over.update(VARIANTS[name][0], n_bits=n_bits)
-            train_over.update(VARIANTS[name][1], **({"epochs": epochs} if epochs else {}))
-            t0 = time.perf_counter()
-            hasher, _ = fit_hasher(db.inputs, "text", model_over, TrainConfig(progress=False, **train_over))
-            train_seconds = time.perf_counter() - t0
-            rows = evaluate_hasher(hasher, db, queries, k=100, baselines=["lsh", "itq"] if i == 0 else [])
-            rows[name] = {**rows.pop("hamdex"), "train_seconds": train_seconds}
-            results.setdefault(n_bits, {}).update(rows)
-    return results
-
-
-def table(results: dict) -> str:
-    lines = ["| bits | method | P@100 | P@100 tie-aware | mAP | P(r<=2) | train s |", "|---|---|---|---|---|---|---|"]
-    for n_bits, rows in results.items():
-        for name, m in rows.items():
-            lines.append(
-                f"| {n_bits} | {name} | {m['p@k']:.4f} | {m['p@k_tie_aware']:.4f} | {m['map']:.4f} | "
-                f"{m['p_r2']:.4f} | {m.get('train_seconds', 0):.0f} |"
-            )
-    return "\n".join(lines)
-
-
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bits", default="32", help="comma-separated code lengths")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
-    parser.add_argument("--quick", action="store_true", help="1,000 queries and 10 epochs")
-    parser.add_argument("--json", type=Path, help="write the numbers here")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    bits = [int(b) for b in args.bits.split(",")]
-    results = run(bits, args.variants.split(","), 1000 if args.quick else None, 10 if args.quick else None)
-    print(table(results))
+    parser.add_argument("--dataset", choices=[*harness.DATASETS, "all"], default="all", help="default: all")
+    parser.add_argument("--bits", type=_bits, help="comma-separated code lengths, e.g. 16,32,64,128")
+    parser.add_argument("--quick", action="store_true", help="reduced run for CI: subsets, 10 epochs, 32 bits")
+    parser.add_argument("--json", type=Path, help="write {dataset: {bits: {method: {metric: value}}}} here")
+    parser.add_argument("--plots", type=Path, default=DEFAULT_PLOTS, help="PNG directory (default benchmarks/out)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 trains faster on a busy machine)"
+    )
+    return parser.parse_args(argv)
+
+
+def _bits(text: str) -> list[int]:
+    try:
+        widths = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bits must be comma-separated integers, got {text!r}") from None
+    if not widths or any(b <= 0 or b % 8 for b in widths):
+        raise argparse.ArgumentTypeError(f"--bits must be positive multiples of 8, got {text!r}")
+    return widths
+
+
+def main(argv: Sequence[str] | None = None) -> harness.Results:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("evaluation.metrics").setLevel(logging.WARNING)  # one line per metric call is noise here
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = list(harness.DATASETS) if args.dataset == "all" else [args.dataset]
+    with logging_redirect_tqdm():
+        results = harness.run_benchmarks(names, args.bits, args.quick, args.plots)
+    print(harness.format_table(results))
+    if "20ng" in results:
+        print("\n" + harness.format_published(results["20ng"], quick=args.quick))
     if args.json:
-        renamed = {
-            b: {
-                m: {
-                    ("p@100" if k == "p@k" else "p@100_tie_aware" if k == "p@k_tie_aware" else k): v
-                    for k, v in row.items()
-                }
-                for m, row in rows.items()
-            }
-            for b, rows in results.items()
-        }
-        args.json.write_text(json.dumps({"20ng": renamed}, indent=2))
+        harness.write_json(results, args.json)
+    return results
 
 
 if __name__ == "__main__":
