@@ -8,6 +8,12 @@ text (20 Newsgroups, 32 bits, precision@100 over all 7,532 test queries, one run
   adding the neighbour-contrastive term (models/objectives.py) at weight 1.0, temperature 0.3: 0.547, and 0.539
   with the sparse first layer, 113 s of training on one core (weight 0.5:
   0.543; weight 3.0 at temperature 0.2: 0.501).
+
+pixels (Fashion-MNIST, 32 bits, 20,000 training images as database, 1,000 class-balanced queries, mAP, 15 epochs;
+ITQ 0.471 in the same runs): the plain bernoulli default 0.476 (lr 1e-3: 0.481; a 512-unit decoder 0.458; gaussian
+0.452); neighbour targets + contrastive term 0.504, with KL 0.3 0.516 (contrastive weight 3: 0.511, 20: 0.512,
+100: 0.483; input dropout 0.2: 0.514; gaussian 0.477). With lr 5e-3 on 3,000 images the bernoulli model collapsed
+to 0.1% distinct codes, hence lr 1e-3.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # kind: (ModelConfig overrides, TrainConfig overrides)
     "text": ({"kl_weight": 0.3}, {"neighbours": 10, "contrastive_weight": 1.0, "temperature": 0.3, "epochs": 30}),
-    "pixels": ({}, {}),
+    "pixels": ({"kl_weight": 0.3}, {"neighbours": 10, "contrastive_weight": 1.0, "lr": 1e-3, "epochs": 20}),
     "dense": ({}, {}),
 }
 

@@ -70,6 +70,9 @@ def train(
     neighbours: Annotated[
         int | None, typer.Option(help="Reconstruct each item's k nearest neighbours (default: the preset).")
     ] = None,
+    contrastive_weight: Annotated[
+        float | None, typer.Option(help="Weight of the neighbour-contrastive term (default: the preset).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     batch_size: int = 256,
     lr: float = 5e-3,
@@ -92,7 +95,14 @@ def train(
             input_dropout=input_dropout,
             hidden=tuple(int(h) for h in hidden.split(",") if h),
         )
-        given = {"kl_weight": kl_weight, "neighbours": neighbours, "epochs": epochs}
+        if neighbours == 0 and contrastive_weight is None:
+            contrastive_weight = 0.0  # its positives are neighbours: no neighbours, no contrastive term
+        given = {
+            "kl_weight": kl_weight,
+            "neighbours": neighbours,
+            "contrastive_weight": contrastive_weight,
+            "epochs": epochs,
+        }
         model_over.update({k: v for k, v in given.items() if k == "kl_weight" and v is not None})
         train_over.update({k: v for k, v in given.items() if k != "kl_weight" and v is not None})
         cfg = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, device=device, **train_over)

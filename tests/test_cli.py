@@ -39,7 +39,17 @@ def test_train_uses_the_text_preset(texts_file, tmp_path):
 def test_explicit_flags_override_the_preset(texts_file, tmp_path):
     meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--neighbours", "0", "--kl-weight", "0.05")
     assert meta["train_config"]["neighbours"] == 0
+    assert meta["train_config"]["contrastive_weight"] == 0  # switched off with the neighbours it needs
     assert meta["model_config"]["kl_weight"] == 0.05
+
+
+def test_contrastive_weight_flag(texts_file, tmp_path):
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--contrastive-weight", "0.25")
+    assert meta["train_config"]["contrastive_weight"] == 0.25
+    result = CliRunner().invoke(
+        app, ["train", str(texts_file), "--out", str(tmp_path / "x"), "--neighbours", "0", "--contrastive-weight", "1"]
+    )
+    assert result.exit_code == 2 and "needs neighbours" in result.output
 
 
 def test_bad_settings_exit_with_a_message(texts_file, tmp_path):
