@@ -268,7 +268,7 @@ class _Codes(NamedTuple):
     train_seconds: float
 
 
-def _baseline_codes(name: str, n_bits: int, q_feats: Features, db_feats: Features) -> _Codes:
+def baseline_codes(name: str, n_bits: int, q_feats: Features, db_feats: Features) -> _Codes:
     start = time.perf_counter()
     method = make_baseline(name, n_bits).fit(db_feats)
     seconds = 0.0 if name in TRAINING_FREE else time.perf_counter() - start
@@ -329,7 +329,7 @@ def run_dataset(
             assert q_feats is not None and db_feats is not None  # "hamdex" always runs, and first
             for name in BASELINES:
                 bar.set_postfix_str(f"{n_bits} bits {name}")
-                rows[name] = _score(name, _baseline_codes(name, n_bits, q_feats, db_feats), split, dataset, n_bits, out)
+                rows[name] = _score(name, baseline_codes(name, n_bits, q_feats, db_feats), split, dataset, n_bits, out)
                 bar.update()
             if floats is None:  # does not depend on the width
                 floats = float_metrics(q_feats, db_feats, split.q_labels, split.db_labels, dataset.extra_ks)

@@ -74,8 +74,8 @@ def train(
         float | None, typer.Option(help="Weight of the neighbour-contrastive term (default: the preset).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
-    batch_size: int = 256,
-    lr: float = 5e-3,
+    batch_size: Annotated[int | None, typer.Option(help="Items per step (default: the preset, else 256).")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the preset, else 5e-3).")] = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
@@ -105,7 +105,7 @@ def train(
         }
         model_over.update({k: v for k, v in given.items() if k == "kl_weight" and v is not None})
         train_over.update({k: v for k, v in given.items() if k != "kl_weight" and v is not None})
-        cfg = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, device=device, **train_over)
+        cfg = TrainConfig(seed=seed, device=device, **train_over)
         hasher, result = fit_hasher(block.inputs, kind, model_over, cfg)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
@@ -244,8 +244,8 @@ def eval_cmd(
     for name, m in rows.items():
         table.add_row(
             name,
-            f"{m['p@k']:.4f}",
-            f"{m['p@k_tie_aware']:.4f}",
+            f"{m[f'p@{k}']:.4f}",
+            f"{m[f'p@{k}_tie_aware']:.4f}",
             f"{m['map']:.4f}",
             f"{m['p_r2']:.4f}",
             f"{m['seconds']:.1f}",

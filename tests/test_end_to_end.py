@@ -111,5 +111,5 @@ def test_eval_beats_lsh_and_writes_json(built, digits_file, tmp_path):
     report = json.loads(out.read_text())
     assert set(report["methods"]) == {"hamdex", "lsh", "itq"}
     for row in report["methods"].values():
-        assert all(0.0 <= row[m] <= 1.0 for m in ("p@k", "p@k_tie_aware", "map", "p_r2"))
-    assert report["methods"]["hamdex"]["p@k"] > report["methods"]["lsh"]["p@k"]
+        assert all(0.0 <= row[m] <= 1.0 for m in ("p@50", "p@50_tie_aware", "map", "p_r2", "bit_balance"))
+    assert report["methods"]["hamdex"]["p@50"] > report["methods"]["lsh"]["p@50"]
