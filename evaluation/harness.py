@@ -211,7 +211,7 @@ def train_model(
     inputs: list[str] | np.ndarray, featurizer: str, bottleneck: str, n_bits: int, scale: Scale, seed: int = 0
 ) -> tuple[Hasher, float]:
     """The preset model for ``featurizer`` with this bottleneck and width; returns it and its fit seconds."""
-    model_over, train_over = preset(featurizer)
+    model_over, train_over = preset(featurizer, n_bits)
     model_over.update(bottleneck=bottleneck, n_bits=n_bits)
     train_over.update(scale.train_overrides())
     cfg = TrainConfig(progress=False, seed=seed, **train_over)

@@ -28,9 +28,19 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def preset(kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model overrides, training overrides) for a featurizer kind; copies, safe to update."""
+KL_REFERENCE_BITS = 32  # preset KL weights are tuned at this width
+
+
+def preset(kind: str, n_bits: int = KL_REFERENCE_BITS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model overrides, training overrides) for a featurizer kind at a code width; copies, safe to update.
+
+    The KL term sums over bits, so a fixed weight regularises long codes harder: the preset's weight is scaled by
+    32 / n_bits, keeping the total KL budget of the width it was tuned at. Measured on 20 Newsgroups at 128 bits:
+    weight 0.3 gives P@100 0.518 (below 64 bits' 0.544), the scaled 0.075 gives 0.548.
+    """
     if kind not in PRESETS:
         raise ValueError(f"no preset for featurizer {kind!r}; choose one of {', '.join(PRESETS)}")
-    model, train = PRESETS[kind]
-    return dict(model), dict(train)
+    model, train = dict(PRESETS[kind][0]), dict(PRESETS[kind][1])
+    if "kl_weight" in model:
+        model["kl_weight"] = model["kl_weight"] * KL_REFERENCE_BITS / n_bits
+    return model, train

@@ -88,7 +88,7 @@ def train(
     block = load_data(data_spec, limit)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     try:
-        model_over, train_over = preset(kind)
+        model_over, train_over = preset(kind, bits)
         model_over.update(
             n_bits=bits,
             bottleneck=bottleneck,

@@ -26,7 +26,7 @@ def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto"
     if not (model_path / checkpoint.META).exists():
         corpus = data.load_demo_corpus("train")
         LOG.info("no model at %s: training the 20 Newsgroups demo model on %d posts", model_path, len(corpus.ids))
-        model_over, train_over = preset("text")
+        model_over, train_over = preset("text", DEMO_BITS)
         cfg = TrainConfig(device=device, progress=progress, **train_over)
         hasher, _ = fit_hasher(corpus.inputs, "text", {**model_over, "n_bits": DEMO_BITS}, cfg)
         checkpoint.save(model_path, hasher)

@@ -28,10 +28,10 @@ def _train(texts_file, out, *extra):
 
 
 def test_train_uses_the_text_preset(texts_file, tmp_path):
-    meta = _train(texts_file, tmp_path / "m", "--epochs", "2")
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "2")  # 16 bits
     model_over, train_over = PRESETS["text"]
     assert meta["featurizer"]["kind"] == "text"
-    assert meta["model_config"]["kl_weight"] == model_over["kl_weight"]
+    assert meta["model_config"]["kl_weight"] == model_over["kl_weight"] * 32 / 16
     assert meta["train_config"]["neighbours"] == train_over["neighbours"]
     assert meta["train_config"]["epochs"] == 2  # an explicit flag wins over the preset
 
@@ -56,6 +56,12 @@ def test_bad_settings_exit_with_a_message(texts_file, tmp_path):
     result = CliRunner().invoke(app, ["train", str(texts_file), "--out", str(tmp_path / "m"), "--bits", "12"])
     assert result.exit_code == 2
     assert "multiple of 8" in result.output
+
+
+def test_preset_kl_weight_scales_with_code_length():
+    at32, at128 = preset("text", 32)[0]["kl_weight"], preset("text", 128)[0]["kl_weight"]
+    assert at32 == PRESETS["text"][0]["kl_weight"]
+    assert at128 == at32 / 4
 
 
 def test_presets_are_copies_and_unknown_kinds_are_named():
