@@ -97,14 +97,16 @@ def train(
         )
         if neighbours == 0 and contrastive_weight is None:
             contrastive_weight = 0.0  # its positives are neighbours: no neighbours, no contrastive term
-        given = {
-            "kl_weight": kl_weight,
+        if kl_weight is not None:
+            model_over["kl_weight"] = kl_weight
+        flags = {
             "neighbours": neighbours,
             "contrastive_weight": contrastive_weight,
             "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
         }
-        model_over.update({k: v for k, v in given.items() if k == "kl_weight" and v is not None})
-        train_over.update({k: v for k, v in given.items() if k != "kl_weight" and v is not None})
+        train_over.update({k: v for k, v in flags.items() if v is not None})
         cfg = TrainConfig(seed=seed, device=device, **train_over)
         hasher, result = fit_hasher(block.inputs, kind, model_over, cfg)
     except ValueError as exc:

@@ -37,7 +37,21 @@ def test_train_uses_the_text_preset(texts_file, tmp_path):
 
 
 def test_explicit_flags_override_the_preset(texts_file, tmp_path):
-    meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--neighbours", "0", "--kl-weight", "0.05")
+    meta = _train(
+        texts_file,
+        tmp_path / "m",
+        "--epochs",
+        "1",
+        "--neighbours",
+        "0",
+        "--kl-weight",
+        "0.05",
+        "--lr",
+        "0.002",
+        "--batch-size",
+        "32",
+    )
+    assert meta["train_config"]["lr"] == 0.002 and meta["train_config"]["batch_size"] == 32
     assert meta["train_config"]["neighbours"] == 0
     assert meta["train_config"]["contrastive_weight"] == 0  # switched off with the neighbours it needs
     assert meta["model_config"]["kl_weight"] == 0.05
