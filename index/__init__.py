@@ -7,12 +7,12 @@ from index.collection import (
     Item,
     Manifest,
     UpsertResult,
-    make_index,
 )
 from index.errors import (
     CodeLengthError,
     CollectionError,
     CollectionExistsError,
+    CollectionLockedError,
     CollectionNotFoundError,
     CorruptCollectionError,
     FingerprintMismatchError,
@@ -27,6 +27,7 @@ __all__ = [
     "Collection",
     "CollectionError",
     "CollectionExistsError",
+    "CollectionLockedError",
     "CollectionNotFoundError",
     "CorruptCollectionError",
     "FingerprintMismatchError",
@@ -37,5 +38,4 @@ __all__ = [
     "Item",
     "Manifest",
     "UpsertResult",
-    "make_index",
 ]

@@ -1,38 +1,39 @@
-"""A collection of packed binary codes under external string ids, with per-item JSON metadata, in a directory.
+"""A collection: binary codes under external string ids, with JSON metadata, durable and searchable by Hamming
+distance (Salakhutdinov & Hinton, "Semantic hashing", 2009; FAISS binary indexes, Johnson, Douze & Jegou 2019).
 
-Search is exact Hamming-distance retrieval over FAISS binary indexes (Johnson, Douze & Jegou, "Billion-scale
-similarity search with GPUs", 2019), as used for semantic hashing (Salakhutdinov & Hinton, "Semantic hashing",
-2009): top-k, all items within a radius, and the exact-code bucket.
+In one paragraph: every write is one SQLite transaction (:mod:`index.store`, WAL, ``synchronous=FULL``) and is
+on disk before the call returns; only then is it applied to the in-memory FAISS index (:mod:`index.kinds`), which
+is derived data. Snapshots of that index (:mod:`index.snapshot`) are taken in the background every
+``snapshot_every`` changed items and on close; opening a collection loads the newest valid snapshot and replays
+the writes made after it from the store, or rebuilds the index from the store when there is no valid snapshot.
+Searches share a readers-writer lock with the short step that applies a write, so they never see half a write
+and are never blocked behind a long bulk insert (its SQLite commits happen outside that lock).
 
-Codes are ``uint8 (n, n_bits // 8)`` in the bit order of ``models/bits.py``; Hamming distances do not depend
-on the bit order, so this module needs only the byte layout and never imports a model.
-
-On disk a collection is a directory holding ``index.faiss`` (an ``IndexBinaryIDMap2``), ``items.jsonl``
-(one line per item: id, internal id, metadata) and ``manifest.json`` (a :class:`Manifest`), each replaced
-atomically, the manifest last.
+Directory layout: ``items.sqlite`` (+ ``-wal``/``-shm``), ``manifest.json``, ``snapshot-<seq>.npz``, ``LOCK``.
+A collection is opened by one process at a time (an advisory lock on ``LOCK``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import faiss
 import numpy as np
 
+from index import legacy, snapshot
 from index.errors import (
     CodeLengthError,
     CollectionExistsError,
+    CollectionLockedError,
     CollectionNotFoundError,
     CorruptCollectionError,
     FingerprintMismatchError,
@@ -40,73 +41,66 @@ from index.errors import (
     InvalidManifestError,
     InvalidQueryError,
 )
+from index.kinds import KINDS, HammingIndex, make_hamming_index
+from index.rwlock import RWLock
+from index.store import DB_FILE, Store
+from index.validation import (
+    Scalar,
+    check_codes,
+    check_filter,
+    check_ids,
+    describe,
+    is_int,
+    matches,
+    metadata_texts,
+)
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-INDEX_FILE = "index.faiss"
-ITEMS_FILE = "items.jsonl"
-MANIFEST_FILE = "manifest.json"
-
-# Each kind builds the storage index that IndexBinaryIDMap2 wraps. A new kind ("ivf", "hnsw", "hash") must
-# support remove_ids (upsert and delete rely on it) and reconstruct, and must keep FAISS's binary range_search
-# convention of a strict radius (d < radius), which Collection.range_search converts to an inclusive one.
-_INDEX_BUILDERS: dict[str, Callable[[int], Any]] = {
-    "flat": faiss.IndexBinaryFlat,
-}
-SUPPORTED_INDEX_KINDS = frozenset(_INDEX_BUILDERS)
-
-
-def make_index(index_kind: str, n_bits: int) -> faiss.IndexBinaryIDMap2:
-    """The one factory of collection indexes: an empty ``IndexBinaryIDMap2`` over a ``index_kind`` index."""
-    if index_kind not in _INDEX_BUILDERS:
-        raise InvalidManifestError(f"index_kind must be one of {sorted(_INDEX_BUILDERS)}, got {index_kind!r}")
-    return faiss.IndexBinaryIDMap2(_INDEX_BUILDERS[index_kind](n_bits))
+FORMAT_VERSION = 2
+LOCK_FILE = "LOCK"
+SUPPORTED_INDEX_KINDS = frozenset(KINDS)
+SNAPSHOT_EVERY = 100_000  # changed items between automatic background snapshots
+_FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class Manifest:
-    """What a collection holds and how; stored as ``manifest.json`` beside the index."""
+    """A collection's settings (fixed at creation) and its live item count."""
 
     n_bits: int  # code length; a positive multiple of 8
     fingerprint: str  # fingerprint of the model whose codes the collection holds
-    count: int = 0  # number of items
-    index_kind: str = "flat"  # FAISS index behind the id map; see make_index
-    format_version: int = FORMAT_VERSION  # on-disk layout version
+    index_kind: str = "flat"  # see index.kinds
+    index_params: dict[str, int] = field(default_factory=dict)  # the kind's parameters, defaults filled in
+    model: str | None = None  # name of the model the collection is bound to (the service's registry)
+    count: int = 0  # live items
+    format_version: int = FORMAT_VERSION
     created_at: str = field(default_factory=_now_iso)  # ISO 8601, UTC
-    next_id: int = 0  # next internal int64 id; internal ids are never reused
 
     def __post_init__(self) -> None:
-        if not _is_int(self.n_bits) or self.n_bits <= 0 or self.n_bits % 8:
+        if not is_int(self.n_bits) or self.n_bits <= 0 or self.n_bits % 8:
             raise InvalidManifestError(f"n_bits must be a positive multiple of 8, got {self.n_bits!r}")
         if not isinstance(self.fingerprint, str) or not self.fingerprint:
             raise InvalidManifestError(f"fingerprint must be a non-empty string, got {self.fingerprint!r}")
-        if not isinstance(self.index_kind, str) or self.index_kind not in SUPPORTED_INDEX_KINDS:
-            raise InvalidManifestError(
-                f"index_kind must be one of {sorted(SUPPORTED_INDEX_KINDS)}, got {self.index_kind!r}"
-            )
+        if not isinstance(self.index_kind, str) or self.index_kind not in KINDS:
+            raise InvalidManifestError(f"index_kind must be one of {sorted(KINDS)}, got {self.index_kind!r}")
+        if not isinstance(self.index_params, dict):
+            raise InvalidManifestError(f"index_params must be an object, got {self.index_params!r}")
+        object.__setattr__(self, "index_params", KINDS[self.index_kind].check_params(self.index_params))
+        if self.model is not None and not isinstance(self.model, str):
+            raise InvalidManifestError(f"model must be a string or null, got {self.model!r}")
+        if not is_int(self.count) or self.count < 0:
+            raise InvalidManifestError(f"count must be a non-negative int, got {self.count!r}")
         if self.format_version != FORMAT_VERSION:
             raise InvalidManifestError(f"format_version {self.format_version!r} is not {FORMAT_VERSION}")
-        self._check_counters()
         try:
             datetime.fromisoformat(self.created_at)
         except (TypeError, ValueError) as exc:
             raise InvalidManifestError(f"created_at must be ISO 8601, got {self.created_at!r}") from exc
-
-    def _check_counters(self) -> None:
-        if not _is_int(self.count) or self.count < 0:
-            raise InvalidManifestError(f"count must be a non-negative int, got {self.count!r}")
-        # every item holds a distinct internal id below next_id
-        if not _is_int(self.next_id) or self.next_id < self.count:
-            raise InvalidManifestError(f"next_id must be an int >= count {self.count}, got {self.next_id!r}")
 
     @classmethod
     def from_dict(cls, raw: object) -> Manifest:
@@ -124,6 +118,12 @@ class Manifest:
     @property
     def n_bytes(self) -> int:
         return self.n_bits // 8
+
+    def settings(self) -> dict[str, Any]:
+        """What the store keeps: everything but the live count."""
+        out = asdict(self)
+        del out["count"]
+        return out
 
 
 class Hit(NamedTuple):
@@ -144,88 +144,164 @@ class UpsertResult(NamedTuple):
 
 
 class Collection:
-    """Codes under string ids with JSON metadata, searchable by Hamming distance; one directory on disk.
+    """Codes under string ids with JSON metadata; see the module docstring for how it stays durable.
 
-    Metadata is stored as JSON, so what comes back is ``json.loads(json.dumps(m))`` (tuples become lists, keys
-    become strings); ``None`` metadata is stored as ``{}``. A lock serialises mutations and searches.
+    Metadata is stored as JSON, so what comes back is ``json.loads(json.dumps(m))``; ``None`` is stored as ``{}``.
+    Use :meth:`create`, :meth:`open` or :meth:`open_or_create`, and :meth:`close` (or ``with``) when done.
     """
 
-    def __init__(self, path: str | os.PathLike[str], manifest: Manifest) -> None:
-        """An empty collection with ``manifest``'s settings; use :meth:`create` or :meth:`open` instead."""
-        self._path = Path(path)
-        self._settings = manifest  # count and next_id below are the live values
-        self._next_id = manifest.next_id
-        self._index = make_index(manifest.index_kind, manifest.n_bits)
-        self._ext_to_int: dict[str, int] = {}
-        self._int_to_ext: dict[int, str] = {}
-        self._meta: dict[str, str] = {}  # id -> metadata as compact JSON text: cheap to save, copied on read
-        self._lock = threading.RLock()
+    def __init__(self, path: Path, settings: Manifest, store: Store, lock_fd: int, snapshot_every: int) -> None:
+        self._path = path
+        self._settings = settings
+        self._store = store
+        self._lock_fd = lock_fd
+        self._snapshot_every = snapshot_every
+        self._index: HammingIndex = make_hamming_index(settings.index_kind, settings.n_bits, settings.index_params)
+        self._rw = RWLock()  # searches (read) vs applying a write to the index (write)
+        self._write_mutex = threading.Lock()  # one write at a time: store commit + apply, in sequence order
+        self._snapshot_mutex = threading.Lock()
+        self._snapshot_thread: threading.Thread | None = None
+        self._applied_seq = 0
+        self._snapshot_seq = -1
+        self._count = 0
+        self._changed_since_snapshot = 0
+        self._closed = False
 
     # ---- construction -------------------------------------------------------------------------------------
 
     @classmethod
     def create(
-        cls, path: str | os.PathLike[str], n_bits: int, fingerprint: str, index_kind: str = "flat"
+        cls,
+        path: str | os.PathLike[str],
+        n_bits: int,
+        fingerprint: str,
+        index_kind: str = "flat",
+        index_params: dict[str, int] | None = None,
+        *,
+        model: str | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> Collection:
-        """Create an empty collection at ``path`` (made if missing) and save it."""
+        """Create an empty collection at ``path`` (made if missing)."""
         path = Path(path)
-        if (path / MANIFEST_FILE).exists():
+        settings = Manifest(n_bits, fingerprint, index_kind, index_params or {}, model)
+        if legacy.is_legacy(path):
             raise CollectionExistsError(f"a collection already exists at {path}")
-        collection = cls(path, Manifest(n_bits=n_bits, fingerprint=fingerprint, index_kind=index_kind))
-        collection.save()
-        return collection
+        path.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            store = Store(path)
+            if store.settings():  # an empty database is a creation that crashed half-way: finish it
+                store.close()
+                raise CollectionExistsError(f"a collection already exists at {path}")
+            store.init_settings(settings.settings())
+            snapshot.write_manifest(path, settings.settings())
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        LOG.info("created collection %s (%d bits, %s)", path, n_bits, index_kind)
+        return cls(path, settings, store, lock_fd, snapshot_every)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], expected_fingerprint: str | None = None) -> Collection:
-        """Load the collection saved at ``path``, refusing it if it holds another model's codes."""
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        expected_fingerprint: str | None = None,
+        *,
+        snapshot_every: int = SNAPSHOT_EVERY,
+    ) -> Collection:
+        """Open the collection at ``path``: load its newest valid snapshot and replay the writes after it."""
         path, start = Path(path), time.perf_counter()
-        manifest = _read_manifest(path / MANIFEST_FILE)
-        if expected_fingerprint is not None and expected_fingerprint != manifest.fingerprint:
-            raise FingerprintMismatchError(path, expected_fingerprint, manifest.fingerprint)
-        collection = cls(path, manifest)
-        collection._index = _read_index(path / INDEX_FILE, manifest)
-        collection._load_items(_read_items(path / ITEMS_FILE), manifest)
+        if not (path / DB_FILE).exists():
+            if legacy.is_legacy(path):
+                return cls._migrate(path, expected_fingerprint, snapshot_every)
+            raise CollectionNotFoundError(f"no collection at {path} (no {DB_FILE})")
+        lock_fd = _lock(path)
+        try:
+            store = Store(path)
+            settings = _settings_from_store(store)
+            if expected_fingerprint is not None and expected_fingerprint != settings.fingerprint:
+                raise FingerprintMismatchError(path, expected_fingerprint, settings.fingerprint)
+            collection = cls(path, settings, store, lock_fd, snapshot_every)
+            collection._recover()
+        except BaseException:
+            os.close(lock_fd)
+            raise
         LOG.info(
             "opened %s: %d items of %d bits in %.3fs",
             path,
             len(collection),
-            manifest.n_bits,
+            settings.n_bits,
             time.perf_counter() - start,
         )
         return collection
 
     @classmethod
     def open_or_create(
-        cls, path: str | os.PathLike[str], n_bits: int, fingerprint: str, index_kind: str = "flat"
+        cls,
+        path: str | os.PathLike[str],
+        n_bits: int,
+        fingerprint: str,
+        index_kind: str = "flat",
+        index_params: dict[str, int] | None = None,
+        **kwargs: Any,
     ) -> Collection:
-        """Open the collection at ``path`` if there is one (it must match all settings), else create it."""
-        if not (Path(path) / MANIFEST_FILE).exists():
-            return cls.create(path, n_bits, fingerprint, index_kind)
-        collection = cls.open(path, expected_fingerprint=fingerprint)
-        found = (collection.n_bits, collection._settings.index_kind)
-        if found != (n_bits, index_kind):
-            raise CollectionExistsError(
-                f"collection at {path} has n_bits={found[0]}, index_kind={found[1]!r}; "
-                f"asked for n_bits={n_bits}, index_kind={index_kind!r}"
-            )
+        """Open the collection at ``path`` if there is one (its bits and fingerprint must match), else create it."""
+        path = Path(path)
+        if not _exists(path):
+            return cls.create(path, n_bits, fingerprint, index_kind, index_params, **kwargs)
+        collection = cls.open(
+            path, expected_fingerprint=fingerprint, **{k: v for k, v in kwargs.items() if k != "model"}
+        )
+        if collection.n_bits != n_bits:
+            collection.close()
+            raise CollectionExistsError(f"collection at {path} has n_bits={collection.n_bits}; asked for {n_bits}")
         return collection
 
-    def _load_items(self, items: list[tuple[str, int, str]], manifest: Manifest) -> None:
-        file = self._path / ITEMS_FILE
-        for item_id, internal, meta in items:
-            if item_id in self._ext_to_int or internal in self._int_to_ext:
-                raise CorruptCollectionError(file, f"id {item_id!r} or internal id {internal} appears twice")
-            if not 0 <= internal < manifest.next_id:
-                raise CorruptCollectionError(file, f"internal id {internal} outside [0, {manifest.next_id})")
-            self._ext_to_int[item_id], self._int_to_ext[internal] = internal, item_id
-            self._meta[item_id] = meta
-        index_ids = faiss.vector_to_array(self._index.id_map)
-        if len(items) != manifest.count or set(index_ids.tolist()) != set(self._int_to_ext):
+    @classmethod
+    def _migrate(cls, path: Path, expected_fingerprint: str | None, snapshot_every: int) -> Collection:
+        old = legacy.read(path)
+        if expected_fingerprint is not None and expected_fingerprint != old.settings["fingerprint"]:
+            raise FingerprintMismatchError(path, expected_fingerprint, old.settings["fingerprint"])
+        LOG.warning("migrating %s from the format-1 layout (%d items)", path, len(old.ids))
+        s = old.settings
+        collection = cls.create(path, s["n_bits"], s["fingerprint"], s["index_kind"], snapshot_every=snapshot_every)
+        if old.ids:
+            collection._write(old.ids, old.codes, old.metadata)
+        collection.snapshot()
+        legacy.retire(path)
+        return collection
+
+    def _recover(self) -> None:
+        """Index = newest valid snapshot + replay of the store after it; or a rebuild from the whole store."""
+        manifest = snapshot.read_manifest(self._path)
+        snap = None
+        if manifest is not None and _same_settings(manifest, self._settings):
+            snap = snapshot.read(self._path, manifest)
+        snapshot.remove_temp_files(self._path)
+        after = -1
+        if snap is not None:
+            try:
+                self._index.load_arrays(snap.arrays)
+                after = snap.seq
+                self._index.remove(self._store.removed_after(after))
+            except (KeyError, ValueError, RuntimeError) as exc:
+                LOG.warning("snapshot of %s unusable (%s): rebuilding the index from the store", self._path, exc)
+                self._index = make_hamming_index(self._settings.index_kind, self.n_bits, self._settings.index_params)
+                after = -1
+        replayed = 0
+        for internal, codes in self._store.live_codes(self.n_bytes, after_seq=after):
+            self._index.add(codes, internal)
+            replayed += len(internal)
+        self._applied_seq = self._store.seq()
+        self._snapshot_seq = after
+        self._count = self._store.count()
+        if self._index.live != self._count:
             raise CorruptCollectionError(
-                file,
-                f"{len(items)} items do not match {INDEX_FILE} ({len(index_ids)} codes) and the manifest "
-                f"(count {manifest.count}); the last save may have been interrupted",
+                self._path / DB_FILE, f"index holds {self._index.live} live codes, the store {self._count}"
             )
+        LOG.info(
+            "%s: snapshot at seq %d, replayed %d items up to seq %d", self._path, after, replayed, self._applied_seq
+        )
 
     # ---- properties ---------------------------------------------------------------------------------------
 
@@ -242,287 +318,293 @@ class Collection:
         return self._settings.n_bytes
 
     @property
+    def fingerprint(self) -> str:
+        return self._settings.fingerprint
+
+    @property
     def manifest(self) -> Manifest:
-        with self._lock:
-            return replace(self._settings, count=len(self._ext_to_int), next_id=self._next_id)
+        return replace(self._settings, count=self._count)
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last write applied to the index."""
+        return self._applied_seq
 
     def __len__(self) -> int:
-        return len(self._ext_to_int)
+        return self._count
 
     def __contains__(self, item_id: object) -> bool:
-        return isinstance(item_id, str) and item_id in self._ext_to_int
+        return isinstance(item_id, str) and self._store.get(item_id) is not None
 
-    def ids(self) -> Iterator[str]:
-        """Ids in insertion order (an upsert moves an id to the end); a snapshot, so mutating is safe."""
-        with self._lock:
-            return iter(list(self._ext_to_int))
+    def ids(self) -> list[str]:
+        """Live ids in insertion order (an upsert moves an id to the end)."""
+        return self._store.ids()
+
+    def index_bytes(self) -> int:
+        """Size of the serialized FAISS index: about what it holds in memory."""
+        with self._rw.read():
+            return self._index.memory_bytes()
 
     def __repr__(self) -> str:
         return f"Collection(path={str(self._path)!r}, n_bits={self.n_bits}, count={len(self)})"
 
-    # ---- mutation -----------------------------------------------------------------------------------------
+    # ---- writes -------------------------------------------------------------------------------------------
 
     def upsert(
         self, ids: Sequence[str], codes: np.ndarray, metadata: Sequence[dict | None] | None = None
     ) -> UpsertResult:
-        """Insert or replace (code and metadata) items; all input is validated before anything changes."""
-        codes = self._check_codes(codes, "codes")
-        ids = _check_ids(ids, len(codes))
-        texts = _metadata_texts(metadata, len(ids))
-        with self._lock:
-            old = [self._ext_to_int[i] for i in ids if i in self._ext_to_int]
-            self._remove_internal(old)
-            new = list(range(self._next_id, self._next_id + len(ids)))
-            if new:
-                self._index.add_with_ids(codes, np.asarray(new, dtype=np.int64))
-            self._next_id += len(new)
-            for item_id, internal, text in zip(ids, new, texts, strict=True):
-                self._ext_to_int.pop(item_id, None)  # re-insert so ids() follows internal id order
-                self._ext_to_int[item_id], self._int_to_ext[internal] = internal, item_id
-                self._meta[item_id] = text
-        return UpsertResult(inserted=len(ids) - len(old), updated=len(old))
+        """Insert or replace (code and metadata) items; durable on return. Input is validated before any change."""
+        codes = check_codes(codes, self.n_bytes, "codes")
+        ids = check_ids(ids, len(codes))
+        return self._write(ids, codes, metadata_texts(metadata, len(ids)))
+
+    def _write(self, ids: list[str], codes: np.ndarray, texts: list[str]) -> UpsertResult:
+        self._check_open()
+        if not ids:
+            return UpsertResult(0, 0)
+        with self._write_mutex:
+            written = self._store.upsert(ids, codes, texts)
+            with self._rw.write():
+                self._index.remove(written.removed)
+                self._index.add(codes, written.added)
+                self._applied_seq = written.seq
+                self._count += len(ids) - len(written.removed)
+        self._changed(len(ids))
+        return UpsertResult(inserted=len(ids) - len(written.removed), updated=len(written.removed))
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Remove items; returns how many existed. Unknown ids are ignored."""
+        """Remove items; returns how many existed (unknown ids are ignored). Durable on return."""
         if isinstance(ids, (str, bytes)):
             raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-        with self._lock:
-            known = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i in self._ext_to_int]
-            self._remove_internal([self._ext_to_int[i] for i in known])
-            for item_id in known:
-                del self._ext_to_int[item_id], self._meta[item_id]
-        return len(known)
+        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+        self._check_open()
+        if not wanted:
+            return 0
+        with self._write_mutex:
+            written = self._store.delete(wanted)
+            with self._rw.write():
+                self._index.remove(written.removed)
+                self._applied_seq = written.seq
+                self._count -= len(written.removed)
+        self._changed(len(written.removed))
+        return len(written.removed)
 
-    def _remove_internal(self, internal_ids: list[int]) -> None:
-        """Drop codes from the index and the reverse map; the caller updates the id-keyed maps."""
-        if not internal_ids:
-            return
-        removed = self._index.remove_ids(np.asarray(internal_ids, dtype=np.int64))
-        assert removed == len(internal_ids), f"index removed {removed} of {len(internal_ids)} codes"
-        for internal in internal_ids:
-            del self._int_to_ext[internal]
-
-    # ---- lookup and search --------------------------------------------------------------------------------
+    # ---- reads --------------------------------------------------------------------------------------------
 
     def get(self, id: str) -> Item | None:
         """The item stored under ``id``, or None."""
-        with self._lock:
-            internal = self._ext_to_int.get(id) if isinstance(id, str) else None
-            if internal is None:
-                return None
-            code = self._index.reconstruct(internal)  # (n_bytes,) uint8
-            return Item(id, code, json.loads(self._meta[id]))
+        row = self._store.get(id) if isinstance(id, str) else None
+        if row is None:
+            return None
+        _, code, meta = row
+        return Item(id, np.frombuffer(code, np.uint8).copy(), json.loads(meta))
 
-    def search(self, codes: np.ndarray, k: int, *, include_metadata: bool = True) -> list[list[Hit]]:
+    def search(
+        self,
+        codes: np.ndarray,
+        k: int,
+        *,
+        include_metadata: bool = True,
+        where: dict[str, Scalar] | None = None,
+        params: dict[str, int] | None = None,
+    ) -> list[list[Hit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
 
-        Which items fill the last places when several tie at the k-th distance is FAISS's choice.
+        ``where`` keeps only items whose metadata has each field equal to the value given; the result still holds
+        ``k`` hits per query whenever ``k`` matching items exist (exact kinds; approximate kinds search deeper
+        until they find them or exhaust the index). ``params`` are the index kind's query parameters.
         """
-        codes = self._check_codes(codes, "queries")
-        if not _is_int(k) or k < 1:
+        codes = check_codes(codes, self.n_bytes, "queries")
+        if not is_int(k) or k < 1:
             raise InvalidQueryError(f"k must be a positive int, got {k!r}")
-        with self._lock:
-            n = self._index.ntotal
-            if n == 0 or len(codes) == 0:
+        where, qparams = check_filter(where), self._index.check_query_params(params)
+        with self._rw.read():
+            if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
-            # k > ntotal makes FAISS pad with id -1 and allocate (q, k); never ask for more than exists
-            distances, labels = self._index.search(codes, min(int(k), n))  # (q, k') int32, int64
-            return [
-                self._hits(row_ids, row_d, include_metadata) for row_ids, row_d in zip(labels, distances, strict=True)
-            ]
+            if not where:
+                distances, labels = self._index.search(codes, int(k), qparams)
+                return self._hits(labels, distances, include_metadata, None)
+            return self._filtered_search(codes, int(k), where, include_metadata, qparams)
 
-    def range_search(self, codes: np.ndarray, radius: int, *, include_metadata: bool = True) -> list[list[Hit]]:
+    def _filtered_search(self, codes, k, where, include_metadata, qparams) -> list[list[Hit]]:
+        """Over-fetch by 4x until every query has k matching hits or the whole index was searched."""
+        fetch = max(_FILTER_MIN_FETCH, 4 * k)
+        while True:
+            fetch = min(fetch, self._index.live)
+            distances, labels = self._index.search(codes, fetch, qparams)
+            results = [hits[:k] for hits in self._hits(labels, distances, include_metadata, where)]
+            if fetch >= self._index.live or all(len(hits) == k for hits in results):
+                return results
+            fetch *= 4
+
+    def range_search(
+        self,
+        codes: np.ndarray,
+        radius: int,
+        *,
+        include_metadata: bool = True,
+        where: dict[str, Scalar] | None = None,
+        params: dict[str, int] | None = None,
+    ) -> list[list[Hit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id)."""
-        codes = self._check_codes(codes, "queries")
-        if not _is_int(radius) or radius < 0:
+        codes = check_codes(codes, self.n_bytes, "queries")
+        if not is_int(radius) or radius < 0:
             raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")
-        with self._lock:
-            if self._index.ntotal == 0 or len(codes) == 0:
+        where, qparams = check_filter(where), self._index.check_query_params(params)
+        if not self._index.supports_range:
+            raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
+        with self._rw.read():
+            if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
-            # FAISS binary range_search keeps d < radius; ours is inclusive. No distance exceeds n_bits, and
-            # the clamp keeps a huge radius from overflowing FAISS's int.
-            faiss_radius = min(int(radius), self.n_bits) + 1
-            lims, distances, labels = self._index.range_search(codes, faiss_radius)  # (q+1,), (m,), (m,)
-            bounds = lims.astype(np.int64)
-            return [
-                self._hits(labels[lo:hi], distances[lo:hi], include_metadata)
-                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-            ]
+            rows = self._index.range_search(codes, int(radius), qparams)
+            out = []
+            for d, ids in rows:
+                out.extend(self._hits(ids[None, :], d[None, :], include_metadata, where or None))
+            return out
 
     def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]:
         """All items whose code equals ``code`` (uint8 (n_bytes,)), sorted by id."""
         if not isinstance(code, np.ndarray) or code.dtype != np.uint8 or code.shape != (self.n_bytes,):
-            raise CodeLengthError(f"a code must be uint8 ({self.n_bytes},), got {_describe(code)}")
+            raise CodeLengthError(f"a code must be uint8 ({self.n_bytes},), got {describe(code)}")
         return self.range_search(code[None, :], 0, include_metadata=include_metadata)[0]
 
-    def _hits(self, labels: np.ndarray, distances: np.ndarray, include_metadata: bool) -> list[Hit]:
-        """FAISS result row -> hits sorted by (distance, id); drops the -1 sentinel if FAISS ever emits it."""
-        hits = [
-            Hit(self._int_to_ext[internal], int(d), None)
-            for internal, d in zip(labels.tolist(), distances.tolist(), strict=True)
-            if internal >= 0
-        ]
-        hits.sort(key=lambda h: (h.distance, h.id))
-        if include_metadata:
-            hits = [h._replace(metadata=json.loads(self._meta[h.id])) for h in hits]
-        return hits
+    def _hits(self, labels: np.ndarray, distances: np.ndarray, include_metadata: bool, where) -> list[list[Hit]]:
+        """FAISS rows -> hits sorted by (distance, id), described from the store (under the read lock)."""
+        found = labels[labels >= 0]
+        described = self._store.describe(np.unique(found).tolist()) if found.size else {}
+        out = []
+        for row_ids, row_d in zip(labels.tolist(), distances.tolist(), strict=True):
+            hits = []
+            for internal, d in zip(row_ids, row_d, strict=True):
+                if internal < 0:
+                    continue
+                item_id, meta_text = described[internal]
+                if where is not None or include_metadata:
+                    meta = json.loads(meta_text)
+                    if where is not None and not matches(meta, where):
+                        continue
+                hits.append(Hit(item_id, int(d), meta if include_metadata else None))
+            hits.sort(key=lambda h: (h.distance, h.id))
+            out.append(hits)
+        return out
 
-    def _check_codes(self, codes: object, what: str) -> np.ndarray:
-        if not (
-            isinstance(codes, np.ndarray)
-            and codes.dtype == np.uint8
-            and codes.ndim == 2
-            and codes.shape[1] == self.n_bytes
-        ):
-            raise CodeLengthError(
-                f"{what} must be uint8 (n, {self.n_bytes}) for {self.n_bits}-bit codes, got {_describe(codes)}"
+    # ---- snapshots and lifecycle --------------------------------------------------------------------------
+
+    def _changed(self, n: int) -> None:
+        self._changed_since_snapshot += n
+        if self._changed_since_snapshot >= self._snapshot_every and not self._snapshot_running():
+            self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True)
+            self._snapshot_thread.start()
+
+    def _snapshot_running(self) -> bool:
+        return self._snapshot_thread is not None and self._snapshot_thread.is_alive()
+
+    def _background_snapshot(self) -> None:
+        try:
+            self.snapshot()
+        except Exception:  # a failed snapshot loses nothing: the store has every write
+            LOG.exception("background snapshot of %s failed", self._path)
+
+    def snapshot(self) -> int:
+        """Write a snapshot of the index now; returns its sequence number. Writes and searches go on meanwhile."""
+        with self._snapshot_mutex:
+            if self._index.wants_rebuild():
+                self._rebuild()
+            with self._rw.read():
+                arrays, seq = self._index.to_arrays(), self._applied_seq
+                changed, self._changed_since_snapshot = self._changed_since_snapshot, 0
+            if seq == self._snapshot_seq and changed == 0:
+                return seq
+            start = time.perf_counter()
+            snapshot.write(self._path, seq, arrays, self.manifest.settings())
+            self._snapshot_seq = seq
+            pruned = self._store.prune(seq)
+            LOG.info(
+                "snapshot of %s at seq %d (%d items, %d rows pruned) in %.3fs",
+                self._path,
+                seq,
+                self._count,
+                pruned,
+                time.perf_counter() - start,
             )
-        return np.ascontiguousarray(codes)
-
-    # ---- persistence --------------------------------------------------------------------------------------
+            return seq
 
     def save(self) -> None:
-        """Write the collection to its directory: each file atomically and durably, the manifest last."""
-        with self._lock:
-            start = time.perf_counter()
-            self._path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self._path / INDEX_FILE, lambda tmp: faiss.write_index_binary(self._index, tmp))
-            _atomic_write(self._path / ITEMS_FILE, lambda tmp: _write_items(tmp, self._item_rows()))
-            text = json.dumps(asdict(self.manifest), indent=2) + "\n"
-            _atomic_write(self._path / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text, "utf-8"))
-            LOG.info("saved %s: %d items in %.3fs", self._path, len(self), time.perf_counter() - start)
+        """Every write is already durable; this takes a snapshot so the next open replays less."""
+        self.snapshot()
 
-    def _item_rows(self) -> Iterator[tuple[str, int, str]]:
-        for item_id, internal in self._ext_to_int.items():
-            yield item_id, internal, self._meta[item_id]
+    def _rebuild(self) -> None:
+        """Replace a tombstoned index by one built from the live codes (writes wait; searches go on)."""
+        with self._write_mutex:
+            fresh = make_hamming_index(self._settings.index_kind, self.n_bits, self._settings.index_params)
+            for internal, codes in self._store.live_codes(self.n_bytes):
+                fresh.add(codes, internal)
+            with self._rw.write():
+                self._index = fresh
 
+    def close(self) -> None:
+        """Snapshot if anything changed since the last one, then release the files. Idempotent."""
+        if self._closed:
+            return
+        if self._snapshot_thread is not None:
+            self._snapshot_thread.join()
+        try:
+            if self._applied_seq != self._snapshot_seq:
+                self.snapshot()
+        finally:
+            self._closed = True
+            self._store.close()
+            os.close(self._lock_fd)
 
-# ---- input validation -------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CollectionNotFoundError(f"collection at {self._path} is closed")
 
+    def __enter__(self) -> Collection:
+        return self
 
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype} {value.shape}"
-    return type(value).__name__
-
-
-def _check_ids(ids: Sequence[str], n: int) -> list[str]:
-    if isinstance(ids, (str, bytes)):
-        raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-    ids = list(ids)
-    if len(ids) != n:
-        raise InvalidItemsError(f"got {len(ids)} ids for {n} codes")
-    for i, item_id in enumerate(ids):
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidItemsError(f"ids[{i}] must be a non-empty string, got {item_id!r}")
-    if len(set(ids)) != n:
-        duplicate = next(i for i, count in Counter(ids).items() if count > 1)
-        raise InvalidItemsError(f"id {duplicate!r} appears more than once in one call")
-    return ids
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _metadata_texts(metadata: Sequence[dict | None] | None, n: int) -> list[str]:
-    """Validate metadata and encode each dict as compact JSON text; None becomes {}."""
-    if metadata is None:
-        return ["{}"] * n
-    if isinstance(metadata, (str, bytes, dict)) or len(metadata) != n:
-        raise InvalidItemsError(f"metadata must be a sequence of {n} dicts or None")
-    return [_metadata_text(m, i) for i, m in enumerate(metadata)]
-
-
-def _metadata_text(meta: dict | None, i: int) -> str:
-    if meta is None:
-        return "{}"
-    if not isinstance(meta, dict):
-        raise InvalidItemsError(f"metadata[{i}] must be a dict or None, got {type(meta).__name__}")
+def _lock(path: Path) -> int:
+    """An exclusive advisory lock on ``path/LOCK``, held while the collection is open (released on exit or crash)."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        return json.dumps(meta, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:  # unserialisable value, NaN, circular reference
-        raise InvalidItemsError(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
-
-
-# ---- files ------------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` a temp file beside ``path``, fsync it, rename it over ``path``, fsync the directory.
-
-    Readers see the old file or the new one, never a partial one; the directory fsync makes the rename itself
-    durable before the next file is replaced, so the manifest (written last) never lands before the data.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(str(tmp))
-        _fsync(tmp, os.O_RDONLY)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-
-
-def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
         os.close(fd)
+        raise CollectionLockedError(f"collection at {path} is open in another process or object") from exc
+    return fd
 
 
-def _write_items(tmp: str, rows: Iterable[tuple[str, int, str]]) -> None:
-    with open(tmp, "w", encoding="utf-8") as f:
-        for item_id, internal, meta in rows:
-            # meta is already JSON text: splice it in rather than decode and re-encode every item
-            f.write(f'{{"id":{json.dumps(item_id)},"internal_id":{internal},"metadata":{meta}}}\n')
-
-
-def _read_manifest(file: Path) -> Manifest:
-    if not file.is_file():
-        raise CollectionNotFoundError(f"no collection at {file.parent} (no {file.name})")
+def _exists(path: Path) -> bool:
+    if legacy.is_legacy(path):
+        return True
+    if not (path / DB_FILE).exists():
+        return False
+    lock_fd = _lock(path)
     try:
-        return Manifest.from_dict(json.loads(file.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, InvalidManifestError
-        raise CorruptCollectionError(file, str(exc)) from exc
+        store = Store(path)
+        try:
+            return bool(store.settings())
+        finally:
+            store.close()
+    finally:
+        os.close(lock_fd)
 
 
-def _read_index(file: Path, manifest: Manifest) -> faiss.IndexBinaryIDMap2:
+def _settings_from_store(store: Store) -> Manifest:
+    raw = store.settings()
+    if not raw:
+        raise CollectionNotFoundError(f"no collection at {store.file.parent} (its creation did not finish)")
     try:
-        index = faiss.read_index_binary(str(file))
-    except RuntimeError as exc:  # FAISS reports missing, truncated and foreign files alike as RuntimeError
-        raise CorruptCollectionError(file, f"FAISS cannot read it: {exc}") from exc
-    if not isinstance(index, faiss.IndexBinaryIDMap2):
-        raise CorruptCollectionError(file, f"expected an IndexBinaryIDMap2, found {type(index).__name__}")
-    if index.d != manifest.n_bits or index.ntotal != manifest.count:
-        raise CorruptCollectionError(
-            file,
-            f"holds {index.ntotal} codes of {index.d} bits; the manifest says {manifest.count} of "
-            f"{manifest.n_bits}; the last save may have been interrupted",
-        )
-    return index
+        values = {f.name: raw[f.name] for f in fields(Manifest) if f.name in raw and f.name != "count"}
+        return Manifest(**values)
+    except (TypeError, InvalidManifestError) as exc:
+        raise CorruptCollectionError(store.file, f"settings are invalid: {exc}") from exc
 
 
-def _read_items(file: Path) -> list[tuple[str, int, str]]:
-    try:
-        with open(file, encoding="utf-8") as f:
-            return [_parse_item(line, line_no, file) for line_no, line in enumerate(f, 1) if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorruptCollectionError(file, str(exc)) from exc
-
-
-def _parse_item(line: str, line_no: int, file: Path) -> tuple[str, int, str]:
-    try:
-        row = json.loads(line)
-    except ValueError as exc:
-        raise CorruptCollectionError(file, f"line {line_no}: {exc}") from exc
-    ok = (
-        isinstance(row, dict)
-        and set(row) == {"id", "internal_id", "metadata"}
-        and isinstance(row["id"], str)
-        and row["id"]
-        and _is_int(row["internal_id"])
-        and isinstance(row["metadata"], dict)
-    )
-    if not ok:
-        expected = "an object with exactly id, internal_id and metadata"
-        raise CorruptCollectionError(file, f"line {line_no}: expected {expected}, got {line[:200]!r}")
-    return row["id"], row["internal_id"], json.dumps(row["metadata"], separators=(",", ":"))
+def _same_settings(manifest: dict[str, Any], settings: Manifest) -> bool:
+    keys = ("n_bits", "fingerprint", "index_kind", "index_params")
+    return all(manifest.get(k) == getattr(settings, k) for k in keys)

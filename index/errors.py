@@ -64,6 +64,12 @@ class CollectionExistsError(CollectionError, FileExistsError):
     error_type = "collection_exists"
 
 
+class CollectionLockedError(CollectionError):
+    """The collection is open elsewhere (another process, or another object in this one)."""
+
+    error_type = "collection_locked"
+
+
 class CorruptCollectionError(CollectionError):
     """A collection file is unreadable or inconsistent with the others."""
 

@@ -40,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         load_state(app, settings)
-        yield
+        try:
+            yield
+        finally:
+            app.state.collection.close()
 
     app = FastAPI(
         title="hamdex",

@@ -133,12 +133,12 @@ def index_cmd(
     from service import bulk
 
     hasher = checkpoint.load(model, device)
-    coll = Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint)
-    if data_spec.startswith("demo:"):
-        block = load_data(data_spec, limit)
-        summary = bulk.index_blocks(bulk.split_block(block, batch_size), hasher, coll, total=len(block.ids))
-    else:
-        summary = bulk.index_file(data_spec, hasher, coll, batch_size=batch_size, limit=limit)
+    with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
+        if data_spec.startswith("demo:"):
+            block = load_data(data_spec, limit)
+            summary = bulk.index_blocks(bulk.split_block(block, batch_size), hasher, coll, total=len(block.ids))
+        else:
+            summary = bulk.index_file(data_spec, hasher, coll, batch_size=batch_size, limit=limit)
     console.print(
         f"indexed {summary.items} items in {summary.seconds:.1f}s ({summary.items_per_s:,.0f} items/s); "
         f"collection holds {summary.collection_count}"

@@ -31,8 +31,8 @@ def ensure_demo(model_path: Path, collection_path: Path, *, device: str = "auto"
         hasher, _ = fit_hasher(corpus.inputs, "text", {**model_over, "n_bits": DEMO_BITS}, cfg)
         checkpoint.save(model_path, hasher)
     hasher = checkpoint.load(model_path, device)
-    collection = Collection.open_or_create(collection_path, hasher.n_bits, hasher.fingerprint)
-    if len(collection) == 0:
-        corpus = corpus or data.load_demo_corpus("train")
-        LOG.info("indexing %d demo posts into %s", len(corpus.ids), collection_path)
-        index_blocks(split_block(corpus, 2048), hasher, collection, total=len(corpus.ids), progress=progress)
+    with Collection.open_or_create(collection_path, hasher.n_bits, hasher.fingerprint) as collection:
+        if len(collection) == 0:
+            corpus = corpus or data.load_demo_corpus("train")
+            LOG.info("indexing %d demo posts into %s", len(corpus.ids), collection_path)
+            index_blocks(split_block(corpus, 2048), hasher, collection, total=len(corpus.ids), progress=progress)

@@ -1,4 +1,4 @@
-"""Items: upsert a batch (from raw inputs or codes), get one, delete one. Writes are saved before the reply."""
+"""Items: upsert a batch (from raw inputs or codes), get one, delete one. Writes are durable before the reply."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def upsert(req: ItemsRequest, hasher: HasherDep, collection: CollectionDep, sett
     check_batch(len(req.items), settings, "items")
     codes = codes_for(hasher, [it.input for it in req.items], [it.code for it in req.items])
     result = collection.upsert([it.id for it in req.items], codes, [it.metadata for it in req.items])
-    collection.save()
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)
 
 
@@ -34,5 +33,4 @@ def get_item(item_id: str, collection: CollectionDep, format: CodeFormat = "hex"
 def delete_item(item_id: str, collection: CollectionDep) -> DeleteResponse:
     if collection.delete([item_id]) == 0:
         raise ApiError("item_not_found", f"no item with id {item_id!r}")
-    collection.save()
     return DeleteResponse(deleted=item_id)

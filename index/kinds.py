@@ -1,0 +1,310 @@
+"""The FAISS index behind a collection, one class per kind, all with the same small interface.
+
+Every kind maps int64 internal ids to codes and answers top-k and (where FAISS can) radius queries. What differs:
+
+| kind        | FAISS index                          | exact | radius | delete                    | per-query params |
+|-------------|--------------------------------------|-------|--------|---------------------------|------------------|
+| `flat`      | IndexBinaryFlat                      | yes   | yes    | removed from the index    | -                |
+| `ivf`       | IndexBinaryIVF, trained on the data  | no    | yes    | removed from the index    | nprobe           |
+| `hnsw`      | IndexBinaryHNSW                      | no    | no     | tombstone, skipped in     | ef_search        |
+|             |                                      |       |        | the graph walk (IDSelector)|                 |
+| `hash`      | IndexBinaryHash (b-bit hash table)   | no    | yes    | tombstone, filtered       | -                |
+| `multihash` | IndexBinaryMultiHash (nhash tables)  | no    | yes    | tombstone, filtered       | -                |
+
+Per-query parameters never touch shared index state: nprobe and efSearch go in FAISS ``SearchParameters`` for
+top-k search. FAISS's binary IVF range search takes no parameters, so radius queries on ``ivf`` with a non-default
+nprobe run one at a time under a lock that sets and restores it.
+
+Tombstones (kinds FAISS cannot remove from) are part of the snapshot; :meth:`HammingIndex.wants_rebuild` says
+when enough have piled up that the collection should rebuild the index from its live codes.
+
+All radii here are inclusive (``d <= radius``); FAISS's binary range search is strict (``d < radius``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+
+from index.errors import InvalidManifestError, InvalidQueryError
+
+REBUILD_FRACTION = 0.1  # rebuild a tombstoned index when this fraction of its entries are dead
+
+
+class HammingIndex:
+    """Base: an ``IndexBinaryIDMap`` over a storage index, plus tombstones for kinds that cannot remove."""
+
+    kind: ClassVar[str]
+    defaults: ClassVar[dict[str, int]] = {}  # build and query parameters with their defaults
+    query_params: ClassVar[frozenset[str]] = frozenset()
+    supports_range: ClassVar[bool] = True
+    removes: ClassVar[bool] = True  # False: deletes become tombstones
+
+    def __init__(self, n_bits: int, params: dict[str, int] | None = None) -> None:
+        self.n_bits = n_bits
+        self.params = self.check_params(params or {})
+        self.index = self._build()
+        self.tombstones: set[int] = set()
+        self._selector: Any = None  # cached IDSelector excluding the tombstones
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, int]:
+        unknown = set(params) - set(cls.defaults)
+        if unknown:
+            allowed = ", ".join(sorted(cls.defaults)) or "none"
+            raise InvalidManifestError(f"index kind {cls.kind!r} takes parameters {allowed}; got {sorted(unknown)}")
+        merged = {**cls.defaults, **params}
+        for key, value in merged.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidManifestError(f"index parameter {key} must be a positive int, got {value!r}")
+        return merged
+
+    def _build(self) -> faiss.IndexBinary:
+        return faiss.IndexBinaryIDMap(self._storage())
+
+    def _storage(self) -> faiss.IndexBinary:
+        raise NotImplementedError
+
+    # ---- size -------------------------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        """Entries in the FAISS index, tombstones included."""
+        return int(self.index.ntotal)
+
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self.tombstones)
+
+    def wants_rebuild(self) -> bool:
+        return bool(self.tombstones) and len(self.tombstones) >= REBUILD_FRACTION * max(self.ntotal, 1)
+
+    # ---- mutation ---------------------------------------------------------------------------------------------
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(codes, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        if self.removes:
+            self.index.remove_ids(ids)
+        else:
+            self.tombstones.update(ids.tolist())
+            self._selector = None
+
+    # ---- search -----------------------------------------------------------------------------------------------
+
+    def check_query_params(self, params: dict[str, Any] | None) -> dict[str, int]:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        unknown = set(params) - self.query_params
+        if unknown:
+            allowed = ", ".join(sorted(self.query_params)) or "none"
+            raise InvalidQueryError(f"index kind {self.kind!r} takes query parameters {allowed}; got {sorted(unknown)}")
+        for key, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidQueryError(f"{key} must be a positive int, got {value!r}")
+        return params
+
+    def search(self, codes: np.ndarray, k: int, params: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(distances int32 (q, k'), internal ids int64 (q, k')); -1 marks an empty slot; k' <= k."""
+        k = min(k, self.live)
+        if k <= 0:
+            return np.zeros((len(codes), 0), np.int32), np.zeros((len(codes), 0), np.int64)
+        fetch = min(k + len(self.tombstones), self.ntotal)  # tombstones can take at most that many places
+        distances, labels = self._search(codes, fetch, params)
+        if self.tombstones:
+            distances, labels = self._drop_tombstones(distances, labels, k)
+        return distances[:, :k], labels[:, :k]
+
+    def _search(self, codes: np.ndarray, k: int, params: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(codes, k)
+
+    def _drop_tombstones(self, distances: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dead = np.isin(labels, np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+        labels = np.where(dead, -1, labels)
+        order = np.argsort(dead, axis=1, kind="stable")  # live hits first, in FAISS's order
+        return np.take_along_axis(distances, order, 1)[:, :k], np.take_along_axis(labels, order, 1)[:, :k]
+
+    def range_search(
+        self, codes: np.ndarray, radius: int, params: dict[str, int]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query (distances, internal ids) of entries within ``radius`` (inclusive)."""
+        if not self.supports_range:
+            raise InvalidQueryError(f"index kind {self.kind!r} does not support radius search; use k alone")
+        # no distance exceeds n_bits; the clamp keeps a huge radius from overflowing FAISS's int
+        lims, distances, labels = self._range(codes, min(int(radius), self.n_bits) + 1, params)
+        out = []
+        for lo, hi in zip(lims[:-1].tolist(), lims[1:].tolist(), strict=True):
+            d, ids = distances[lo:hi], labels[lo:hi]
+            if self.tombstones:
+                keep = ~np.isin(ids, np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+                d, ids = d[keep], ids[keep]
+            out.append((d, ids))
+        return out
+
+    def _range(self, codes: np.ndarray, faiss_radius: int, params: dict[str, int]):
+        return self.index.range_search(codes, faiss_radius)
+
+    # ---- persistence ------------------------------------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "index": faiss.serialize_index_binary(self.index),
+            "tombstones": np.fromiter(sorted(self.tombstones), np.int64, len(self.tombstones)),
+        }
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        index = faiss.deserialize_index_binary(np.asarray(arrays["index"], np.uint8))
+        if index.d != self.n_bits:
+            raise ValueError(f"snapshot index has {index.d} bits, the collection {self.n_bits}")
+        self.index = index
+        self.tombstones = set(np.asarray(arrays["tombstones"], np.int64).tolist())
+        self._selector = None
+
+    def memory_bytes(self) -> int:
+        """Bytes the serialized index takes: about what it holds in RAM."""
+        writer = faiss.VectorIOWriter()
+        faiss.write_index_binary(self.index, writer)
+        return writer.data.size()
+
+
+class FlatIndex(HammingIndex):
+    kind = "flat"
+
+    def _storage(self) -> faiss.IndexBinary:
+        return faiss.IndexBinaryFlat(self.n_bits)
+
+
+class IVFIndex(HammingIndex):
+    """Inverted lists over a flat coarse quantizer, trained on the collection's own codes.
+
+    Until the collection holds ``train_size_per_list * nlist`` codes the index is a flat one (exact); the add that
+    crosses that size trains the quantizer on every code so far and moves them into the lists.
+    """
+
+    kind = "ivf"
+    defaults: ClassVar[dict[str, int]] = {"nlist": 256, "nprobe": 8, "train_size_per_list": 39}
+    query_params = frozenset({"nprobe"})
+
+    def __init__(self, n_bits: int, params: dict[str, int] | None = None) -> None:
+        super().__init__(n_bits, params)
+        self._range_lock = threading.Lock()
+
+    def _storage(self) -> faiss.IndexBinary:
+        return faiss.IndexBinaryFlat(self.n_bits)
+
+    @property
+    def trained(self) -> bool:
+        return isinstance(self.index, faiss.IndexBinaryIVF)
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        super().add(codes, ids)
+        if not self.trained and self.ntotal >= self.params["nlist"] * self.params["train_size_per_list"]:
+            self._train()
+
+    def _train(self) -> None:
+        flat = faiss.downcast_IndexBinary(self.index.index)
+        all_codes = faiss.vector_to_array(flat.xb).reshape(-1, self.n_bits // 8)
+        all_ids = faiss.vector_to_array(self.index.id_map)
+        self._quantizer = faiss.IndexBinaryFlat(self.n_bits)  # FAISS does not own it: keep it alive
+        ivf = faiss.IndexBinaryIVF(self._quantizer, self.n_bits, self.params["nlist"])
+        ivf.nprobe = self.params["nprobe"]
+        ivf.train(all_codes)
+        ivf.add_with_ids(all_codes, all_ids)
+        self.index = ivf  # an IVF index stores ids itself: no id map needed
+
+    def _search(self, codes, k, params):
+        if not self.trained:
+            return self.index.search(codes, k)
+        nprobe = params.get("nprobe", self.params["nprobe"])
+        return self.index.search(codes, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+
+    def _range(self, codes, faiss_radius, params):
+        nprobe = params.get("nprobe", self.params["nprobe"])
+        if not self.trained or nprobe == self.params["nprobe"]:
+            return self.index.range_search(codes, faiss_radius)
+        with self._range_lock:  # FAISS's binary IVF range search reads nprobe from the index
+            ivf = self.index
+            try:
+                ivf.nprobe = nprobe
+                return ivf.range_search(codes, faiss_radius)
+            finally:
+                ivf.nprobe = self.params["nprobe"]
+
+
+class HNSWIndex(HammingIndex):
+    """A navigable small-world graph; deleted entries stay in the graph as tombstones the search skips."""
+
+    kind = "hnsw"
+    defaults: ClassVar[dict[str, int]] = {"m": 16, "ef_construction": 40, "ef_search": 64}
+    query_params = frozenset({"ef_search"})
+    supports_range = False
+    removes = False
+
+    def _storage(self) -> faiss.IndexBinary:
+        hnsw = faiss.IndexBinaryHNSW(self.n_bits, self.params["m"])
+        hnsw.hnsw.efConstruction = self.params["ef_construction"]
+        hnsw.hnsw.efSearch = self.params["ef_search"]
+        return hnsw
+
+    def search(self, codes, k, params):
+        # the graph walk skips tombstones itself (IDSelector), so no over-fetch is needed
+        k = min(k, self.live)
+        if k <= 0:
+            return np.zeros((len(codes), 0), np.int32), np.zeros((len(codes), 0), np.int64)
+        ef = max(params.get("ef_search", self.params["ef_search"]), k)
+        sel = self._live_selector()
+        return self.index.search(codes, k, params=faiss.SearchParametersHNSW(efSearch=ef, sel=sel))
+
+    def _live_selector(self) -> Any:
+        if not self.tombstones:
+            return None
+        if self._selector is None:
+            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+            self._selector = (faiss.IDSelectorNot(dead), dead)  # keep the inner selector alive
+        return self._selector[0]
+
+
+class HashIndex(HammingIndex):
+    """Classic semantic hashing: a hash table on the first ``b`` bits, probed within ``nflip`` flips."""
+
+    kind = "hash"
+    defaults: ClassVar[dict[str, int]] = {"b": 16, "nflip": 2}
+    removes = False
+
+    def _storage(self) -> faiss.IndexBinary:
+        index = faiss.IndexBinaryHash(self.n_bits, min(self.params["b"], self.n_bits))
+        index.nflip = self.params["nflip"]
+        return index
+
+
+class MultiHashIndex(HammingIndex):
+    """``nhash`` hash tables on disjoint ``b``-bit slices of the code: a radius query probes each."""
+
+    kind = "multihash"
+    defaults: ClassVar[dict[str, int]] = {"nhash": 4, "b": 16, "nflip": 1}
+    removes = False
+
+    def _storage(self) -> faiss.IndexBinary:
+        nhash, b = self.params["nhash"], self.params["b"]
+        if nhash * b > self.n_bits:
+            b = max(1, self.n_bits // nhash)
+        index = faiss.IndexBinaryMultiHash(self.n_bits, nhash, b)
+        index.nflip = self.params["nflip"]
+        return index
+
+
+KINDS: dict[str, type[HammingIndex]] = {
+    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, HashIndex, MultiHashIndex)
+}
+
+
+def make_hamming_index(kind: str, n_bits: int, params: dict[str, Any] | None = None) -> HammingIndex:
+    if kind not in KINDS:
+        raise InvalidManifestError(f"index_kind must be one of {sorted(KINDS)}, got {kind!r}")
+    return KINDS[kind](n_bits, params)
