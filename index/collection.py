@@ -194,6 +194,7 @@ class Collection:
                 store.close()
                 raise CollectionExistsError(f"a collection already exists at {path}")
             store.init_settings(settings.settings())
+            snapshot.fsync_path(path, directory=True)  # the new database and WAL files' directory entries
             snapshot.write_manifest(path, settings.settings())
         except BaseException:
             os.close(lock_fd)
