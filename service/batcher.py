@@ -1,0 +1,158 @@
+"""Dynamic micro-batching: concurrent requests are coalesced into one call of a batch function.
+
+A request submits a list of items under a key (requests with different keys are never mixed: a key is, say, the
+model or the collection and its query parameters). One worker task per batcher takes the oldest pending request,
+then keeps adding pending requests of the same key until ``max_batch`` items are gathered or ``max_wait_ms`` has
+passed since that first request, and runs ``fn(key, items)`` in a dedicated thread, off the event loop. Results
+are split back to their requests in order. A request larger than ``max_batch`` runs alone.
+
+Backpressure: at most ``max_queue`` items wait at once; a request that would exceed it fails at once with
+:class:`QueueFull` (the service answers 429 with ``Retry-After``) instead of waiting without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class QueueFull(Exception):
+    """The batcher's queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"the {name} queue is full; retry in {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+@dataclass
+class BatchStats:
+    """What one request went through: seconds waiting in the queue and running, and the batch it ran in."""
+
+    queue_s: float = 0.0
+    run_s: float = 0.0
+    batch_items: int = 0
+
+
+@dataclass
+class _Pending:
+    key: Hashable
+    items: Sequence[Any]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Coalesce ``submit(key, items)`` calls into ``fn(key, all_items) -> results`` (one result per item)."""
+
+    def __init__(
+        self,
+        fn: Callable[[Hashable, list[Any]], Sequence[Any]],
+        *,
+        name: str,
+        max_batch: int = 256,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 4096,
+        on_batch: Callable[[int, float], None] | None = None,  # (items, seconds) after each batch, for metrics
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
+        self.fn, self.name = fn, name
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
+        self._on_batch = on_batch
+        self._pending: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._last_run_s = 0.01
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    async def submit(self, key: Hashable, items: Sequence[Any]) -> tuple[list[Any], BatchStats]:
+        """Results for ``items`` (same order) and the request's queue/run times. Raises QueueFull."""
+        if not items:
+            return [], BatchStats()
+        if self._queued_items and self._queued_items + len(items) > self.max_queue:
+            raise QueueFull(self.name, retry_after=max(1.0, round(self._last_run_s * 2, 1)))
+        self._ensure_worker()
+        pending = _Pending(key, items, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        self._queued_items += len(items)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await pending.future
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            first = self._pending[0]
+            deadline = first.enqueued + self.max_wait
+            # wait for company until the batch is full or the first request's wait is up
+            while self._same_key_items(first.key) < self.max_batch and (delay := deadline - time.perf_counter()) > 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                except TimeoutError:
+                    break
+            batch = self._take(first.key)
+            await self._execute(first.key, batch)
+
+    def _same_key_items(self, key: Hashable) -> int:
+        return sum(len(p.items) for p in self._pending if p.key == key)
+
+    def _take(self, key: Hashable) -> list[_Pending]:
+        """Pending requests of ``key`` in arrival order up to max_batch items (the first always)."""
+        batch, n, keep = [], 0, deque()
+        while self._pending:
+            p = self._pending.popleft()
+            if p.key == key and (not batch or n + len(p.items) <= self.max_batch):
+                batch.append(p)
+                n += len(p.items)
+            else:
+                keep.append(p)
+        self._pending = keep
+        self._queued_items -= n
+        return batch
+
+    async def _execute(self, key: Hashable, batch: list[_Pending]) -> None:
+        items = [item for p in batch for item in p.items]
+        start = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, key, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"{self.name} batch function returned {len(results)} results for {len(items)}")
+        except Exception as exc:  # every request of the batch gets the error
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        run_s = self._last_run_s = time.perf_counter() - start
+        if self._on_batch is not None:
+            self._on_batch(len(items), run_s)
+        offset = 0
+        for p in batch:
+            part = list(results[offset : offset + len(p.items)])
+            offset += len(p.items)
+            if not p.future.done():  # a cancelled request (client went away) is skipped
+                p.future.set_result((part, BatchStats(start - p.enqueued, run_s, len(items))))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,138 @@
+"""The micro-batcher: coalescing, per-key separation, order, errors and backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from service.batcher import MicroBatcher, QueueFull
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_are_coalesced_and_results_split_in_order() -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def fn(key, items):
+        calls.append((key, list(items)))
+        return [x * 10 for x in items]
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_batch=100, max_wait_ms=50)
+        results = await asyncio.gather(*(b.submit("k", [i, i + 1000]) for i in range(20)))
+        await b.close()
+        return results
+
+    results = run(main())
+    assert [r for r, _ in results] == [[i * 10, (i + 1000) * 10] for i in range(20)]
+    assert len(calls) < 20  # coalesced: fewer model calls than requests
+    assert sum(len(items) for _, items in calls) == 40
+    assert max(stats.batch_items for _, stats in results) > 2
+
+
+def test_keys_are_never_mixed_and_max_batch_is_respected() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def fn(key, items):
+        assert all(item[0] == key for item in items)
+        calls.append((key, len(items)))
+        return [item[1] for item in items]
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_batch=8, max_wait_ms=20)
+        reqs = [b.submit(key, [(key, i), (key, i + 1)]) for i in range(12) for key in ("a", "b")]
+        out = await asyncio.gather(*reqs)
+        await b.close()
+        return out
+
+    out = run(main())
+    assert [r for r, _ in out][:2] == [[0, 1], [0, 1]]
+    assert all(n <= 8 for _, n in calls)
+    assert {k for k, _ in calls} == {"a", "b"}
+
+
+def test_oversized_request_runs_alone() -> None:
+    sizes = []
+
+    def fn(key, items):
+        sizes.append(len(items))
+        return list(items)
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_batch=4, max_wait_ms=1)
+        r, _ = await b.submit("k", list(range(10)))
+        await b.close()
+        return r
+
+    assert run(main()) == list(range(10))
+    assert sizes == [10]
+
+
+def test_an_error_reaches_every_request_of_its_batch_and_the_batcher_recovers() -> None:
+    def fn(key, items):
+        if "bad" in items:
+            raise ValueError("boom")
+        return items
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_batch=10, max_wait_ms=30)
+        res = await asyncio.gather(b.submit("k", ["bad"]), b.submit("k", ["ok"]), return_exceptions=True)
+        after, _ = await b.submit("k", ["fine"])
+        await b.close()
+        return res, after
+
+    res, after = run(main())
+    assert all(isinstance(r, ValueError) for r in res)
+    assert after == ["fine"]
+
+
+def test_full_queue_gives_queue_full_then_recovers() -> None:
+    gate = threading.Event()
+
+    def fn(key, items):
+        gate.wait(5)
+        return items
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_batch=2, max_wait_ms=0, max_queue=4)
+        first = asyncio.ensure_future(b.submit("k", [1, 2]))  # taken by the worker, blocks in fn
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(b.submit("k", [i])) for i in range(4)]  # fills the queue
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull) as info:
+            await b.submit("k", [99])
+        assert info.value.retry_after >= 1
+        gate.set()
+        done = await asyncio.gather(first, *queued)
+        again, _ = await b.submit("k", [7])
+        await b.close()
+        return done, again
+
+    done, again = run(main())
+    assert [r for r, _ in done] == [[1, 2], [0], [1], [2], [3]]
+    assert again == [7]
+
+
+def test_batch_runs_off_the_event_loop() -> None:
+    def fn(key, items):
+        time.sleep(0.2)
+        return items
+
+    async def main():
+        b = MicroBatcher(fn, name="t", max_wait_ms=0)
+        task = asyncio.ensure_future(b.submit("k", [1]))
+        ticks = 0
+        start = time.perf_counter()
+        while not task.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        await b.close()
+        return ticks, time.perf_counter() - start
+
+    ticks, elapsed = run(main())
+    assert elapsed >= 0.2 and ticks >= 5  # the loop kept running while the batch slept
