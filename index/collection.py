@@ -43,7 +43,7 @@ from index.errors import (
 )
 from index.kinds import KINDS, HammingIndex, make_hamming_index
 from index.rwlock import RWLock
-from index.store import DB_FILE, Store
+from index.store import DB_FILE, Matching, Store
 from index.validation import (
     Scalar,
     check_codes,
@@ -62,6 +62,7 @@ LOCK_FILE = "LOCK"
 SUPPORTED_INDEX_KINDS = frozenset(KINDS)
 SNAPSHOT_EVERY = 100_000  # changed items between automatic background snapshots
 _FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
+FILTER_SCAN_MAX = 50_000  # a filter matching at most this many items is answered by an exact scan of them
 
 
 def _now_iso() -> str:
@@ -186,6 +187,10 @@ class Collection:
         settings = Manifest(n_bits, fingerprint, index_kind, index_params or {}, model)
         if legacy.is_legacy(path):
             raise CollectionExistsError(f"a collection already exists at {path}")
+        return cls._create(path, settings, snapshot_every)
+
+    @classmethod
+    def _create(cls, path: Path, settings: Manifest, snapshot_every: int) -> Collection:
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         try:
@@ -199,7 +204,7 @@ class Collection:
         except BaseException:
             os.close(lock_fd)
             raise
-        LOG.info("created collection %s (%d bits, %s)", path, n_bits, index_kind)
+        LOG.info("created collection %s (%d bits, %s)", path, settings.n_bits, settings.index_kind)
         return cls(path, settings, store, lock_fd, snapshot_every)
 
     @classmethod
@@ -212,9 +217,9 @@ class Collection:
     ) -> Collection:
         """Open the collection at ``path``: load its newest valid snapshot and replay the writes after it."""
         path, start = Path(path), time.perf_counter()
+        if legacy.is_legacy(path):  # format-1 files are retired only once a migration is complete
+            return cls._migrate(path, expected_fingerprint, snapshot_every)
         if not (path / DB_FILE).exists():
-            if legacy.is_legacy(path):
-                return cls._migrate(path, expected_fingerprint, snapshot_every)
             raise CollectionNotFoundError(f"no collection at {path} (no {DB_FILE})")
         lock_fd = _lock(path)
         try:
@@ -260,16 +265,26 @@ class Collection:
 
     @classmethod
     def _migrate(cls, path: Path, expected_fingerprint: str | None, snapshot_every: int) -> Collection:
+        """Copy a format-1 collection into a new store; the old files are renamed only once that is durable, so a
+        crash part-way leaves them in place and the next open starts the migration again from scratch."""
         old = legacy.read(path)
         if expected_fingerprint is not None and expected_fingerprint != old.settings["fingerprint"]:
             raise FingerprintMismatchError(path, expected_fingerprint, old.settings["fingerprint"])
         LOG.warning("migrating %s from the format-1 layout (%d items)", path, len(old.ids))
+        legacy.backup_manifest(path)
+        for leftover in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):  # an interrupted earlier attempt
+            (path / leftover).unlink(missing_ok=True)
         s = old.settings
-        collection = cls.create(path, s["n_bits"], s["fingerprint"], s["index_kind"], snapshot_every=snapshot_every)
-        if old.ids:
-            collection._write(old.ids, old.codes, old.metadata)
-        collection.snapshot()
-        legacy.retire(path)
+        settings = Manifest(s["n_bits"], s["fingerprint"], s["index_kind"], created_at=s["created_at"])
+        collection = cls._create(path, settings, snapshot_every)
+        try:
+            if old.ids:
+                collection._write(old.ids, old.codes, old.metadata)
+            collection.snapshot()
+            legacy.retire(path)
+        except BaseException:
+            collection.close()
+            raise
         return collection
 
     def _recover(self) -> None:
@@ -293,6 +308,8 @@ class Collection:
         for internal, codes in self._store.live_codes(self.n_bytes, after_seq=after):
             self._index.add(codes, internal)
             replayed += len(internal)
+        if after >= 0:
+            self._store.prune(after)  # rows a crash kept between the snapshot and its pruning
         self._applied_seq = self._store.seq()
         self._snapshot_seq = after
         self._count = self._store.count()
@@ -335,10 +352,12 @@ class Collection:
         return self._count
 
     def __contains__(self, item_id: object) -> bool:
+        self._check_open()
         return isinstance(item_id, str) and self._store.get(item_id) is not None
 
     def ids(self) -> list[str]:
         """Live ids in insertion order (an upsert moves an id to the end)."""
+        self._check_open()
         return self._store.ids()
 
     def index_bytes(self) -> int:
@@ -394,6 +413,7 @@ class Collection:
 
     def get(self, id: str) -> Item | None:
         """The item stored under ``id``, or None."""
+        self._check_open()
         row = self._store.get(id) if isinstance(id, str) else None
         if row is None:
             return None
@@ -415,6 +435,7 @@ class Collection:
         ``k`` hits per query whenever ``k`` matching items exist (exact kinds; approximate kinds search deeper
         until they find them or exhaust the index). ``params`` are the index kind's query parameters.
         """
+        self._check_open()
         codes = check_codes(codes, self.n_bytes, "queries")
         if not is_int(k) or k < 1:
             raise InvalidQueryError(f"k must be a positive int, got {k!r}")
@@ -428,7 +449,11 @@ class Collection:
             return self._filtered_search(codes, int(k), where, include_metadata, qparams)
 
     def _filtered_search(self, codes, k, where, include_metadata, qparams) -> list[list[Hit]]:
-        """Over-fetch by 4x until every query has k matching hits or the whole index was searched."""
+        """Exact search over the matching rows when at most FILTER_SCAN_MAX items match; else over-fetch by 4x
+        until every query has k matching hits or the whole index was searched (exact on flat)."""
+        matching = self._store.matching(where, FILTER_SCAN_MAX)
+        if matching is not None:
+            return self._scan(codes, k, matching, include_metadata)
         fetch = max(_FILTER_MIN_FETCH, 4 * k)
         while True:
             fetch = min(fetch, self._index.live)
@@ -437,6 +462,23 @@ class Collection:
             if fetch >= self._index.live or all(len(hits) == k for hits in results):
                 return results
             fetch *= 4
+
+    def _scan(self, codes: np.ndarray, k: int, rows: Matching, include_metadata: bool) -> list[list[Hit]]:
+        """Exact Hamming top-k over the rows a filter selected, sorted by (distance, id)."""
+        if not rows.ids:
+            return [[] for _ in range(len(codes))]
+        distances = np.bitwise_count(codes[:, None, :] ^ rows.codes[None, :, :]).sum(axis=2)  # (q, m)
+        ids = np.asarray(rows.ids, dtype=object)
+        out = []
+        for row in distances:
+            order = np.lexsort((ids, row))[:k]
+            out.append(
+                [
+                    Hit(rows.ids[j], int(row[j]), json.loads(rows.metadata[j]) if include_metadata else None)
+                    for j in order.tolist()
+                ]
+            )
+        return out
 
     def range_search(
         self,
@@ -448,6 +490,7 @@ class Collection:
         params: dict[str, int] | None = None,
     ) -> list[list[Hit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id)."""
+        self._check_open()
         codes = check_codes(codes, self.n_bytes, "queries")
         if not is_int(radius) or radius < 0:
             raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")

@@ -78,3 +78,15 @@ class CorruptCollectionError(CollectionError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"corrupt collection file {path}: {reason}")
         self.path, self.reason = path, reason
+
+
+class InvalidCollectionNameError(CollectionError, ValueError):
+    """A collection name that is not 1-64 of ``[A-Za-z0-9_.-]`` starting with a letter or digit."""
+
+    error_type = "invalid_collection_name"
+
+
+class CollectionProtectedError(CollectionError):
+    """A registry cannot drop a collection it does not own (one attached from outside its root)."""
+
+    error_type = "collection_protected"

@@ -49,6 +49,7 @@ class HammingIndex:
         self.index = self._build()
         self.tombstones: set[int] = set()
         self._selector: Any = None  # cached IDSelector excluding the tombstones
+        self._dead: np.ndarray | None = None  # cached sorted tombstones
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, int]:
@@ -95,7 +96,7 @@ class HammingIndex:
             self.index.remove_ids(ids)
         else:
             self.tombstones.update(ids.tolist())
-            self._selector = None
+            self._selector = self._dead = None
 
     # ---- search -----------------------------------------------------------------------------------------------
 
@@ -115,19 +116,33 @@ class HammingIndex:
         k = min(k, self.live)
         if k <= 0:
             return np.zeros((len(codes), 0), np.int32), np.zeros((len(codes), 0), np.int64)
-        fetch = min(k + len(self.tombstones), self.ntotal)  # tombstones can take at most that many places
-        distances, labels = self._search(codes, fetch, params)
-        if self.tombstones:
-            distances, labels = self._drop_tombstones(distances, labels, k)
-        return distances[:, :k], labels[:, :k]
+        if not self.tombstones:
+            return self._search(codes, k, params)
+        # over-fetch past the tombstones: a little at first, 4x more while some query is short of k live hits
+        # and its result was not already cut short by the index (a -1 slot: nothing more to find)
+        dead = self._dead_array()
+        fetch = min(k + min(len(dead), max(k, 16)), self.ntotal)
+        while True:
+            distances, labels = self._search(codes, fetch, params)
+            is_dead = np.isin(labels, dead)
+            live = (labels >= 0) & ~is_dead
+            short = (live.sum(axis=1) < k) & (labels[:, -1] >= 0)
+            if fetch >= self.ntotal or not short.any():
+                return self._compact(distances, np.where(is_dead, -1, labels), k)
+            fetch = min(fetch * 4, self.ntotal)
 
     def _search(self, codes: np.ndarray, k: int, params: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(codes, k)
 
-    def _drop_tombstones(self, distances: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        dead = np.isin(labels, np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
-        labels = np.where(dead, -1, labels)
-        order = np.argsort(dead, axis=1, kind="stable")  # live hits first, in FAISS's order
+    def _dead_array(self) -> np.ndarray:
+        if self._dead is None:
+            self._dead = np.fromiter(sorted(self.tombstones), np.int64, len(self.tombstones))
+        return self._dead
+
+    @staticmethod
+    def _compact(distances: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Move the -1 slots of each row to its end, keeping FAISS's order of the rest; first k columns."""
+        order = np.argsort(labels < 0, axis=1, kind="stable")
         return np.take_along_axis(distances, order, 1)[:, :k], np.take_along_axis(labels, order, 1)[:, :k]
 
     def range_search(
@@ -138,14 +153,12 @@ class HammingIndex:
             raise InvalidQueryError(f"index kind {self.kind!r} does not support radius search; use k alone")
         # no distance exceeds n_bits; the clamp keeps a huge radius from overflowing FAISS's int
         lims, distances, labels = self._range(codes, min(int(radius), self.n_bits) + 1, params)
-        out = []
-        for lo, hi in zip(lims[:-1].tolist(), lims[1:].tolist(), strict=True):
-            d, ids = distances[lo:hi], labels[lo:hi]
-            if self.tombstones:
-                keep = ~np.isin(ids, np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
-                d, ids = d[keep], ids[keep]
-            out.append((d, ids))
-        return out
+        if self.tombstones:
+            keep = ~np.isin(labels, self._dead_array())
+            lims = np.concatenate([[0], np.cumsum(keep)])[lims.astype(np.int64)]  # live entries before each bound
+            distances, labels = distances[keep], labels[keep]
+        bounds = lims.tolist()
+        return [(distances[lo:hi], labels[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _range(self, codes: np.ndarray, faiss_radius: int, params: dict[str, int]):
         return self.index.range_search(codes, faiss_radius)
@@ -164,7 +177,7 @@ class HammingIndex:
             raise ValueError(f"snapshot index has {index.d} bits, the collection {self.n_bits}")
         self.index = index
         self.tombstones = set(np.asarray(arrays["tombstones"], np.int64).tolist())
-        self._selector = None
+        self._selector = self._dead = None
 
     def memory_bytes(self) -> int:
         """Bytes the serialized index takes: about what it holds in RAM."""
@@ -225,10 +238,10 @@ class IVFIndex(HammingIndex):
         return self.index.search(codes, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
 
     def _range(self, codes, faiss_radius, params):
-        nprobe = params.get("nprobe", self.params["nprobe"])
-        if not self.trained or nprobe == self.params["nprobe"]:
+        if not self.trained:
             return self.index.range_search(codes, faiss_radius)
-        with self._range_lock:  # FAISS's binary IVF range search reads nprobe from the index
+        nprobe = params.get("nprobe", self.params["nprobe"])
+        with self._range_lock:  # FAISS's binary IVF range search reads nprobe from the index: one at a time
             ivf = self.index
             try:
                 ivf.nprobe = nprobe

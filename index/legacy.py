@@ -67,6 +67,13 @@ def read(directory: Path) -> LegacyCollection:
     return LegacyCollection(settings, ids, codes, metadata)
 
 
+def backup_manifest(directory: Path) -> None:
+    """Keep the format-1 manifest beside the new one (copied, so a crash before retire() keeps the original)."""
+    backup = directory / f"{MANIFEST_FILE}.format1"
+    if not backup.exists() and (directory / MANIFEST_FILE).exists():
+        backup.write_bytes((directory / MANIFEST_FILE).read_bytes())
+
+
 def retire(directory: Path) -> None:
     """Rename the format-1 files once their items are in the new store (kept, not deleted)."""
     for name in (INDEX_FILE, ITEMS_FILE):

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from index.errors import CorruptCollectionError
+from index.validation import matches
 
 DB_FILE = "items.sqlite"
 
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS items (
     deleted_seq INTEGER            -- the write that removed or replaced it; NULL while live
 );
 CREATE UNIQUE INDEX IF NOT EXISTS live_ids ON items(id) WHERE deleted_seq IS NULL;
+CREATE INDEX IF NOT EXISTS marked ON items(deleted_seq) WHERE deleted_seq IS NOT NULL;  -- replay and pruning
 """
 _CHUNK = 10_000  # rows per executemany / per fetch while streaming
 
@@ -48,6 +50,15 @@ class Written(NamedTuple):
     seq: int
     removed: np.ndarray  # int64 internal ids no longer live
     added: np.ndarray  # int64 internal ids of new rows, aligned with the codes written
+
+
+class Matching(NamedTuple):
+    """Rows selected by a metadata filter."""
+
+    internal: np.ndarray  # int64 (m,)
+    ids: list[str]
+    codes: np.ndarray  # uint8 (m, n_bytes)
+    metadata: list[str]  # JSON texts
 
 
 class Store:
@@ -201,10 +212,11 @@ class Store:
 
     def live_codes(self, n_bytes: int, after_seq: int = -1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Chunks of (internal ids int64 (m,), codes uint8 (m, n_bytes)) of live rows written after ``after_seq``."""
-        cursor = self._reader.execute(
-            "SELECT internal, code FROM items WHERE deleted_seq IS NULL AND seq > ? ORDER BY internal", (after_seq,)
-        )
+        cursor = self._reader.cursor()
         try:
+            cursor.execute(
+                "SELECT internal, code FROM items WHERE deleted_seq IS NULL AND seq > ? ORDER BY internal", (after_seq,)
+            )
             while rows := cursor.fetchmany(_CHUNK):
                 internal = np.fromiter((r[0] for r in rows), np.int64, len(rows))
                 blob = b"".join(r[1] for r in rows)
@@ -215,6 +227,30 @@ class Store:
             raise CorruptCollectionError(self.file, str(exc)) from exc
         finally:
             cursor.close()
+
+    def matching(self, where: dict[str, Any], max_rows: int) -> Matching | None:
+        """Live rows whose metadata has each ``where`` field equal to its value, or None when more than
+        ``max_rows`` rows pass SQLite's pre-selection (json_extract; JSON true is 1 there, so
+        :func:`index.validation.matches` makes the final, type-strict decision). None as well when a field name
+        cannot be written as a JSON path."""
+        if any('"' in key or "\\" in key for key in where):
+            return None
+        clauses, params = [], []
+        for key, value in where.items():
+            clauses.append("json_extract(metadata, ?) IS NULL" if value is None else "json_extract(metadata, ?) = ?")
+            params += [f'$."{key}"'] if value is None else [f'$."{key}"', value]
+        sql = "SELECT internal, id, code, metadata FROM items WHERE deleted_seq IS NULL AND "
+        rows = self._query(sql + " AND ".join(clauses) + " LIMIT ?", (*params, max_rows + 1))
+        if len(rows) > max_rows:
+            return None
+        rows = [r for r in rows if matches(json.loads(r[3]), where)]
+        n_bytes = len(rows[0][2]) if rows else 0
+        return Matching(
+            np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+            [r[1] for r in rows],
+            np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), n_bytes),
+            [r[3] for r in rows],
+        )
 
     def removed_after(self, seq: int) -> np.ndarray:
         """Internal ids written at or before ``seq`` and removed after it: in a snapshot at ``seq``, gone since."""
