@@ -4,7 +4,13 @@ in about a second each, and a factory of ``TestClient``s whose lifespan has run.
 
 from __future__ import annotations
 
-import itertools
+import os
+
+# FAISS's OpenMP threads fight over the 2 cores CI has (and over the cores of other tests' servers): one thread
+# per process keeps small searches at microseconds. Set before FAISS is first imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import itertools  # noqa: E402
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +24,7 @@ from sklearn.datasets import load_digits
 from models import checkpoint
 from models.train import TrainConfig, fit_hasher
 from service.app import create_app
+from service.app import wait_ready as wait_until_ready
 from service.settings import Settings
 
 TRAIN = TrainConfig(epochs=3, progress=False, seed=0, device="cpu")
@@ -76,21 +83,30 @@ def dense_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[MakeClient]:
-    """``make_client(model_dir, **settings_overrides)`` -> a started ``TestClient`` on a fresh collection.
+    """``make_client(model_dir, **settings_overrides)`` -> a started ``TestClient`` on a fresh collection, ready
+    (model and default collection loaded; ``wait_ready=False`` returns as soon as the server answers).
 
-    Pass ``collection_path=`` to reopen an existing collection (an app restart). Every client is shut down
-    (lifespan exit) at the end of the test.
+    Pass ``collection_path=`` to reopen an existing collection (an app restart: shut the first client down with
+    ``client.__exit__(None, None, None)`` first, a collection is open in one app at a time). Named collections go
+    to a fresh ``collections_dir`` and named models are looked up in ``tmp_path / "models"`` unless given. Every
+    client is shut down (lifespan exit) at the end of the test.
     """
     counter = itertools.count()
     with ExitStack() as stack:
 
-        def make(model_dir: Path, **settings_overrides: Any) -> TestClient:
+        def make(model_dir: Path, *, wait_ready: bool = True, **settings_overrides: Any) -> TestClient:
+            n = next(counter)
             values = {
                 "model_path": model_dir,
-                "collection_path": tmp_path / f"collection-{next(counter)}",
+                "collection_path": tmp_path / f"collection-{n}",
+                "collections_dir": tmp_path / f"collections-{n}",
+                "models_dir": tmp_path / "models",
                 "device": "cpu",
                 **settings_overrides,
             }
-            return stack.enter_context(TestClient(create_app(Settings(**values))))
+            client = stack.enter_context(TestClient(create_app(Settings(**values))))
+            if wait_ready:
+                wait_until_ready(client.app, timeout=60)
+            return client
 
         yield make
