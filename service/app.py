@@ -1,37 +1,23 @@
-"""The FastAPI app: assembles routers and error handlers; the model and collection load in the lifespan."""
+"""The FastAPI app: assembles routers and error handlers. The lifespan makes the cheap start-up checks, then
+loads the model and the default collection in a background thread (see service.state) and, on shutdown, closes
+every collection."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from index import Collection
-from models import checkpoint
 from service.errors import ErrorBody, install_handlers
-from service.routes import encode, items, meta, search
+from service.routes import collections, encode, items, meta, search
 from service.settings import Settings, get_settings
+from service.state import ServiceState
 
 LOG = logging.getLogger(__name__)
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (404, 409, 422)}
-
-
-def load_state(app: FastAPI, settings: Settings) -> None:
-    hasher = checkpoint.load(settings.model_path, settings.device)
-    collection = Collection.open_or_create(
-        settings.collection_path, hasher.n_bits, hasher.fingerprint, settings.index_kind
-    )
-    LOG.info(
-        "serving model %s (%d bits) on %s, collection %s with %d items",
-        hasher.fingerprint,
-        hasher.n_bits,
-        hasher.device,
-        settings.collection_path,
-        len(collection),
-    )
-    app.state.settings, app.state.hasher, app.state.collection = settings, hasher, collection
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (404, 409, 422, 503)}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,11 +25,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        load_state(app, settings)
+        state = ServiceState(settings)
+        state.check_startup()  # a failure here stops the server from starting
+        app.state.service = state
+        state.start_loading()
         try:
             yield
         finally:
-            app.state.collection.close()
+            await asyncio.to_thread(state.close)
 
     app = FastAPI(
         title="hamdex",
@@ -53,6 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     install_handlers(app)
-    for module in (meta, encode, items, search):
+    for module in (meta, encode, items, search, collections):
         app.include_router(module.router)
     return app
+
+
+def wait_ready(app: FastAPI, timeout: float | None = None) -> None:
+    """Block until the started ``app`` has loaded its model and default collection (for in-process clients);
+    re-raises a loading error; TimeoutError after ``timeout`` seconds."""
+    app.state.service.wait_ready(timeout)

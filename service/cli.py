@@ -208,10 +208,11 @@ def _search_local(model: Path, collection: Path, body: dict) -> list[list[dict]]
     """Search the collection on disk through the app in-process, so the semantics equal the server's."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.app import create_app, wait_ready
     from service.settings import Settings
 
     with TestClient(create_app(Settings(model_path=model, collection_path=collection))) as client:
+        wait_ready(client.app)  # the collection loads in the background
         return _post_search(client, body)
 
 

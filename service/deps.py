@@ -1,32 +1,82 @@
-"""Dependency aliases: routes reach the heavy state loaded in the app's lifespan through these."""
+"""Dependency aliases: routes reach the state loaded in the app's lifespan through these.
+
+Everything but the health probes needs the model and the default collection loaded: :func:`get_ready_state`
+answers 503 ``not_ready`` before that. A route that works on "a collection" takes :data:`TargetDep`: the
+collection named by the path parameter ``name`` (``default`` on the foundation routes, which have none) and
+its model, held open for the request (a drop waits for it).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from index import Collection
+from index.registry import check_name
 from models.hasher import Hasher
 from service.errors import ApiError
+from service.hashers import DEFAULT
 from service.settings import Settings
+from service.state import ServiceState
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
 
 
-def get_hasher(request: Request) -> Hasher:
-    return request.app.state.hasher
+def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceState:
+    state.check_ready()
+    return state
 
 
-def get_collection(request: Request) -> Collection:
-    return request.app.state.collection
+def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+    return state.settings
 
 
+def get_hasher(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Hasher:
+    return state.hashers.get(DEFAULT)
+
+
+def get_collection(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[Collection]:
+    with state.registry.use(DEFAULT) as collection:
+        yield collection
+
+
+@dataclass(frozen=True)
+class Target:
+    """A collection and the model its codes come from."""
+
+    name: str
+    collection: Collection
+    hasher: Hasher
+
+
+def get_target(request: Request, state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[Target]:
+    name = request.path_params.get("name", DEFAULT)
+    with state.registry.use(name) as collection:
+        yield Target(name, collection, state.hasher_for(name, collection))
+
+
+def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:
+    return check_name(name)
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[Hasher, Depends(get_hasher)]
 CollectionDep = Annotated[Collection, Depends(get_collection)]
+TargetDep = Annotated[Target, Depends(get_target)]
+
+# Where the collection routes (items, search) are mounted: the foundation's paths for the default collection, and
+# the same routes under /v1/collections/{name} (whose dependency declares and checks the name).
+COLLECTION_PREFIXES: list[tuple[str, list[Any]]] = [
+    ("/v1", []),
+    ("/v1/collections/{name}", [Depends(collection_name)]),
+]
 
 
 def check_batch(n: int, settings: Settings, what: str) -> None:

@@ -32,16 +32,26 @@ STATUS: dict[str, int] = {
     "code_format": 422,  # malformed code, or a code of the wrong length
     "code_length": 422,
     "invalid_items": 422,  # e.g. the same id twice in one request
-    "invalid_query": 422,
+    "invalid_query": 422,  # e.g. a radius search on an hnsw collection
+    "unsupported_search_param": 422,  # nprobe / ef_search on a collection whose index kind does not take it
+    "invalid_collection_name": 422,
+    "invalid_index_kind": 422,
+    "invalid_index_params": 422,
     "item_not_found": 404,
+    "collection_not_found": 404,
+    "model_not_found": 404,
     "not_found": 404,
     "method_not_allowed": 405,
-    "fingerprint_mismatch": 409,
-    "collection_not_found": 503,
+    "fingerprint_mismatch": 409,  # codes of another model than the collection's
     "collection_exists": 409,
+    "collection_protected": 409,  # the default collection cannot be dropped
+    "collection_locked": 409,  # open in another process
+    "not_ready": 503,  # the model and default collection are still loading
+    "load_failed": 503,  # loading them failed (the cause is in the message and the log)
     "corrupt_collection": 500,
     "invalid_manifest": 500,
     "collection_error": 500,
+    "model_error": 500,  # a named model's checkpoint cannot be loaded
     "internal": 500,
 }
 
@@ -73,7 +83,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.error_type, str(exc))
+        resp = error_response(exc.error_type, str(exc))
+        if exc.error_type == "not_ready":
+            resp.headers["Retry-After"] = "1"
+        return resp
 
     @app.exception_handler(CollectionError)
     async def _collection(_: Request, exc: CollectionError) -> JSONResponse:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 # A raw input: a text, a float vector, or an image as rows of pixel values.
 RawInput = str | list[float] | list[list[float]]
 # A code on the wire: hex or base64 string, or a list of 0/1 bits (see models.bits).
 WireCode = str | list[int]
 CodeFormat = Literal["hex", "base64", "bits"]
+# A metadata value a search filter can match (equality; true is not 1 and "1" is not 1).
+FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
 
 
 class _Strict(BaseModel):
@@ -46,6 +48,9 @@ class ItemIn(_Strict):
 
 class ItemsRequest(_Strict):
     items: list[ItemIn]
+    fingerprint: str | None = Field(
+        None, description="Fingerprint of the model the codes came from; refused (409) if not the collection's."
+    )
 
 
 class ItemsResponse(BaseModel):
@@ -81,6 +86,11 @@ class SearchRequest(_Strict):
     k: int = Field(10, description="Most hits per query.")
     radius: int | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
     include_metadata: bool = True
+    filter: dict[str, FilterValue] | None = Field(
+        None, description="Only items whose metadata has each of these top-level fields equal to the value."
+    )
+    nprobe: int | None = Field(None, ge=1, description="Inverted lists to visit (index kind ivf only).")
+    ef_search: int | None = Field(None, ge=1, description="Graph search breadth (index kind hnsw only).")
 
 
 class Hit(BaseModel):
@@ -95,6 +105,40 @@ class SearchResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class CreateCollectionRequest(_Strict):
+    name: str = Field(..., description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.")
+    model: str = Field("default", description="Model the collection's codes come from (a name under models_dir).")
+    index_kind: str = Field("flat", description="flat, ivf, hnsw, hash or multihash.")
+    index_params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters (positive ints).")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    model: str
+    n_bits: int
+    index_kind: str
+    index_params: dict[str, int]
+    count: int
+    fingerprint: str
+
+
+class UnavailableCollection(BaseModel):
+    name: str
+    error: str
+    error_type: str
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+    unavailable: list[UnavailableCollection] = Field(
+        default_factory=list, description="Collections that exist but cannot be opened, with the reason."
+    )
+
+
+class DropResponse(BaseModel):
+    dropped: str
 
 
 class Info(BaseModel):

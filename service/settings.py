@@ -13,8 +13,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HAMDEX_", protected_namespaces=())
 
     model_path: Path = Path("var/model")  # checkpoint directory (hamdex train --out)
-    collection_path: Path = Path("var/collection")  # collection directory; created empty if missing
+    collection_path: Path = Path("var/collection")  # the default collection; created empty if missing
+    collections_dir: Path = Path("var/collections")  # named collections (/v1/collections), one subdirectory each
+    models_dir: Path = Path("var/models")  # named model checkpoints, one subdirectory each; "default" = model_path
     index_kind: str = "flat"  # index kind for a newly created collection
+    snapshot_every: int = Field(100_000, ge=1)  # changed items between background index snapshots
     device: str = "auto"  # "auto" = CUDA when available, else CPU
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -239,6 +239,7 @@ def test_items_persist_across_restart(make_client: MakeClient, text_model_dir: P
     before = {i: first.get(f"/v1/items/{i}").json() for i in ("t0", "t1", "t2")}
     search = {"queries": [{"input": texts[0]}], "k": 10}
     hits_before = first.post("/v1/search", json=search).json()
+    first.__exit__(None, None, None)  # shut the first app down: a collection is open in one app at a time
 
     second = make_client(text_model_dir, collection_path=path)
     assert count(second) == 3
@@ -517,7 +518,7 @@ def test_collection_of_another_fingerprint_fails_at_startup(
     make_client: MakeClient, dense_model_dir: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "foreign"
-    Collection.create(path, 16, "another-model")
+    Collection.create(path, 16, "another-model").close()
     with pytest.raises(FingerprintMismatchError) as info:
         make_client(dense_model_dir, collection_path=path)
     assert (info.value.expected, info.value.found) == (offline(dense_model_dir).fingerprint, "another-model")
@@ -529,6 +530,7 @@ def test_collection_built_by_another_model_fails_at_startup(
     path = tmp_path / "text-collection"
     client = make_client(text_model_dir, collection_path=path)
     client.post("/v1/items", json={"items": [{"id": "a", "input": "goal"}]})
+    client.__exit__(None, None, None)
     with pytest.raises(FingerprintMismatchError):
         make_client(dense_model_dir, collection_path=path)  # same n_bits, different model
     assert count(make_client(text_model_dir, collection_path=path)) == 1  # the collection is left as it was

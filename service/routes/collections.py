@@ -1,0 +1,80 @@
+"""Named collections: list, create, describe, drop (GET/POST /v1/collections, GET/DELETE /v1/collections/{name}).
+Their items and search routes are those of service.routes.items and service.routes.search."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from index import Manifest
+from index.errors import InvalidManifestError
+from index.kinds import KINDS
+from index.registry import check_name
+from service.deps import ReadyStateDep, collection_name
+from service.errors import ApiError
+from service.schemas import (
+    CollectionInfo,
+    CollectionList,
+    CreateCollectionRequest,
+    DropResponse,
+    UnavailableCollection,
+)
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+NAMED = [Depends(collection_name)]
+
+
+def _info(name: str, model: str, manifest: Manifest) -> CollectionInfo:
+    return CollectionInfo(
+        name=name,
+        model=model,
+        n_bits=manifest.n_bits,
+        index_kind=manifest.index_kind,
+        index_params=manifest.index_params,
+        count=manifest.count,
+        fingerprint=manifest.fingerprint,
+    )
+
+
+@router.get("", response_model=CollectionList)
+def list_collections(state: ReadyStateDep) -> CollectionList:
+    """Every collection, opened if it was not yet; one that cannot be opened is listed under "unavailable"."""
+    collections, unavailable = [], []
+    for name, manifest, error in state.registry.list():
+        if manifest is not None:
+            collections.append(_info(name, state.model_name(name, manifest), manifest))
+        else:
+            error_type = getattr(error, "error_type", "internal")
+            unavailable.append(UnavailableCollection(name=name, error=str(error), error_type=error_type))
+    return CollectionList(collections=collections, unavailable=unavailable)
+
+
+@router.post("", status_code=201, response_model=CollectionInfo)
+def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> CollectionInfo:
+    check_name(req.name)
+    if req.index_kind not in KINDS:
+        raise ApiError("invalid_index_kind", f"index_kind must be one of {sorted(KINDS)}, got {req.index_kind!r}")
+    try:
+        KINDS[req.index_kind].check_params(req.index_params)
+    except InvalidManifestError as exc:
+        raise ApiError("invalid_index_params", str(exc)) from exc
+    if req.name in state.registry:
+        raise ApiError("collection_exists", f"a collection named {req.name!r} already exists")
+    hasher = state.hashers.get(req.model)
+    collection = state.registry.create(
+        req.name, hasher.n_bits, hasher.fingerprint, req.index_kind, req.index_params, model=req.model
+    )
+    return _info(req.name, req.model, collection.manifest)
+
+
+@router.get("/{name}", response_model=CollectionInfo, dependencies=NAMED)
+def get_collection(name: str, state: ReadyStateDep) -> CollectionInfo:
+    with state.registry.use(name) as collection:
+        manifest = collection.manifest
+    return _info(name, state.model_name(name, manifest), manifest)
+
+
+@router.delete("/{name}", response_model=DropResponse, dependencies=NAMED)
+def drop_collection(name: str, state: ReadyStateDep) -> DropResponse:
+    """Close and delete a collection; the default collection cannot be dropped (409 collection_protected)."""
+    state.registry.drop(name)
+    return DropResponse(dropped=name)
