@@ -22,4 +22,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=300s CMD python -c \
     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"
 # --demo trains and indexes the 20 Newsgroups demo into /data on first start when no model is mounted
 # (set HAMDEX_DEMO_CORPUS to the tarball inside the container, or give it internet for scikit-learn's fetch).
+# Serving on 0.0.0.0 needs API keys (HAMDEX_API_KEYS or HAMDEX_API_KEYS_FILE); for a local trial only,
+# HAMDEX_ALLOW_UNAUTHENTICATED=true serves an open API.
 CMD ["hamdex", "serve", "--demo"]

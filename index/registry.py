@@ -147,6 +147,12 @@ class Registry:
                 raise CollectionNotFoundError(f"collection {name!r} was {entry.gone}")
             yield entry.collection
 
+    def open_counts(self) -> dict[str, int]:
+        """Live items of each collection open now (opens nothing; for metrics)."""
+        with self._lock:
+            entries = list(self._entries.items())
+        return {name: len(entry.collection) for name, entry in entries if entry.gone is None}
+
     def list(self) -> list[Listed]:
         """Every collection with its manifest (opening those not open yet); one that fails to open is listed with
         its error instead, so one broken collection does not hide the others."""

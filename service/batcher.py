@@ -1,10 +1,11 @@
 """Dynamic micro-batching: concurrent requests are coalesced into one call of a batch function.
 
-A request submits a list of items under a key (requests with different keys are never mixed: a key is, say, the
-model or the collection and its query parameters). One worker task per batcher takes the oldest pending request,
-then keeps adding pending requests of the same key until ``max_batch`` items are gathered or ``max_wait_ms`` has
-passed since that first request, and runs ``fn(key, items)`` in a dedicated thread, off the event loop. Results
-are split back to their requests in order. A request larger than ``max_batch`` runs alone.
+A request submits a block of ``size`` items (a feature matrix, an array of query codes) under a key; requests
+with different keys are never mixed (a key is, say, the model, or the collection and the query's k). One worker
+task per batcher takes the oldest pending request, then keeps adding pending requests of the same key until
+``max_batch`` items are gathered or ``max_wait_ms`` has passed since that first request, and runs
+``fn(key, blocks)`` in a dedicated thread, off the event loop; ``fn`` returns one result per block. A request
+larger than ``max_batch`` runs alone.
 
 Backpressure: at most ``max_queue`` items wait at once; a request that would exceed it fails at once with
 :class:`QueueFull` (the service answers 429 with ``Retry-After``) instead of waiting without bound.
@@ -41,13 +42,14 @@ class BatchStats:
 @dataclass
 class _Pending:
     key: Hashable
-    items: Sequence[Any]
+    block: Any
+    size: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Coalesce ``submit(key, items)`` calls into ``fn(key, all_items) -> results`` (one result per item)."""
+    """Coalesce ``submit(key, block, size)`` calls into ``fn(key, blocks) -> results`` (one result per block)."""
 
     def __init__(
         self,
@@ -75,16 +77,14 @@ class MicroBatcher:
     def queued_items(self) -> int:
         return self._queued_items
 
-    async def submit(self, key: Hashable, items: Sequence[Any]) -> tuple[list[Any], BatchStats]:
-        """Results for ``items`` (same order) and the request's queue/run times. Raises QueueFull."""
-        if not items:
-            return [], BatchStats()
-        if self._queued_items and self._queued_items + len(items) > self.max_queue:
+    async def submit(self, key: Hashable, block: Any, size: int) -> tuple[Any, BatchStats]:
+        """The result for ``block`` (of ``size`` items) and the request's queue/run times. Raises QueueFull."""
+        if self._queued_items and self._queued_items + size > self.max_queue:
             raise QueueFull(self.name, retry_after=max(1.0, round(self._last_run_s * 2, 1)))
         self._ensure_worker()
-        pending = _Pending(key, items, asyncio.get_running_loop().create_future())
+        pending = _Pending(key, block, size, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        self._queued_items += len(items)
+        self._queued_items += size
         assert self._wakeup is not None
         self._wakeup.set()
         return await pending.future
@@ -114,16 +114,16 @@ class MicroBatcher:
             await self._execute(first.key, batch)
 
     def _same_key_items(self, key: Hashable) -> int:
-        return sum(len(p.items) for p in self._pending if p.key == key)
+        return sum(p.size for p in self._pending if p.key == key)
 
     def _take(self, key: Hashable) -> list[_Pending]:
         """Pending requests of ``key`` in arrival order up to max_batch items (the first always)."""
         batch, n, keep = [], 0, deque()
         while self._pending:
             p = self._pending.popleft()
-            if p.key == key and (not batch or n + len(p.items) <= self.max_batch):
+            if p.key == key and (not batch or n + p.size <= self.max_batch):
                 batch.append(p)
-                n += len(p.items)
+                n += p.size
             else:
                 keep.append(p)
         self._pending = keep
@@ -131,12 +131,12 @@ class MicroBatcher:
         return batch
 
     async def _execute(self, key: Hashable, batch: list[_Pending]) -> None:
-        items = [item for p in batch for item in p.items]
+        blocks, n = [p.block for p in batch], sum(p.size for p in batch)
         start = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, key, items)
-            if len(results) != len(items):
-                raise RuntimeError(f"{self.name} batch function returned {len(results)} results for {len(items)}")
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, key, blocks)
+            if len(results) != len(blocks):
+                raise RuntimeError(f"{self.name} batch function returned {len(results)} results for {len(blocks)}")
         except Exception as exc:  # every request of the batch gets the error
             for p in batch:
                 if not p.future.done():
@@ -144,13 +144,10 @@ class MicroBatcher:
             return
         run_s = self._last_run_s = time.perf_counter() - start
         if self._on_batch is not None:
-            self._on_batch(len(items), run_s)
-        offset = 0
-        for p in batch:
-            part = list(results[offset : offset + len(p.items)])
-            offset += len(p.items)
+            self._on_batch(n, run_s)
+        for p, result in zip(batch, results, strict=True):
             if not p.future.done():  # a cancelled request (client went away) is skipped
-                p.future.set_result((part, BatchStats(start - p.enqueued, run_s, len(items))))
+                p.future.set_result((result, BatchStats(start - p.enqueued, run_s, n)))
 
     async def close(self) -> None:
         if self._worker is not None:

@@ -160,17 +160,42 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.auth import ApiKeys, KeyConfigError
     from service.demo import ensure_demo
+    from service.logs import configure
     from service.settings import Settings
 
     given = {"model_path": model, "collection_path": collection, "host": host, "port": port, "device": device}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    configure(settings.log_level, settings.json_logs)
+    try:
+        keys = ApiKeys.parse(settings.api_keys, settings.api_keys_file)
+    except KeyConfigError as exc:
+        raise _fail(str(exc)) from exc
+    if not keys.enabled and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
+        raise _fail(
+            f"refusing to serve on {settings.host} without API keys: set HAMDEX_API_KEYS or HAMDEX_API_KEYS_FILE, "
+            "or HAMDEX_ALLOW_UNAUTHENTICATED=true to serve an open API on the network"
+        )
     if demo:
         try:
             ensure_demo(settings.model_path, settings.collection_path, device=settings.device)
         except data.DataNotFoundError as exc:
             raise _fail(str(exc)) from exc
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Path, Request
 
 from index import Collection
@@ -85,3 +86,53 @@ def check_batch(n: int, settings: Settings, what: str) -> None:
         raise ApiError("empty_batch", f"'{what}' must hold at least one element")
     if n > settings.max_batch:
         raise ApiError("batch_too_large", f"'{what}' holds {n} elements; at most {settings.max_batch} per request")
+
+
+# ---- API keys ---------------------------------------------------------------------------------------------------
+
+
+def require(scope: str) -> Any:
+    """Dependency: the request carries ``Authorization: Bearer <key>`` for a key with ``scope`` (see service.auth).
+    Open when no keys are configured, and for ``read`` when HAMDEX_OPEN_READS is set."""
+
+    def check(request: Request) -> None:
+        state: ServiceState = request.app.state.service
+        keys = state.api_keys
+        if not keys.enabled or (scope == "read" and state.settings.open_reads):
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        key = keys.authenticate(token)
+        if key is None:
+            message = "missing API key" if token is None else "unknown API key"
+            raise ApiError(
+                "unauthorized", f"{message}: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
+        if scope not in key.scopes:
+            raise ApiError("forbidden", f"this API key (id {key.name}) lacks the {scope!r} scope")
+
+    return Depends(check)
+
+
+READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
+
+
+# ---- size limits ------------------------------------------------------------------------------------------------
+
+
+def check_texts(inputs: Any, settings: Settings, what: str) -> None:
+    """Text inputs longer than HAMDEX_MAX_TEXT_CHARS are refused before any featurizing."""
+    limit = settings.max_text_chars
+    for i, value in enumerate(inputs):
+        if isinstance(value, str) and len(value) > limit:
+            raise ApiError("text_too_long", f"{what}[{i}] has {len(value)} characters; at most {limit}")
+
+
+def check_metadata(metadata: Any, settings: Settings) -> None:
+    """Metadata larger than HAMDEX_MAX_METADATA_BYTES (as compact JSON) is refused before any write."""
+    limit = settings.max_metadata_bytes
+    for i, meta in enumerate(metadata):
+        if meta is not None:
+            size = len(orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
+            if size > limit:
+                raise ApiError("metadata_too_large", f"items[{i}].metadata is {size} bytes as JSON; at most {limit}")

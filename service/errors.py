@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from index.errors import CollectionError
 from models.bits import CodeFormatError
 from models.featurizers import InputError
+from service.batcher import QueueFull
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ STATUS: dict[str, int] = {
     "collection_exists": 409,
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
+    "text_too_long": 422,  # a text input longer than HAMDEX_MAX_TEXT_CHARS
+    "metadata_too_large": 422,  # an item's metadata larger than HAMDEX_MAX_METADATA_BYTES as JSON
+    "unauthorized": 401,  # no API key, or an unknown one
+    "forbidden": 403,  # a valid key without the scope the route needs
+    "body_too_large": 413,  # larger than HAMDEX_MAX_BODY_BYTES (sent by service.middleware)
+    "queue_full": 429,  # the micro-batcher's queue is full: retry after Retry-After seconds
+    "timeout": 504,  # slower than HAMDEX_REQUEST_TIMEOUT_S (sent by service.middleware)
     "not_ready": 503,  # the model and default collection are still loading
     "load_failed": 503,  # loading them failed (the cause is in the message and the log)
     "corrupt_collection": 500,
@@ -62,10 +70,11 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str, headers: dict[str, str] | None = None) -> None:
         assert error_type in STATUS, error_type
         super().__init__(message)
         self.error_type = error_type
+        self.headers = headers or {}
 
 
 def error_response(error_type: str, message: str) -> JSONResponse:
@@ -86,6 +95,13 @@ def install_handlers(app: FastAPI) -> None:
         resp = error_response(exc.error_type, str(exc))
         if exc.error_type == "not_ready":
             resp.headers["Retry-After"] = "1"
+        resp.headers.update(exc.headers)
+        return resp
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+        resp = error_response("queue_full", str(exc))
+        resp.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return resp
 
     @app.exception_handler(CollectionError)

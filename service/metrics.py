@@ -21,6 +21,9 @@ class _CollectionItems(Collector):
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self._counts = counts
 
+    def describe(self):  # registering must not call collect() (the app it reads may not exist yet)
+        return []
+
     def collect(self):
         family = GaugeMetricFamily("hamdex_collection_items", "Live items per open collection", labels=["collection"])
         for name, count in sorted(self._counts().items()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -19,10 +19,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PackedVectors(_Strict):
+    """Vectors or images as one base64 string of little-endian float32 values, row-major."""
+
+    data: str = Field(..., description="base64 of the float32 values, little-endian.")
+    shape: list[Annotated[int, Field(ge=1, le=1 << 24)]] = Field(
+        ..., min_length=2, max_length=4, description="[items, dim] or [items, height, width(, channels)]."
+    )
+
+
 class EncodeRequest(_Strict):
-    inputs: list[RawInput] = Field(..., description="Texts, vectors or images, as the model's featurizer takes.")
+    inputs: list[RawInput] | None = Field(
+        None, description="Texts, vectors or images, as the model's featurizer takes."
+    )
+    inputs_b64: PackedVectors | None = Field(None, description="Vectors or images packed as float32 (large batches).")
     format: CodeFormat = "hex"
     latent: bool = Field(False, description="Also return the continuous pre-binarization latent.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncodeRequest:
+        if (self.inputs is None) == (self.inputs_b64 is None):
+            raise ValueError("give exactly one of 'inputs' or 'inputs_b64'")
+        return self
 
 
 class EncodeResponse(BaseModel):

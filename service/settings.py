@@ -23,6 +23,21 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     max_batch: int = Field(1024, ge=1)  # most inputs / items / queries in one request
     max_k: int = Field(1000, ge=1)  # most hits per query
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies: 413
+    max_text_chars: int = Field(100_000, ge=1)  # longer texts: 422 text_too_long
+    max_metadata_bytes: int = Field(16_384, ge=2)  # larger metadata (as JSON): 422 metadata_too_large
+    request_timeout_s: float = Field(30.0, gt=0)  # slower requests: 504 timeout
+    # micro-batching (service.engine): concurrent encodes / searches are coalesced into one call
+    encode_max_batch: int = Field(512, ge=1)  # most inputs per model call
+    search_max_batch: int = Field(256, ge=1)  # most queries per FAISS call
+    batch_max_wait_ms: float = Field(2.0, ge=0)  # how long the first request of a batch waits for company
+    queue_max_items: int = Field(8192, ge=1)  # waiting items beyond this: 429 with Retry-After
+    # API keys: "<key> <scope>[,<scope>]" lines, ";"-separated here, or one per line in the file (service.auth)
+    api_keys: str | None = Field(None, repr=False)
+    api_keys_file: Path | None = None
+    open_reads: bool = False  # with keys configured: encode and search need no key
+    allow_unauthenticated: bool = False  # with no keys: allow binding to a non-loopback host anyway
+    json_logs: bool = True  # one JSON object per log line (False: plain text)
     log_level: str = "info"
 
 

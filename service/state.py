@@ -17,6 +17,7 @@ from index import Collection, FingerprintMismatchError, Manifest
 from index.registry import Registry, peek_fingerprint
 from models import checkpoint
 from models.hasher import Hasher
+from service.auth import ApiKeys
 from service.errors import ApiError
 from service.hashers import DEFAULT, Hashers
 from service.settings import Settings
@@ -25,8 +26,9 @@ LOG = logging.getLogger(__name__)
 
 
 class ServiceState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, api_keys: ApiKeys | None = None) -> None:
         self.settings = settings
+        self.api_keys = api_keys or ApiKeys()
         self.hashers = Hashers(settings.model_path, settings.models_dir, settings.device)
         self.registry = Registry(
             settings.collections_dir, on_open=self._check_model, snapshot_every=settings.snapshot_every

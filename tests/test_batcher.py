@@ -18,13 +18,13 @@ def run(coro):
 def test_concurrent_requests_are_coalesced_and_results_split_in_order() -> None:
     calls: list[tuple[str, list[int]]] = []
 
-    def fn(key, items):
-        calls.append((key, list(items)))
-        return [x * 10 for x in items]
+    def fn(key, blocks):
+        calls.append((key, [x for b in blocks for x in b]))
+        return [[x * 10 for x in b] for b in blocks]
 
     async def main():
         b = MicroBatcher(fn, name="t", max_batch=100, max_wait_ms=50)
-        results = await asyncio.gather(*(b.submit("k", [i, i + 1000]) for i in range(20)))
+        results = await asyncio.gather(*(b.submit("k", [i, i + 1000], 2) for i in range(20)))
         await b.close()
         return results
 
@@ -38,14 +38,14 @@ def test_concurrent_requests_are_coalesced_and_results_split_in_order() -> None:
 def test_keys_are_never_mixed_and_max_batch_is_respected() -> None:
     calls: list[tuple[str, int]] = []
 
-    def fn(key, items):
-        assert all(item[0] == key for item in items)
-        calls.append((key, len(items)))
-        return [item[1] for item in items]
+    def fn(key, blocks):
+        assert all(item[0] == key for b in blocks for item in b)
+        calls.append((key, sum(len(b) for b in blocks)))
+        return [[item[1] for item in b] for b in blocks]
 
     async def main():
         b = MicroBatcher(fn, name="t", max_batch=8, max_wait_ms=20)
-        reqs = [b.submit(key, [(key, i), (key, i + 1)]) for i in range(12) for key in ("a", "b")]
+        reqs = [b.submit(key, [(key, i), (key, i + 1)], 2) for i in range(12) for key in ("a", "b")]
         out = await asyncio.gather(*reqs)
         await b.close()
         return out
@@ -59,13 +59,13 @@ def test_keys_are_never_mixed_and_max_batch_is_respected() -> None:
 def test_oversized_request_runs_alone() -> None:
     sizes = []
 
-    def fn(key, items):
-        sizes.append(len(items))
-        return list(items)
+    def fn(key, blocks):
+        sizes.append(sum(len(b) for b in blocks))
+        return blocks
 
     async def main():
         b = MicroBatcher(fn, name="t", max_batch=4, max_wait_ms=1)
-        r, _ = await b.submit("k", list(range(10)))
+        r, _ = await b.submit("k", list(range(10)), 10)
         await b.close()
         return r
 
@@ -74,15 +74,15 @@ def test_oversized_request_runs_alone() -> None:
 
 
 def test_an_error_reaches_every_request_of_its_batch_and_the_batcher_recovers() -> None:
-    def fn(key, items):
-        if "bad" in items:
+    def fn(key, blocks):
+        if any("bad" in b for b in blocks):
             raise ValueError("boom")
-        return items
+        return blocks
 
     async def main():
         b = MicroBatcher(fn, name="t", max_batch=10, max_wait_ms=30)
-        res = await asyncio.gather(b.submit("k", ["bad"]), b.submit("k", ["ok"]), return_exceptions=True)
-        after, _ = await b.submit("k", ["fine"])
+        res = await asyncio.gather(b.submit("k", ["bad"], 1), b.submit("k", ["ok"], 1), return_exceptions=True)
+        after, _ = await b.submit("k", ["fine"], 1)
         await b.close()
         return res, after
 
@@ -94,22 +94,22 @@ def test_an_error_reaches_every_request_of_its_batch_and_the_batcher_recovers() 
 def test_full_queue_gives_queue_full_then_recovers() -> None:
     gate = threading.Event()
 
-    def fn(key, items):
+    def fn(key, blocks):
         gate.wait(5)
-        return items
+        return blocks
 
     async def main():
         b = MicroBatcher(fn, name="t", max_batch=2, max_wait_ms=0, max_queue=4)
-        first = asyncio.ensure_future(b.submit("k", [1, 2]))  # taken by the worker, blocks in fn
+        first = asyncio.ensure_future(b.submit("k", [1, 2], 2))  # taken by the worker, blocks in fn
         await asyncio.sleep(0.05)
-        queued = [asyncio.ensure_future(b.submit("k", [i])) for i in range(4)]  # fills the queue
+        queued = [asyncio.ensure_future(b.submit("k", [i], 1)) for i in range(4)]  # fills the queue
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull) as info:
-            await b.submit("k", [99])
+            await b.submit("k", [99], 1)
         assert info.value.retry_after >= 1
         gate.set()
         done = await asyncio.gather(first, *queued)
-        again, _ = await b.submit("k", [7])
+        again, _ = await b.submit("k", [7], 1)
         await b.close()
         return done, again
 
@@ -119,13 +119,13 @@ def test_full_queue_gives_queue_full_then_recovers() -> None:
 
 
 def test_batch_runs_off_the_event_loop() -> None:
-    def fn(key, items):
+    def fn(key, blocks):
         time.sleep(0.2)
-        return items
+        return blocks
 
     async def main():
         b = MicroBatcher(fn, name="t", max_wait_ms=0)
-        task = asyncio.ensure_future(b.submit("k", [1]))
+        task = asyncio.ensure_future(b.submit("k", [1], 1))
         ticks = 0
         start = time.perf_counter()
         while not task.done():

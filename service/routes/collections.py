@@ -9,7 +9,7 @@ from index import Manifest
 from index.errors import InvalidManifestError
 from index.kinds import KINDS
 from index.registry import check_name
-from service.deps import ReadyStateDep, collection_name
+from service.deps import ADMIN, READ, ReadyStateDep, collection_name
 from service.errors import ApiError
 from service.schemas import (
     CollectionInfo,
@@ -35,7 +35,7 @@ def _info(name: str, model: str, manifest: Manifest) -> CollectionInfo:
     )
 
 
-@router.get("", response_model=CollectionList)
+@router.get("", response_model=CollectionList, dependencies=[READ])
 def list_collections(state: ReadyStateDep) -> CollectionList:
     """Every collection, opened if it was not yet; one that cannot be opened is listed under "unavailable"."""
     collections, unavailable = [], []
@@ -48,7 +48,7 @@ def list_collections(state: ReadyStateDep) -> CollectionList:
     return CollectionList(collections=collections, unavailable=unavailable)
 
 
-@router.post("", status_code=201, response_model=CollectionInfo)
+@router.post("", status_code=201, response_model=CollectionInfo, dependencies=[ADMIN])
 def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> CollectionInfo:
     check_name(req.name)
     if req.index_kind not in KINDS:
@@ -66,14 +66,14 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     return _info(req.name, req.model, collection.manifest)
 
 
-@router.get("/{name}", response_model=CollectionInfo, dependencies=NAMED)
+@router.get("/{name}", response_model=CollectionInfo, dependencies=[*NAMED, READ])
 def get_collection(name: str, state: ReadyStateDep) -> CollectionInfo:
     with state.registry.use(name) as collection:
         manifest = collection.manifest
     return _info(name, state.model_name(name, manifest), manifest)
 
 
-@router.delete("/{name}", response_model=DropResponse, dependencies=NAMED)
+@router.delete("/{name}", response_model=DropResponse, dependencies=[*NAMED, ADMIN])
 def drop_collection(name: str, state: ReadyStateDep) -> DropResponse:
     """Close and delete a collection; the default collection cannot be dropped (409 collection_protected)."""
     state.registry.drop(name)

@@ -1,20 +1,42 @@
-"""POST /v1/encode: raw inputs -> binary codes (and optionally the continuous latent)."""
+"""POST /v1/encode: raw inputs -> binary codes (and optionally the continuous latent), through the encode
+micro-batcher. Vectors may come as JSON arrays or, for large batches, as base64 little-endian float32."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import base64
+import binascii
+
+import numpy as np
+from fastapi import APIRouter, Request
 
 from models import bits
-from service.deps import HasherDep, SettingsDep, check_batch
-from service.schemas import EncodeRequest, EncodeResponse
+from service.deps import READ, HasherDep, SettingsDep, check_batch, check_texts
+from service.errors import ApiError
+from service.schemas import EncodeRequest, EncodeResponse, PackedVectors
 
-router = APIRouter(prefix="/v1", tags=["encode"])
+router = APIRouter(prefix="/v1", tags=["encode"], dependencies=[READ])
+
+
+def unpack_vectors(packed: PackedVectors) -> np.ndarray:
+    """base64 of little-endian float32 values -> float32 array of ``packed.shape`` (first axis: items)."""
+    try:
+        raw = base64.b64decode(packed.data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError("invalid_input", f"'inputs_b64.data' is not valid base64: {exc}") from exc
+    expected = int(np.prod(packed.shape)) * 4
+    if len(raw) != expected:
+        raise ApiError(
+            "input_shape", f"'inputs_b64' holds {len(raw)} bytes; shape {packed.shape} of float32 needs {expected}"
+        )
+    return np.frombuffer(raw, dtype="<f4").reshape(packed.shape)
 
 
 @router.post("/encode", response_model=EncodeResponse)
-def encode(req: EncodeRequest, hasher: HasherDep, settings: SettingsDep) -> EncodeResponse:
-    check_batch(len(req.inputs), settings, "inputs")
-    result = hasher.encode(req.inputs, latent=req.latent)
+async def encode(req: EncodeRequest, request: Request, hasher: HasherDep, settings: SettingsDep) -> EncodeResponse:
+    inputs = unpack_vectors(req.inputs_b64) if req.inputs_b64 is not None else req.inputs
+    check_batch(len(inputs), settings, "inputs")
+    check_texts(inputs, settings, "inputs")
+    result = await request.app.state.engine.encode(hasher, inputs, req.latent, request.state.timings)
     return EncodeResponse(
         codes=[bits.to_wire(c, req.format) for c in result.codes],
         latent=result.latent.tolist() if result.latent is not None else None,

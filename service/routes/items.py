@@ -3,20 +3,32 @@ before the reply. Mounted at /v1/items (the default collection) and /v1/collecti
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from models import bits
 from service.codes import codes_for
-from service.deps import COLLECTION_PREFIXES, SettingsDep, TargetDep, check_batch
+from service.deps import (
+    COLLECTION_PREFIXES,
+    READ,
+    WRITE,
+    SettingsDep,
+    TargetDep,
+    check_batch,
+    check_metadata,
+    check_texts,
+)
 from service.errors import ApiError
 from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse
 
 router = APIRouter(tags=["items"])
 
 
-def upsert(req: ItemsRequest, target: TargetDep, settings: SettingsDep) -> ItemsResponse:
+async def upsert(req: ItemsRequest, request: Request, target: TargetDep, settings: SettingsDep) -> ItemsResponse:
     """Insert or replace items; with "fingerprint", codes of another model than the collection's are refused."""
     check_batch(len(req.items), settings, "items")
+    check_texts([it.input for it in req.items], settings, "items.input")
+    check_metadata([it.metadata for it in req.items], settings)
     collection = target.collection
     if req.fingerprint is not None and req.fingerprint != collection.fingerprint:
         raise ApiError(
@@ -24,8 +36,9 @@ def upsert(req: ItemsRequest, target: TargetDep, settings: SettingsDep) -> Items
             f"the codes come from model fingerprint {req.fingerprint!r}; collection {target.name!r} holds codes "
             f"of {collection.fingerprint!r}",
         )
-    codes = codes_for(target.hasher, [it.input for it in req.items], [it.code for it in req.items])
-    result = collection.upsert([it.id for it in req.items], codes, [it.metadata for it in req.items])
+    codes = await codes_for(request, target.hasher, [it.input for it in req.items], [it.code for it in req.items])
+    ids, metadata = [it.id for it in req.items], [it.metadata for it in req.items]
+    result = await run_in_threadpool(collection.upsert, ids, codes, metadata)  # durable (fsync) before the reply
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)
 
 
@@ -44,7 +57,8 @@ def delete_item(item_id: str, target: TargetDep) -> DeleteResponse:
 
 for prefix, dependencies in COLLECTION_PREFIXES:
     route = router.add_api_route
-    route(f"{prefix}/items", upsert, methods=["POST"], response_model=ItemsResponse, dependencies=dependencies)
+    writes, reads = [*dependencies, WRITE], [*dependencies, READ]
+    route(f"{prefix}/items", upsert, methods=["POST"], response_model=ItemsResponse, dependencies=writes)
     one = f"{prefix}/items/{{item_id:path}}"
-    route(one, get_item, methods=["GET"], response_model=ItemOut, dependencies=dependencies)
-    route(one, delete_item, methods=["DELETE"], response_model=DeleteResponse, dependencies=dependencies)
+    route(one, get_item, methods=["GET"], response_model=ItemOut, dependencies=reads)
+    route(one, delete_item, methods=["DELETE"], response_model=DeleteResponse, dependencies=writes)

@@ -1,11 +1,13 @@
-"""Probes and description: GET /livez, /readyz, /health (= /readyz) and /info."""
+"""Probes and description: GET /livez, /readyz, /health (= /readyz), /info and /metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.checkpoint import library_versions
-from service.deps import CollectionDep, HasherDep, StateDep
+from service.deps import READ, CollectionDep, HasherDep, StateDep
 from service.schemas import Health, Info
 
 router = APIRouter(tags=["meta"])
@@ -25,7 +27,13 @@ def readyz(state: StateDep) -> Health:
     return Health(status="ok")
 
 
-@router.get("/info", response_model=Info)
+@router.get("/metrics", dependencies=[READ], response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: requests, latency, batching, encode/search time, items per collection, memory."""
+    return PlainTextResponse(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/info", response_model=Info, dependencies=[READ])
 def info(hasher: HasherDep, collection: CollectionDep) -> Info:
     cfg = hasher.model.config
     return Info(

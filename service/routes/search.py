@@ -5,20 +5,21 @@ an optional metadata filter and per-query index parameters. Mounted at /v1/searc
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from index.kinds import KINDS
 from service.codes import codes_for
-from service.deps import COLLECTION_PREFIXES, SettingsDep, Target, TargetDep, check_batch
+from service.deps import COLLECTION_PREFIXES, READ, SettingsDep, Target, TargetDep, check_batch, check_texts
 from service.errors import ApiError
 from service.schemas import Hit, SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
-def _query_codes(req: SearchRequest, target: Target) -> np.ndarray:
+async def _query_codes(req: SearchRequest, request: Request, target: Target) -> np.ndarray:
     """Every query as a packed code (q, n_bits // 8); raw inputs are encoded in one batch."""
-    codes = codes_for(target.hasher, [q.input for q in req.queries], [q.code for q in req.queries])
+    codes = await codes_for(request, target.hasher, [q.input for q in req.queries], [q.code for q in req.queries])
     for i, q in enumerate(req.queries):
         if q.id is not None:
             item = target.collection.get(q.id)
@@ -43,20 +44,27 @@ def _index_params(req: SearchRequest, target: Target) -> dict[str, int]:
     return params
 
 
-def search(req: SearchRequest, target: TargetDep, settings: SettingsDep) -> SearchResponse:
+async def search(req: SearchRequest, request: Request, target: TargetDep, settings: SettingsDep) -> SearchResponse:
+    """Plain top-k queries go through the search micro-batcher; filtered and radius queries run on their own."""
     check_batch(len(req.queries), settings, "queries")
+    check_texts([q.input for q in req.queries], settings, "queries.input")
     n_bits = target.collection.n_bits
     if not 1 <= req.k <= settings.max_k:
         raise ApiError("k_out_of_range", f"k must be between 1 and {settings.max_k}, got {req.k}")
     if req.radius is not None and not 0 <= req.radius <= n_bits:
         raise ApiError("radius_out_of_range", f"radius must be between 0 and {n_bits}, got {req.radius}")
     params = _index_params(req, target)
-    codes = _query_codes(req, target)
+    codes = await _query_codes(req, request, target)
+    collection = target.collection
     options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params}
-    if req.radius is None:
-        found = target.collection.search(codes, req.k, **options)
+    if req.radius is None and not req.filter:
+        engine, timings = request.app.state.engine, request.state.timings
+        found = await engine.search(target.name, collection, codes, req.k, req.include_metadata, params, timings)
+    elif req.radius is None:
+        found = await run_in_threadpool(lambda: collection.search(codes, req.k, **options))
     else:  # every item within the radius, nearest first, at most k
-        found = [hits[: req.k] for hits in target.collection.range_search(codes, req.radius, **options)]
+        hits = await run_in_threadpool(lambda: collection.range_search(codes, req.radius, **options))
+        found = [h[: req.k] for h in hits]
     return SearchResponse(
         results=[[Hit(id=h.id, distance=h.distance, metadata=h.metadata) for h in hits] for hits in found]
     )
@@ -64,5 +72,5 @@ def search(req: SearchRequest, target: TargetDep, settings: SettingsDep) -> Sear
 
 for prefix, dependencies in COLLECTION_PREFIXES:
     router.add_api_route(
-        f"{prefix}/search", search, methods=["POST"], response_model=SearchResponse, dependencies=dependencies
+        f"{prefix}/search", search, methods=["POST"], response_model=SearchResponse, dependencies=[*dependencies, READ]
     )

@@ -1,0 +1,124 @@
+"""The service's two hot paths, each behind a micro-batcher (service.batcher): encoding raw inputs with a model,
+and top-k search in a collection. Concurrent requests with the same model (encode), or the same collection, k and
+options (search), become one model call or one batched FAISS search.
+
+Featurizing (tokenizing, TF-IDF, parsing pixels) stays in the request's own worker thread: it validates the
+input, so a bad input fails its own request only, and it spreads over the thread pool. Only the model call and the
+FAISS call are batched, each in the batcher's own thread. On a GPU the model call runs there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from starlette.concurrency import run_in_threadpool
+
+from index import Collection, Hit
+from models.hasher import EncodeResult, Hasher
+from service.batcher import BatchStats, MicroBatcher
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+@dataclass
+class Timings:
+    """Per-request seconds, reported in response headers (see service.middleware)."""
+
+    queue_s: float = 0.0
+    encode_s: float = 0.0
+    search_s: float = 0.0
+
+    def add(self, stats: BatchStats, kind: str) -> None:
+        self.queue_s += stats.queue_s
+        if kind == "encode":
+            self.encode_s += stats.run_s
+        else:
+            self.search_s += stats.run_s
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.encoder = MicroBatcher(
+            self._encode_blocks,
+            name="encode",
+            max_batch=settings.encode_max_batch,
+            max_wait_ms=settings.batch_max_wait_ms,
+            max_queue=settings.queue_max_items,
+            on_batch=metrics.observe_batch("encode"),
+        )
+        self.searcher = MicroBatcher(
+            self._search_blocks,
+            name="search",
+            max_batch=settings.search_max_batch,
+            max_wait_ms=settings.batch_max_wait_ms,
+            max_queue=settings.queue_max_items,
+            on_batch=metrics.observe_batch("search"),
+        )
+
+    async def close(self) -> None:
+        await self.encoder.close()
+        await self.searcher.close()
+
+    # ---- encode -------------------------------------------------------------------------------------------
+
+    async def encode(
+        self, hasher: Hasher, inputs: Sequence[Any] | np.ndarray, latent: bool, timings: Timings
+    ) -> EncodeResult:
+        """Raw inputs -> codes (and latents), through the encode batcher (one batch per model)."""
+        features = await run_in_threadpool(hasher.features, inputs)  # raises InputError on bad input
+        self.metrics.queued.labels("encode").set(self.encoder.queued_items)
+        result, stats = await self.encoder.submit(hasher.fingerprint, (hasher, features, latent), len(inputs))
+        self.metrics.queue_wait.labels("encode").observe(stats.queue_s)
+        timings.add(stats, "encode")
+        return result
+
+    @staticmethod
+    def _encode_blocks(key: Hashable, blocks: list[tuple[Hasher, Any, bool]]) -> list[EncodeResult]:
+        hasher = blocks[0][0]
+        feats = [features for _, features, _ in blocks]
+        stacked = sp.vstack(feats, format="csr") if sp.issparse(feats[0]) else np.concatenate(feats)
+        want_latent = any(latent for _, _, latent in blocks)
+        result = hasher.encode_features(stacked, latent=want_latent, batch_size=max(2048, stacked.shape[0]))
+        out, start = [], 0
+        for _, features, latent in blocks:
+            end = start + features.shape[0]
+            lat = result.latent[start:end] if latent and result.latent is not None else None
+            out.append(EncodeResult(result.codes[start:end], lat))
+            start = end
+        return out
+
+    # ---- search -------------------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        name: str,
+        collection: Collection,
+        codes: np.ndarray,
+        k: int,
+        include_metadata: bool,
+        params: dict[str, int],
+        timings: Timings,
+    ) -> list[list[Hit]]:
+        """Top-k hits for each query code, through the search batcher (plain top-k queries only)."""
+        key = (name, id(collection), k, include_metadata, tuple(sorted(params.items())))
+        self.metrics.queued.labels("search").set(self.searcher.queued_items)
+        hits, stats = await self.searcher.submit(key, (collection, codes, k, include_metadata, params), len(codes))
+        self.metrics.queue_wait.labels("search").observe(stats.queue_s)
+        timings.add(stats, "search")
+        return hits
+
+    @staticmethod
+    def _search_blocks(key: Hashable, blocks: list[tuple[Collection, np.ndarray, int, bool, dict]]) -> list:
+        collection, _, k, include_metadata, params = blocks[0]
+        codes = np.concatenate([b[1] for b in blocks])
+        hits = collection.search(codes, k, include_metadata=include_metadata, params=params)
+        out, start = [], 0
+        for b in blocks:
+            out.append(hits[start : start + len(b[1])])
+            start += len(b[1])
+        return out
