@@ -1,0 +1,217 @@
+"""GPU check of the service (issue 5): serve a model on CUDA and on the CPU, drive POST /v1/encode at rising
+concurrency, and compare items/s and the codes. Never part of CI; about 3 minutes on a GPU machine.
+
+    python benchmarks/gpu_serve_check.py --json out.json           # needs a CUDA GPU
+    python benchmarks/gpu_serve_check.py --devices cpu --quick     # a dry run of every step on the CPU
+
+Two models: the 20 Newsgroups text model (32 bits, sparse TF-IDF input; requests of 32 posts) and a pixel model
+(784-d images, 64 bits; requests of 256 images sent as base64 float32, the wire format for large vector
+batches). For each model and device: one real server process (``python -m service.cli serve``), then each
+concurrency level for a few seconds; then the same 1,000 inputs encoded through each device's server, codes
+compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models import checkpoint, data  # noqa: E402
+from models.presets import preset  # noqa: E402
+from models.train import TrainConfig, fit_hasher  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, workdir: Path, device: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        collection = workdir / f"collection-{device}-{model.name}"
+        env = {
+            **os.environ,
+            "HAMDEX_JSON_LOGS": "false",
+            "HAMDEX_LOG_LEVEL": "warning",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        env.update(HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"), HAMDEX_MODELS_DIR=str(workdir / "models"))
+        cmd = [sys.executable, "-m", "service.cli", "serve", "-m", str(model), "-c", str(collection)]
+        cmd += ["--port", str(self.port), "--device", device]
+        self.log = open(workdir / f"server-{device}-{model.name}.log", "wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(workdir / self.log.name).read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server not ready after 180 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+async def drive(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict[str, float]:
+    """Each of ``concurrency`` workers posts bodies in turn for ``seconds``; items/s and request latency."""
+    latencies: list[float] = []
+    items = errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker(w: int) -> None:
+            nonlocal items, errors
+            i = w
+            while time.perf_counter() < stop:
+                body = bodies[i % len(bodies)]
+                t0 = time.perf_counter()
+                r = await client.post("/v1/encode", json=body)
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code == 200:
+                    items += len(r.json()["codes"])
+                else:
+                    errors += 1
+                i += concurrency
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1000
+    return {
+        "items_per_s": items / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "errors": errors,
+    }
+
+
+def encode_all(url: str, bodies: list[dict]) -> list[str]:
+    codes: list[str] = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for body in bodies:
+            r = client.post("/v1/encode", json=body)
+            if r.status_code != 200:
+                raise RuntimeError(f"encode failed: {r.status_code} {r.text[:300]}")
+            codes += r.json()["codes"]
+    return codes
+
+
+def structured_images(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    protos = rng.random((50, 784), dtype=np.float32) * 255
+    out = protos[rng.integers(0, 50, n)] + rng.standard_normal((n, 784), dtype=np.float32) * 20
+    return np.clip(out, 0, 255).astype(np.float32)
+
+
+def b64_body(images: np.ndarray) -> dict[str, Any]:
+    data_b64 = base64.b64encode(images.astype("<f4").tobytes()).decode()
+    return {"inputs_b64": {"data": data_b64, "shape": list(images.shape)}}
+
+
+def build_models(workdir: Path, quick: bool, device: str) -> dict[str, tuple[Path, list[dict], list[dict]]]:
+    """name -> (checkpoint dir, request bodies for the load, bodies of the 1,000 inputs compared)."""
+    out = {}
+    train = data.load_demo_corpus("train")
+    test = data.load_demo_corpus("test")
+    texts = train.inputs[:2000] if quick else train.inputs
+    model_over, train_over = preset("text", 32)
+    train_over.update(epochs=1 if quick else 3, progress=False, device=device)
+    hasher, _ = fit_hasher(texts, "text", {**model_over, "n_bits": 32}, TrainConfig(**train_over))
+    checkpoint.save(workdir / "text", hasher)
+    posts = list(test.inputs)
+    load = [{"inputs": posts[i : i + 32]} for i in range(0, 3200, 32)]
+    compare = [{"inputs": posts[i : i + 100]} for i in range(0, 1000, 100)]
+    out["text"] = (workdir / "text", load, compare)
+
+    images = structured_images(4000 if quick else 20000)
+    model_over, train_over = preset("pixels", 64)
+    train_over.update(epochs=1 if quick else 3, progress=False, device=device)
+    pixels, _ = fit_hasher(images.reshape(-1, 28, 28).astype(np.uint8), "pixels", {**model_over, "n_bits": 64},
+                           TrainConfig(**train_over))  # fmt: skip
+    checkpoint.save(workdir / "pixels", pixels)
+    queries = structured_images(256 * 16, seed=1).reshape(-1, 28, 28)
+    load = [b64_body(queries[i : i + 256]) for i in range(0, len(queries), 256)]
+    compare = [b64_body(queries[i : i + 250]) for i in range(0, 1000, 250)]
+    out["pixels"] = (workdir / "pixels", load, compare)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", default="cuda,cpu")
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    devices = args.devices.split(",")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    seconds = 1.0 if args.quick else args.seconds
+    result: dict[str, Any] = {"devices": devices, "concurrency": levels, "seconds_per_level": seconds}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        models = build_models(workdir, args.quick, devices[0])
+        for name, (model_dir, load, compare) in models.items():
+            codes = {}
+            for device in devices:
+                server = Server(model_dir, workdir, device)
+                try:
+                    asyncio.run(drive(server.url, load[:4], 2, 0.5))  # warm-up
+                    for c in levels:
+                        r = asyncio.run(drive(server.url, load, c, seconds))
+                        result.setdefault(name, {}).setdefault(device, {})[str(c)] = r
+                        print(
+                            f"{name} {device} c={c}: {r['items_per_s']:,.0f} items/s p50 {r['p50_ms']:.1f} ms",
+                            flush=True,
+                        )
+                    codes[device] = encode_all(server.url, compare)
+                finally:
+                    server.stop()
+            if len(devices) > 1:
+                a, b = codes[devices[0]], codes[devices[1]]
+                same = sum(x == y for x, y in zip(a, b, strict=True))
+                result[name]["identical_codes"] = same / len(a)
+                result[name]["compared"] = len(a)
+    print("\n| model | device | " + " | ".join(f"c={c} items/s" for c in levels) + " | p50 ms at max c |")
+    print("|---|---|" + "---|" * len(levels) + "---|")
+    for name in models:
+        for device in devices:
+            row = result[name][device]
+            cells = " | ".join(f"{row[str(c)]['items_per_s']:,.0f}" for c in levels)
+            print(f"| {name} | {device} | {cells} | {row[str(levels[-1])]['p50_ms']:.1f} |")
+    for name in models:
+        if "identical_codes" in result[name]:
+            print(f"{name}: identical codes {devices[0]} vs {devices[1]}: {result[name]['identical_codes']:.2%} "
+                  f"of {result[name]['compared']}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
