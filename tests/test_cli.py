@@ -76,6 +76,7 @@ def test_preset_kl_weight_scales_with_code_length():
     at32, at128 = preset("text", 32)[0]["kl_weight"], preset("text", 128)[0]["kl_weight"]
     assert at32 == PRESETS["text"][0]["kl_weight"]
     assert at128 == at32 / 4
+    assert preset("pixels", 128)[0]["kl_weight"] == PRESETS["pixels"][0]["kl_weight"]  # measured: no scaling
 
 
 def test_presets_are_copies_and_unknown_kinds_are_named():
