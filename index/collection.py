@@ -92,6 +92,7 @@ class Manifest:
         if not isinstance(self.index_params, dict):
             raise InvalidManifestError(f"index_params must be an object, got {self.index_params!r}")
         object.__setattr__(self, "index_params", KINDS[self.index_kind].check_params(self.index_params))
+        KINDS[self.index_kind].check_fits(self.n_bits, self.index_params)
         if self.model is not None and not isinstance(self.model, str):
             raise InvalidManifestError(f"model must be a string or null, got {self.model!r}")
         if not is_int(self.count) or self.count < 0:

@@ -32,6 +32,8 @@ import numpy as np
 from index.errors import InvalidManifestError, InvalidQueryError
 
 REBUILD_FRACTION = 0.1  # rebuild a tombstoned index when this fraction of its entries are dead
+# Upper bounds of index parameters (others: 65,536): beyond them FAISS fails or a query enumerates without end.
+PARAM_MAX = {"nlist": 1 << 20, "m": 256, "ef_construction": 4096, "b": 32, "nflip": 3, "nhash": 64}
 
 
 class HammingIndex:
@@ -59,9 +61,14 @@ class HammingIndex:
             raise InvalidManifestError(f"index kind {cls.kind!r} takes parameters {allowed}; got {sorted(unknown)}")
         merged = {**cls.defaults, **params}
         for key, value in merged.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidManifestError(f"index parameter {key} must be a positive int, got {value!r}")
+            top = PARAM_MAX.get(key, 1 << 16)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise InvalidManifestError(f"index parameter {key} must be an int in [1, {top}], got {value!r}")
         return merged
+
+    @classmethod
+    def check_fits(cls, n_bits: int, params: dict[str, int]) -> None:
+        """Parameters that depend on the code length (checked when a collection is created)."""
 
     def _build(self) -> faiss.IndexBinary:
         return faiss.IndexBinaryIDMap(self._storage())
@@ -302,6 +309,11 @@ class MultiHashIndex(HammingIndex):
     kind = "multihash"
     defaults: ClassVar[dict[str, int]] = {"nhash": 4, "b": 16, "nflip": 1}
     removes = False
+
+    @classmethod
+    def check_fits(cls, n_bits: int, params: dict[str, int]) -> None:
+        if params["nhash"] > n_bits:
+            raise InvalidManifestError(f"multihash needs nhash <= n_bits ({n_bits}), got {params['nhash']}")
 
     def _storage(self) -> faiss.IndexBinary:
         nhash, b = self.params["nhash"], self.params["b"]

@@ -235,11 +235,13 @@ class Store:
         cannot be written as a JSON path."""
         if any('"' in key or "\\" in key for key in where):
             return None
-        clauses, params = [], []
+        clauses, params = ["deleted_seq IS NULL"], []
         for key, value in where.items():
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                continue  # SQLite cannot bind it; matches() below decides alone
             clauses.append("json_extract(metadata, ?) IS NULL" if value is None else "json_extract(metadata, ?) = ?")
             params += [f'$."{key}"'] if value is None else [f'$."{key}"', value]
-        sql = "SELECT internal, id, code, metadata FROM items WHERE deleted_seq IS NULL AND "
+        sql = "SELECT internal, id, code, metadata FROM items WHERE "
         rows = self._query(sql + " AND ".join(clauses) + " LIMIT ?", (*params, max_rows + 1))
         if len(rows) > max_rows:
             return None

@@ -8,6 +8,7 @@ its model, held open for the request (a drop waits for it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -133,6 +134,9 @@ def check_metadata(metadata: Any, settings: Settings) -> None:
     limit = settings.max_metadata_bytes
     for i, meta in enumerate(metadata):
         if meta is not None:
-            size = len(orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
+            try:
+                size = len(orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
+            except TypeError:  # an integer beyond 64 bits: valid JSON, and the collection stores it (json module)
+                size = len(json.dumps(meta, separators=(",", ":")))
             if size > limit:
                 raise ApiError("metadata_too_large", f"items[{i}].metadata is {size} bytes as JSON; at most {limit}")

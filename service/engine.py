@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from index import Collection, Hit
 from models.hasher import EncodeResult, Hasher
-from service.batcher import BatchStats, MicroBatcher
+from service.batcher import BatchStats, MicroBatcher, QueueFull
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -72,7 +72,11 @@ class Engine:
         """Raw inputs -> codes (and latents), through the encode batcher (one batch per model)."""
         features = await run_in_threadpool(hasher.features, inputs)  # raises InputError on bad input
         self.metrics.queued.labels("encode").set(self.encoder.queued_items)
-        result, stats = await self.encoder.submit(hasher.fingerprint, (hasher, features, latent), len(inputs))
+        try:
+            result, stats = await self.encoder.submit(hasher.fingerprint, (hasher, features, latent), len(inputs))
+        except QueueFull:
+            self.metrics.rejected.labels("encode").inc()
+            raise
         self.metrics.queue_wait.labels("encode").observe(stats.queue_s)
         timings.add(stats, "encode")
         return result
@@ -107,7 +111,11 @@ class Engine:
         """Top-k hits for each query code, through the search batcher (plain top-k queries only)."""
         key = (name, id(collection), k, include_metadata, tuple(sorted(params.items())))
         self.metrics.queued.labels("search").set(self.searcher.queued_items)
-        hits, stats = await self.searcher.submit(key, (collection, codes, k, include_metadata, params), len(codes))
+        try:
+            hits, stats = await self.searcher.submit(key, (collection, codes, k, include_metadata, params), len(codes))
+        except QueueFull:
+            self.metrics.rejected.labels("search").inc()
+            raise
         self.metrics.queue_wait.labels("search").observe(stats.queue_s)
         timings.add(stats, "search")
         return hits

@@ -64,6 +64,11 @@ STATUS: dict[str, int] = {
 }
 
 
+# Starlette / FastAPI HTTPExceptions by status. 400 is FastAPI's "error parsing the body" (e.g. not UTF-8): the
+# same error as a body that is not JSON. 413 is service.middleware.BodyTooLarge raised while the body is read.
+_HTTP_ERROR_TYPES = {400: "validation_error", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
 class ErrorBody(BaseModel):
     error: str
     error_type: str
@@ -122,8 +127,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # 400 is FastAPI's "error parsing the body" (e.g. not UTF-8): the same error as a body that is not JSON
-        error_type = {400: "validation_error", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        error_type = _HTTP_ERROR_TYPES.get(exc.status_code)
         resp = error_response(error_type or "invalid_input", str(exc.detail))
         if error_type is None:  # a status the table does not know keeps Starlette's code
             resp.status_code = exc.status_code

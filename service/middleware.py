@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 
 from service.engine import Timings
 from service.metrics import Metrics
@@ -29,8 +30,12 @@ LOG = logging.getLogger("hamdex.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """A Starlette HTTPException: FastAPI re-raises that from its body parsing (any other exception raised while it
+    reads the body becomes 400 "error parsing the body"), and the app's handler renders it as 413 body_too_large."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes")
 
 
 def _error(status: int, error_type: str, message: str, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
@@ -79,16 +84,16 @@ class ServiceMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
-                raise BodyTooLarge
+                raise BodyTooLarge(limit)
             await asyncio.wait_for(self.app(scope, counted_receive, send_with_headers), self.settings.request_timeout_s)
-        except BodyTooLarge:
-            await self._fail(send, state, 413, "body_too_large", f"the request body exceeds {limit} bytes", id_header)
+        except BodyTooLarge as exc:
+            await self._fail(send, state, 413, "body_too_large", exc.detail, id_header)
         except TimeoutError:
             message = f"the request took longer than {self.settings.request_timeout_s} s"
             await self._fail(send, state, 504, "timeout", message, id_header)

@@ -13,6 +13,8 @@ WireCode = str | list[int]
 CodeFormat = Literal["hex", "base64", "bits"]
 # A metadata value a search filter can match (equality; true is not 1 and "1" is not 1).
 FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
+# Most nprobe / ef_search per query: FAISS takes C ints, and a larger breadth only burns time.
+MAX_QUERY_PARAM = 1 << 16
 
 
 class _Strict(BaseModel):
@@ -107,8 +109,12 @@ class SearchRequest(_Strict):
     filter: dict[str, FilterValue] | None = Field(
         None, description="Only items whose metadata has each of these top-level fields equal to the value."
     )
-    nprobe: int | None = Field(None, ge=1, description="Inverted lists to visit (index kind ivf only).")
-    ef_search: int | None = Field(None, ge=1, description="Graph search breadth (index kind hnsw only).")
+    nprobe: int | None = Field(
+        None, ge=1, le=MAX_QUERY_PARAM, description="Inverted lists to visit (index kind ivf only)."
+    )
+    ef_search: int | None = Field(
+        None, ge=1, le=MAX_QUERY_PARAM, description="Graph search breadth (index kind hnsw only)."
+    )
 
 
 class Hit(BaseModel):

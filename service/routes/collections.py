@@ -21,6 +21,7 @@ from service.schemas import (
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 NAMED = [Depends(collection_name)]
+MAX_INDEX_PARAM = 2**31 - 1
 
 
 def _info(name: str, model: str, manifest: Manifest) -> CollectionInfo:
@@ -57,6 +58,9 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
         KINDS[req.index_kind].check_params(req.index_params)
     except InvalidManifestError as exc:
         raise ApiError("invalid_index_params", str(exc)) from exc
+    too_large = sorted(key for key, value in req.index_params.items() if value > MAX_INDEX_PARAM)
+    if too_large:  # FAISS takes C ints: a larger value would fail there, as a 500
+        raise ApiError("invalid_index_params", f"index parameters {too_large} must be at most {MAX_INDEX_PARAM}")
     if req.name in state.registry:
         raise ApiError("collection_exists", f"a collection named {req.name!r} already exists")
     hasher = state.hashers.get(req.model)

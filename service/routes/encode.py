@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -23,7 +24,7 @@ def unpack_vectors(packed: PackedVectors) -> np.ndarray:
         raw = base64.b64decode(packed.data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError("invalid_input", f"'inputs_b64.data' is not valid base64: {exc}") from exc
-    expected = int(np.prod(packed.shape)) * 4
+    expected = math.prod(packed.shape) * 4  # Python ints: np.prod would wrap around for huge shapes
     if len(raw) != expected:
         raise ApiError(
             "input_shape", f"'inputs_b64' holds {len(raw)} bytes; shape {packed.shape} of float32 needs {expected}"
