@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import faiss
 from fastapi import FastAPI
 
 from service.auth import ApiKeys
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.check_startup()  # a failure here stops the server from starting
         app.state.service = state
         app.state.engine = Engine(settings, metrics)
+        faiss.omp_set_num_threads(settings.faiss_threads or max(1, (os.cpu_count() or 2) // 2))
         if not api_keys.enabled:
             LOG.warning("no API keys configured: every route is open (set HAMDEX_API_KEYS or HAMDEX_API_KEYS_FILE)")
         state.start_loading()

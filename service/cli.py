@@ -6,8 +6,14 @@ Data arguments take a path in any format of models.data, or ``demo:train`` / ``d
 
 from __future__ import annotations
 
-import json
-import logging
+import os
+
+# OpenMP (FAISS, torch) threads spin-wait between parallel regions by default, burning the cores a server needs
+# for requests; read once when the runtime loads, so set before anything imports FAISS or torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
+import logging  # noqa: E402
 from pathlib import Path
 from typing import Annotated
 

@@ -24,22 +24,26 @@ from service.hashers import DEFAULT
 from service.settings import Settings
 from service.state import ServiceState
 
+# The cheap dependencies are ``async def``: FastAPI runs a sync one in its thread pool, a hop that cost ~30% of
+# the event loop's time per search (benchmarks/http_bench.py). Those that may block (opening a collection, loading
+# a named model) stay sync, off the event loop.
 
-def get_state(request: Request) -> ServiceState:
+
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceState:
+async def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceState:
     state.check_ready()
     return state
 
 
-def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_hasher(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Hasher:
-    return state.hashers.get(DEFAULT)
+async def get_hasher(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Hasher:
+    return state.hashers.get(DEFAULT)  # loaded before the service is ready: a dictionary lookup
 
 
 def get_collection(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[Collection]:
@@ -62,7 +66,7 @@ def get_target(request: Request, state: Annotated[ServiceState, Depends(get_read
         yield Target(name, collection, state.hasher_for(name, collection))
 
 
-def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:
+async def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:
     return check_name(name)
 
 
@@ -96,7 +100,7 @@ def require(scope: str) -> Any:
     """Dependency: the request carries ``Authorization: Bearer <key>`` for a key with ``scope`` (see service.auth).
     Open when no keys are configured, and for ``read`` when HAMDEX_OPEN_READS is set."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         state: ServiceState = request.app.state.service
         keys = state.api_keys
         if not keys.enabled or (scope == "read" and state.settings.open_reads):

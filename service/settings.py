@@ -30,7 +30,12 @@ class Settings(BaseSettings):
     # micro-batching (service.engine): concurrent encodes / searches are coalesced into one call
     encode_max_batch: int = Field(512, ge=1)  # most inputs per model call
     search_max_batch: int = Field(256, ge=1)  # most queries per FAISS call
-    batch_max_wait_ms: float = Field(2.0, ge=0)  # how long the first request of a batch waits for company
+    # how long the first request of an idle batcher waits for company; 0: none (requests that arrive while a batch
+    # runs form the next one anyway). Measured: a 2 ms wait halved single-client QPS and bought nothing at c=32.
+    batch_max_wait_ms: float = Field(0.0, ge=0)
+    # FAISS (OpenMP) threads per search call; default: half the cores, at least 1. On 2 shared cores two threads
+    # made a single query 7x slower (benchmarks/http_bench.py).
+    faiss_threads: int | None = Field(None, ge=1)
     queue_max_items: int = Field(8192, ge=1)  # waiting items beyond this: 429 with Retry-After
     # API keys: "<key> <scope>[,<scope>]" lines, ";"-separated here, or one per line in the file (service.auth)
     api_keys: str | None = Field(None, repr=False)
