@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -61,6 +62,13 @@ def _train_and_save(path: Path, inputs: Any, kind: str, overrides: dict[str, Any
     hasher, _ = fit_hasher(inputs, kind, overrides, TRAIN)
     checkpoint.save(path, hasher)
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_faiss_thread() -> None:
+    """One FAISS thread in every test: OpenMP threads spin against each other on a loaded 2-core machine (20 ms
+    for a 200-item search), and an app's lifespan sets the count for its server."""
+    faiss.omp_set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

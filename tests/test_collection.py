@@ -122,15 +122,6 @@ def content(coll: Collection) -> dict[str, tuple[bytes, dict]]:
 # ---- fixtures ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread() -> Iterator[None]:
-    """FAISS's OpenMP threads spin against each other on a loaded 2-core machine (20 ms for a 200-item search)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 class Opened:
     """Creates and opens collections under one directory and closes every one of them at teardown."""
 

@@ -12,10 +12,8 @@ that kills landed with writes in flight, and that the checker reports a write re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -23,18 +21,9 @@ import httpx
 import numpy as np
 import pytest
 
-CRASH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "crash.py"
+from tests.scripts import load_script
 
-
-def _load_crash_script():
-    spec = importlib.util.spec_from_file_location("crash_bench", CRASH_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-crash = _load_crash_script()
+crash = load_script("crash")
 
 
 @pytest.fixture(scope="module")

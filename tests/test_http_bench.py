@@ -9,23 +9,17 @@ About 30 s on a shared 2-core machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-HTTP_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "http_bench.py"
+from tests.scripts import load_script
 
 
 def _http_script():
-    spec = importlib.util.spec_from_file_location("http_bench_script", HTTP_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("http_bench")
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,6 @@ QUERY_PARAM = {"ivf": ("nprobe", (1, 2, 4, 32)), "hnsw": ("ef_search", (10, 16, 
 EXHAUSTIVE = {"ivf": {"nprobe": 32}, "hnsw": {"ef_search": 512}}  # IVF: every list
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread() -> Iterator[None]:
-    """FAISS's OpenMP threads spin against each other on a 2-core CI machine: 5x slower; use one."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 def clusters(rng: np.random.Generator, n: int, n_centres: int, max_flips: int, n_bits: int = N_BITS) -> np.ndarray:
     centres = rng.integers(0, 256, (n_centres, n_bits // 8), dtype=np.uint8)
     return flip_bits(rng, centres[rng.integers(0, n_centres, n)], max_flips)

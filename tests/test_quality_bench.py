@@ -10,7 +10,6 @@ another training); on 3,000 training posts, 10 epochs, it measured P@100 0.375 a
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 from collections.abc import Iterator
@@ -26,9 +25,9 @@ from evaluation.metrics import precision_at_k, precision_at_k_tie_aware
 from models import data
 from models.bits import pack
 from models.bottlenecks import BOTTLENECKS
+from tests.scripts import load_script
 
 MARGIN = 0.02  # P@100 points the default model must lead ITQ by (measured lead: 0.04)
-QUALITY_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -170,10 +169,7 @@ def test_write_json_refuses_nan(tmp_path: Path) -> None:
 
 
 def _quality_script():
-    spec = importlib.util.spec_from_file_location("quality_script", QUALITY_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("quality")
 
 
 def test_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

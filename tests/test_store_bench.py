@@ -7,24 +7,18 @@ About 15 s on a shared 2-core machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-STORE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "store.py"
+from tests.scripts import load_script
 
 
 def _store_script():
-    spec = importlib.util.spec_from_file_location("store_script", STORE_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("store")
 
 
 @pytest.fixture(scope="module")
