@@ -341,6 +341,11 @@ class Collection:
         return self._settings.fingerprint
 
     @property
+    def model(self) -> str | None:
+        """Name of the model the collection is bound to (its settings), without building a Manifest."""
+        return self._settings.model
+
+    @property
     def manifest(self) -> Manifest:
         return replace(self._settings, count=self._count)
 

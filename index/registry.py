@@ -153,6 +153,20 @@ class Registry:
             entries = list(self._entries.items())
         return {name: len(entry.collection) for name, entry in entries if entry.gone is None}
 
+    @contextmanager
+    def try_use(self, name: str) -> Iterator[Collection | None]:
+        """Like :meth:`use`, but never waits: yields None unless ``name`` is open already and not being dropped
+        (an event loop takes this fast path and falls back to :meth:`use` in a worker thread)."""
+        with self._lock:
+            entry = None if self._closed else self._entries.get(name)
+        if entry is None or not entry.lock.try_acquire_read():
+            yield None
+            return
+        try:
+            yield None if entry.gone is not None else entry.collection
+        finally:
+            entry.lock.release_read()
+
     def list(self) -> list[Listed]:
         """Every collection with its manifest (opening those not open yet); one that fails to open is listed with
         its error instead, so one broken collection does not hide the others."""

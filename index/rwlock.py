@@ -33,6 +33,20 @@ class RWLock:
                 if not self._readers:
                     self._cond.notify_all()
 
+    def try_acquire_read(self) -> bool:
+        """Take the read side only if that needs no waiting (no writer holds or waits for the lock)."""
+        with self._cond:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
     @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:

@@ -9,12 +9,13 @@ its model, held open for the request (a drop waits for it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from index import Collection
 from index.registry import check_name
@@ -60,10 +61,23 @@ class Target:
     hasher: Hasher
 
 
-def get_target(request: Request, state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[Target]:
+async def get_target(
+    request: Request, state: Annotated[ServiceState, Depends(get_ready_state)]
+) -> AsyncIterator[Target]:
+    """The collection held open for the request. An open collection with a loaded model is taken on the event loop
+    (no waiting); otherwise opening it or loading its model, which may take seconds, happens in a worker thread."""
     name = request.path_params.get("name", DEFAULT)
-    with state.registry.use(name) as collection:
-        yield Target(name, collection, state.hasher_for(name, collection))
+    with state.registry.try_use(name) as collection:
+        hasher = state.loaded_hasher_for(name, collection) if collection is not None else None
+        if hasher is not None:
+            yield Target(name, collection, hasher)
+            return
+    use = state.registry.use(name)
+    collection = await run_in_threadpool(use.__enter__)
+    try:
+        yield Target(name, collection, await run_in_threadpool(state.hasher_for, name, collection))
+    finally:
+        await run_in_threadpool(use.__exit__, None, None, None)
 
 
 async def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:

@@ -36,6 +36,11 @@ class Hashers:
             raise ApiError("model_not_found", f"no model named {name!r} (no checkpoint in {self.models_dir})")
         return path
 
+    def loaded(self, name: str) -> Hasher | None:
+        """The model called ``name`` if it is loaded, else None."""
+        with self._lock:
+            return self._loaded.get(name)
+
     def get(self, name: str) -> Hasher:
         """The model called ``name``, loaded once; concurrent first calls load it once between them."""
         with self._lock:

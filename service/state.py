@@ -46,6 +46,10 @@ class ServiceState:
     def hasher_for(self, name: str, collection: Collection) -> Hasher:
         return self.hashers.get(self.model_name(name, collection.manifest))
 
+    def loaded_hasher_for(self, name: str, collection: Collection) -> Hasher | None:
+        """The collection's model if it is loaded already, else None (never loads)."""
+        return self.hashers.loaded(DEFAULT if name == DEFAULT else collection.model or DEFAULT)
+
     def _check_model(self, name: str, collection: Collection) -> None:
         """Refuse a collection whose codes came from another model than the one it is bound to."""
         hasher = self.hasher_for(name, collection)

@@ -341,3 +341,24 @@ def test_one_registry_owns_a_root(tmp_path: Path) -> None:
         assert not leftover.exists()
         next_owner.drop("a")
         assert next_owner.names() == ["b"]
+
+
+def test_try_use_never_waits(reg: Registry) -> None:
+    """The event loop's fast path: the open collection at once; None when it is not open or a drop holds it."""
+    with reg.try_use("a") as missing:
+        assert missing is None  # not created: try_use opens nothing
+    reg.create("a", 16, FP)
+    with reg.try_use("a") as collection:
+        assert collection is not None and collection is reg.get("a")
+    entry = reg._entries["a"]
+    with entry.lock.write():  # what a drop holds while it closes the collection
+        done = []
+        thread = threading.Thread(target=lambda: done.append(reg.try_use("a").__enter__()))
+        thread.start()
+        thread.join(2)
+        assert done == [None]  # answered at once, without waiting for the writer
+    with reg.try_use("a") as again:
+        assert again is not None
+    reg.drop("a")
+    with reg.try_use("a") as dropped:
+        assert dropped is None
