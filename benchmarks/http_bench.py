@@ -86,6 +86,7 @@ PASS_THROUGH = (
     "search_max_batch",
     "batch_max_wait_ms",
     "queue_max_items",
+    "faiss_threads",
     "max_batch",
     "max_text_chars",
     "request_timeout_s",
