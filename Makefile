@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format eval clean
+.PHONY: install serve test lint format eval container-test clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ format: $(STAMP)
 ## precision@100 of the demo model beside LSH and ITQ on the 20 Newsgroups test split.
 eval: $(STAMP)
 	$(BIN)/hamdex eval --model var/model --database demo:train --queries demo:test --json var/eval.json
+
+## Builds the Dockerfile with podman and checks the image end to end (root; installs podman when missing).
+container-test: $(STAMP)
+	VENV_BIN=$(BIN) scripts/container_test.sh
 
 clean:
 	rm -rf var/ $(VENV) *.egg-info
