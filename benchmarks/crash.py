@@ -301,9 +301,9 @@ def _install_crash_point(point: str, at: int) -> None:
     if point == "upsert_before_commit":  # counters are the last statement of the transaction, before COMMIT
         upsert, set_counters, armed = Store.upsert, Store._set_counters, threading.local()
 
-        def arming_upsert(self, ids, codes, metadata):
+        def arming_upsert(self, ids, codes, metadata, **kwargs):
             armed.on = len(ids) >= at
-            return upsert(self, ids, codes, metadata)
+            return upsert(self, ids, codes, metadata, **kwargs)
 
         def dying_set_counters(conn, seq, next_internal):
             set_counters(conn, seq, next_internal)
@@ -314,8 +314,8 @@ def _install_crash_point(point: str, at: int) -> None:
     elif point == "upsert_after_commit":  # committed, not yet applied to the index, no reply sent
         upsert = Store.upsert
 
-        def dying_upsert(self, ids, codes, metadata):
-            written = upsert(self, ids, codes, metadata)
+        def dying_upsert(self, ids, codes, metadata, **kwargs):
+            written = upsert(self, ids, codes, metadata, **kwargs)
             if len(ids) >= at:
                 _die(point)
             return written

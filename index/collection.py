@@ -377,19 +377,43 @@ class Collection:
     # ---- writes -------------------------------------------------------------------------------------------
 
     def upsert(
-        self, ids: Sequence[str], codes: np.ndarray, metadata: Sequence[dict | None] | None = None
+        self,
+        ids: Sequence[str],
+        codes: np.ndarray,
+        metadata: Sequence[dict | None] | None = None,
+        *,
+        progress: tuple[str, Any] | None = None,
     ) -> UpsertResult:
-        """Insert or replace (code and metadata) items; durable on return. Input is validated before any change."""
+        """Insert or replace (code and metadata) items; durable on return. Input is validated before any change.
+
+        ``progress=(key, value)``: also store that job-progress record (see :meth:`set_progress`) in the same
+        SQLite transaction, so the items and the record of having written them commit together or not at all."""
         codes = check_codes(codes, self.n_bytes, "codes")
         ids = check_ids(ids, len(codes))
-        return self._write(ids, codes, metadata_texts(metadata, len(ids)))
+        return self._write(ids, codes, metadata_texts(metadata, len(ids)), progress)
 
-    def _write(self, ids: list[str], codes: np.ndarray, texts: list[str]) -> UpsertResult:
+    def progress(self, key: str) -> Any:
+        """The progress record a bulk job stored under ``key`` (a JSON value), or None."""
+        self._check_open()
+        return self._store.settings().get(_progress_key(key))
+
+    def set_progress(self, key: str, value: Any) -> None:
+        """Durably store a bulk job's progress record (any JSON value) under ``key`` in the collection's database
+        (the ``settings`` table, as ``job:<key>``); it does not change the items."""
+        self._check_open()
+        self._store.put_setting(_progress_key(key), value)
+
+    def _write(
+        self, ids: list[str], codes: np.ndarray, texts: list[str], progress: tuple[str, Any] | None = None
+    ) -> UpsertResult:
         self._check_open()
         if not ids:
+            if progress is not None:
+                self.set_progress(*progress)
             return UpsertResult(0, 0)
+        stored = None if progress is None else (_progress_key(progress[0]), progress[1])
         with self._write_mutex:
-            written = self._store.upsert(ids, codes, texts)
+            written = self._store.upsert(ids, codes, texts, progress=stored)
             with self._rw.write():
                 self._index.remove(written.removed)
                 self._index.add(codes, written.added)
@@ -615,6 +639,10 @@ class Collection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _progress_key(key: str) -> str:
+    return f"job:{key}"
 
 
 def _lock(path: Path) -> int:

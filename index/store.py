@@ -109,11 +109,31 @@ class Store:
         with self._transaction() as conn:
             conn.executemany("INSERT INTO settings VALUES (?, ?)", rows)
 
+    def put_setting(self, key: str, value: Any) -> None:
+        """Write one settings key (JSON value), durably; used for bulk-job progress (``job:<hash>`` keys)."""
+        with self._transaction() as conn:
+            self._put_setting(conn, key, value)
+
+    @staticmethod
+    def _put_setting(conn: sqlite3.Connection, key: str, value: Any) -> None:
+        if key in ("seq", "next_internal"):
+            raise ValueError(f"{key!r} is a reserved settings key")
+        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
     # ---- writes -------------------------------------------------------------------------------------------
 
-    def upsert(self, ids: Sequence[str], codes: np.ndarray, metadata: Sequence[str]) -> Written:
-        """Insert or replace items in one durable transaction."""
+    def upsert(
+        self,
+        ids: Sequence[str],
+        codes: np.ndarray,
+        metadata: Sequence[str],
+        progress: tuple[str, Any] | None = None,
+    ) -> Written:
+        """Insert or replace items in one durable transaction; ``progress=(key, value)`` writes that settings key
+        in the same transaction, so a bulk job's record of what it has done commits atomically with the items."""
         with self._transaction() as conn:
+            if progress is not None:
+                self._put_setting(conn, *progress)
             seq, next_internal = self._counters(conn)
             removed = self._mark_removed(conn, ids, seq)
             added = np.arange(next_internal, next_internal + len(ids), dtype=np.int64)

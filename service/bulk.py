@@ -1,31 +1,100 @@
-"""The bulk indexing job: blocks of raw items -> encoder -> collection, with a progress bar and a summary."""
+"""The bulk indexing job: blocks of raw items -> encoder -> collection, with a progress bar and a summary.
+
+Bad rows (wrong dimension, NaN/inf, a missing or empty id, non-string or undecodable text, a malformed jsonl/csv
+record) are skipped and counted by reason in the summary; with ``strict`` the first one aborts the job instead
+(:class:`BadRowError`; nothing of its block is written). A block whose featurizing fails is checked row by row,
+so its good rows are still indexed.
+
+Resumable (:func:`index_file`): each block's upsert stores ``{"items": done}`` under the job's key in the same
+SQLite transaction as the items. The key hashes the absolute input path, its size and mtime, the batch size, the
+limit and the model fingerprint; a rerun with the same arguments skips the items already done (read again, not
+encoded or written again), and a finished job is marked ``done`` so a rerun does nothing unless ``restart``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from index import Collection
 from models import data
+from models.featurizers import InputError
 from models.hasher import Hasher
 
 LOG = logging.getLogger(__name__)
+MAX_EXAMPLES = 5  # per reason
+
+
+class BadRowError(ValueError):
+    """A bad row in a strict job."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass
+class SkipReport:
+    """Rows skipped, by reason (error type), with the first few examples of each."""
+
+    strict: bool = False
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.reasons.values())
+
+    def add(self, error_type: str, message: str, row: int | None = None, id: str | None = None) -> None:
+        if self.strict:
+            where = "" if row is None else f"row {row}{'' if id is None else f' (id {id!r})'}: "
+            raise BadRowError(f"{where}{message}", error_type)
+        self.reasons[error_type] += 1
+        seen = self.examples.setdefault(error_type, [])
+        if len(seen) < MAX_EXAMPLES:
+            seen.append({"row": row, "id": id, "message": message})
+
+    def on_read_error(self, err: data.DataFormatError) -> None:
+        """The readers' ``on_error`` hook (the message names the file and line)."""
+        self.add(getattr(err, "reason", err.error_type), str(err))
 
 
 @dataclass(frozen=True)
 class IndexSummary:
-    items: int
+    items: int  # items indexed by this run
     seconds: float
     collection_count: int
+    skipped: int = 0
+    reasons: Counter = field(default_factory=Counter)  # error type -> rows skipped
+    examples: dict[str, list[dict]] = field(default_factory=dict)  # error type -> first few {row, id, message}
+    resumed_from: int = 0  # items a previous run of the same job had done
+    already_done: bool = False  # the job had finished before: nothing was done
 
     @property
     def items_per_s(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "seconds": self.seconds,
+            "collection_count": self.collection_count,
+            "skipped": self.skipped,
+            "reasons": dict(self.reasons),
+            "examples": self.examples,
+            "resumed_from": self.resumed_from,
+            "already_done": self.already_done,
+        }
 
 
 def index_blocks(
@@ -35,19 +104,86 @@ def index_blocks(
     *,
     total: int | None = None,
     progress: bool = True,
+    strict: bool = False,
+    report: SkipReport | None = None,
+    job_key: str | None = None,
+    start: int = 0,
 ) -> IndexSummary:
-    """Encode and upsert every block, then save the collection once."""
-    t0, n = time.perf_counter(), 0
-    with tqdm(total=total, unit="item", desc="indexing", disable=not progress, smoothing=0.1) as bar:
+    """Encode and upsert every block (skipping bad rows, see the module docstring), then save the collection.
+
+    ``job_key``: record ``{"items": n}`` (n counts items read, ``start`` included) with each block's upsert, and
+    ``{"items": n, "done": true}`` at the end. ``start``: the number of items before the first block (row numbers
+    in the report count from the start of the input)."""
+    report = report or SkipReport(strict=strict)
+    t0, n, done = time.perf_counter(), 0, start
+    with tqdm(total=total, initial=start, unit="item", desc="indexing", disable=not progress, smoothing=0.1) as bar:
         for block in blocks:
-            codes = hasher.encode(block.inputs).codes  # (n, n_bits // 8)
-            collection.upsert(block.ids, codes, block.metadata)
-            n += len(block.ids)
-            bar.update(len(block.ids))
+            good, features = _good_rows(block, hasher, report, done)
+            record = None if job_key is None else (job_key, {"items": done + len(block)})
+            if len(good):
+                codes = hasher.encode_features(features).codes  # (m, n_bits // 8)
+                ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
+                collection.upsert(ids, codes, meta, progress=record)
+            elif record is not None:
+                collection.set_progress(*record)
+            n += len(good)
+            done += len(block)
+            bar.update(len(block))
     collection.save()
-    summary = IndexSummary(n, time.perf_counter() - t0, len(collection))
-    LOG.info("indexed %d items in %.1fs (%.0f items/s)", n, summary.seconds, summary.items_per_s)
+    if job_key is not None:
+        collection.set_progress(job_key, {"items": done, "done": True})
+    summary = IndexSummary(
+        n,
+        time.perf_counter() - t0,
+        len(collection),
+        report.skipped,
+        report.reasons,
+        report.examples,
+        resumed_from=start,
+    )
+    LOG.info(
+        "indexed %d items in %.1fs (%.0f items/s), skipped %d", n, summary.seconds, summary.items_per_s, summary.skipped
+    )
     return summary
+
+
+def _good_rows(block: data.Block, hasher: Hasher, report: SkipReport, offset: int) -> tuple[np.ndarray, Any]:
+    """(indices, features) of the block's rows that can be indexed; the others are reported (or raise, when
+    strict)."""
+    ok = np.ones(len(block), dtype=bool)
+    for i, item_id in enumerate(block.ids):
+        if not isinstance(item_id, str) or not item_id.strip():
+            report.add("bad_id", "missing or empty id", offset + i, None)
+            ok[i] = False
+    good = np.flatnonzero(ok)
+    if not len(good):
+        return good, None
+    try:
+        return good, hasher.features(_take(block.inputs, good))
+    except InputError:
+        pass  # find the bad rows: featurize one at a time (only for a failing block)
+    keep = []
+    for i in good.tolist():
+        try:
+            hasher.features(_take(block.inputs, np.array([i])))
+        except InputError as err:
+            report.add(err.error_type, str(err), offset + i, block.ids[i])
+            continue
+        keep.append(i)
+    keep = np.asarray(keep, dtype=np.int64)
+    return keep, hasher.features(_take(block.inputs, keep)) if len(keep) else None
+
+
+def _take(inputs: list | np.ndarray, rows: np.ndarray) -> list | np.ndarray:
+    return inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows.tolist()]
+
+
+def job_key(path: str | Path, batch_size: int, limit: int | None, fingerprint: str) -> str:
+    """What identifies a bulk job: the input (absolute path, size, mtime), batch size, limit and model."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    raw = json.dumps([str(path), stat.st_size, stat.st_mtime_ns, batch_size, limit, fingerprint])
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def index_file(
@@ -58,21 +194,51 @@ def index_file(
     batch_size: int = 4096,
     limit: int | None = None,
     progress: bool = True,
+    strict: bool = False,
+    restart: bool = False,
 ) -> IndexSummary:
+    """Index a file or folder, resuming an interrupted run of the same job (see the module docstring)."""
+    key = job_key(path, batch_size, limit, hasher.fingerprint)
+    record = None if restart else collection.progress(key)
+    if isinstance(record, dict) and record.get("done"):
+        LOG.info("job %s already done (%s items)", key, record.get("items"))
+        return IndexSummary(0, 0.0, len(collection), already_done=True, resumed_from=int(record.get("items", 0)))
+    start = int(record["items"]) if isinstance(record, dict) else 0
+    if start:
+        LOG.info("resuming job %s after %d items", key, start)
     total = data.count_items(path)
     total = min(total, limit) if total is not None and limit is not None else total or limit
-    blocks = data.iter_blocks(path, batch_size, limit=limit)
-    return index_blocks(blocks, hasher, collection, total=total, progress=progress)
+    report = SkipReport(strict=strict)
+    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=None if strict else report.on_read_error)
+    return index_blocks(
+        _skip_items(blocks, start),
+        hasher,
+        collection,
+        total=total,
+        progress=progress,
+        report=report,
+        job_key=key,
+        start=start,
+    )
+
+
+def _skip_items(blocks: Iterable[data.Block], n: int) -> Iterator[data.Block]:
+    """Drop the first ``n`` items (read, not yielded)."""
+    for block in blocks:
+        if n >= len(block):
+            n -= len(block)
+            continue
+        yield block if n == 0 else _slice(block, n, len(block))
+        n = 0
+
+
+def _slice(block: data.Block, start: int, end: int) -> data.Block:
+    return data.Block(
+        block.ids[start:end], block.inputs[start:end], block.labels[start:end], block.metadata[start:end], block.kind
+    )
 
 
 def split_block(block: data.Block, size: int) -> Iterable[data.Block]:
     """An in-memory block -> blocks of at most ``size`` items (for progress and bounded encode batches)."""
     for start in range(0, len(block.ids), size):
-        end = start + size
-        yield data.Block(
-            block.ids[start:end],
-            block.inputs[start:end],
-            block.labels[start:end],
-            block.metadata[start:end],
-            block.kind,
-        )
+        yield _slice(block, start, start + size)

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from models import data
@@ -131,24 +132,63 @@ def index_cmd(
     collection: CollectionOpt = Path("var/collection"),
     batch_size: Annotated[int, typer.Option(help="Items per encode/insert block.")] = 4096,
     limit: Annotated[int | None, typer.Option(help="Index only the first N items.")] = None,
+    strict: Annotated[bool, typer.Option(help="Abort on the first bad row instead of skipping it.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write the summary (skipped rows by reason) as JSON.")] = None,
+    restart: Annotated[bool, typer.Option(help="Start over instead of resuming or skipping a finished job.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Bulk-index a file or folder into a collection (created when missing)."""
+    """Bulk-index a file or folder into a collection (created when missing).
+
+    Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
+    resumes after the last committed block; a finished one does nothing unless --restart."""
     from index import Collection
     from models import checkpoint
     from service import bulk
 
     hasher = checkpoint.load(model, device)
-    with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
-        if data_spec.startswith("demo:"):
-            block = load_data(data_spec, limit)
-            summary = bulk.index_blocks(bulk.split_block(block, batch_size), hasher, coll, total=len(block.ids))
-        else:
-            summary = bulk.index_file(data_spec, hasher, coll, batch_size=batch_size, limit=limit)
-    console.print(
-        f"indexed {summary.items} items in {summary.seconds:.1f}s ({summary.items_per_s:,.0f} items/s); "
-        f"collection holds {summary.collection_count}"
-    )
+    try:
+        with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
+            if data_spec.startswith("demo:"):
+                block = load_data(data_spec, limit)
+                blocks = bulk.split_block(block, batch_size)
+                summary = bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict)
+            else:
+                summary = bulk.index_file(
+                    data_spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart
+                )
+    except bulk.BadRowError as exc:
+        raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
+    except (data.DataFormatError, data.DataNotFoundError) as exc:
+        raise _fail(escape(str(exc))) from exc
+    if summary.already_done:
+        console.print(
+            f"this job already finished ({summary.resumed_from} items); nothing to do (--restart to index again); "
+            f"collection holds {summary.collection_count}"
+        )
+    else:
+        if summary.resumed_from:
+            console.print(f"resumed after {summary.resumed_from} items done by an earlier run")
+        console.print(
+            f"indexed {summary.items} items in {summary.seconds:.1f}s ({summary.items_per_s:,.0f} items/s); "
+            f"skipped {summary.skipped}; collection holds {summary.collection_count}"
+        )
+    if summary.skipped:
+        table = Table(title=f"{summary.skipped} rows skipped")
+        for col in ("reason", "rows", "first examples"):
+            table.add_column(col)
+        for reason, count in summary.reasons.most_common():
+            examples = "\n".join(escape(_example(e)) for e in summary.examples.get(reason, []))
+            table.add_row(reason, str(count), examples)
+        console.print(table)
+    if report:
+        report.write_text(json.dumps(summary.to_json(), indent=2))
+
+
+def _example(example: dict) -> str:
+    where = "" if example.get("row") is None else f"row {example['row']}"
+    if example.get("id") is not None:
+        where += f" (id {example['id']})"
+    return f"{where}: {example['message']}" if where else example["message"]
 
 
 @app.command()

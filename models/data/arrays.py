@@ -37,6 +37,7 @@ def _array_blocks(
     where: str,
     ids: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    check_finite: bool = True,
 ) -> Iterator[Block]:
     kind = _array_kind(array, where)
     for name, extra in (("ids", ids), ("labels", labels)):
@@ -45,7 +46,7 @@ def _array_blocks(
     for start in range(0, len(array), block_size):
         stop = min(start + block_size, len(array))
         inputs = _array_inputs(array[start:stop], kind)
-        if kind == "vector":
+        if kind == "vector" and check_finite:
             _check_finite(inputs, f"{where} (rows {start}-{stop - 1})")
         block_ids = [str(i) for i in range(start, stop)] if ids is None else _strings(ids[start:stop])
         block_labels = [None] * len(block_ids) if labels is None else _strings(labels[start:stop])
@@ -57,9 +58,10 @@ def _strings(values: np.ndarray) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values.tolist()]
 
 
-def _iter_npy(path: Path, block_size: int) -> Iterator[Block]:
+def _iter_npy(path: Path, block_size: int, on_error: object = None) -> Iterator[Block]:
+    """With ``on_error`` (lenient), NaN rows are passed through for the caller to find and skip per row."""
     array = _load_npy(path)
-    yield from _array_blocks(array, block_size, str(path))
+    yield from _array_blocks(array, block_size, str(path), check_finite=on_error is None)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -79,7 +81,7 @@ def _npz_key(keys: Iterable[str], wanted: tuple[str, ...]) -> str | None:
     return next((k for k in wanted if k in keys), None)
 
 
-def _iter_npz(path: Path, block_size: int) -> Iterator[Block]:
+def _iter_npz(path: Path, block_size: int, on_error: object = None) -> Iterator[Block]:
     # np.load cannot memory-map members of a zip; each array is read whole, then handed out in blocks.
     try:
         archive = np.load(path, allow_pickle=False)
@@ -92,7 +94,7 @@ def _iter_npz(path: Path, block_size: int) -> Iterator[Block]:
         label_key = _npz_key(archive.files, NPZ_LABEL_KEYS)
         ids = archive["ids"] if "ids" in archive.files else None
         labels = archive[label_key] if label_key else None
-        yield from _array_blocks(archive[key], block_size, f"{path}[{key}]", ids, labels)
+        yield from _array_blocks(archive[key], block_size, f"{path}[{key}]", ids, labels, check_finite=on_error is None)
 
 
 def _npy_header_shape(f: IO[bytes]) -> tuple[int, ...]:

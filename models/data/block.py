@@ -13,9 +13,14 @@ Kind = Literal["text", "vector", "image"]
 
 
 class DataFormatError(ValueError):
-    """The input data is malformed or in a format we do not read."""
+    """The input data is malformed or in a format we do not read. ``reason`` says why a bad row is bad
+    (``non_finite``, ``input_shape``, ``input_type``, ``undecodable``; else ``data_format``), for skip reports."""
 
     error_type = "data_format"
+
+    def __init__(self, message: str, reason: str = "data_format") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -107,7 +112,7 @@ def _labelled_block(ids: list[str], inputs: list[str] | np.ndarray, labels: list
 def _check_finite(vectors: np.ndarray, where: str) -> None:
     if not np.isfinite(vectors).all():
         row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-        raise DataFormatError(f"{where}: vector at row {row} has NaN or infinite values")
+        raise DataFormatError(f"{where}: vector at row {row} has NaN or infinite values", "non_finite")
 
 
 def _parse_label(value: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -12,20 +13,30 @@ from models.data.block import Block, DataFormatError, _existing, concat_blocks
 from models.data.idx import IDX_IMAGES_MAGIC, _iter_idx, _read_idx_header
 from models.data.newsgroups import TAR_SUFFIXES, _iter_20ng_tar
 from models.data.parquet import _count_parquet, _iter_parquet
-from models.data.rows import _iter_csv, _iter_jsonl
+from models.data.rows import OnError, _iter_csv, _iter_jsonl
 from models.data.text import _iter_label_folder, _label_folder_files
 
 LOG = logging.getLogger(__name__)
 
 
-def iter_blocks(path: str | Path, block_size: int = 4096, *, limit: int | None = None) -> Iterator[Block]:
-    """Stream the items of ``path`` in blocks of at most ``block_size``, stopping after ``limit`` items."""
+_LENIENT_READERS = (_iter_jsonl, _iter_csv, _iter_npy, _iter_npz)
+
+
+def iter_blocks(
+    path: str | Path, block_size: int = 4096, *, limit: int | None = None, on_error: OnError | None = None
+) -> Iterator[Block]:
+    """Stream the items of ``path`` in blocks of at most ``block_size``, stopping after ``limit`` items.
+
+    ``on_error`` (lenient reading): jsonl/csv hand each bad record to it as a DataFormatError and skip it, and
+    .npy/.npz pass NaN rows through for the caller to validate per row; other formats still raise."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     path = _existing(path)
     reader = _reader_for(path)
+    if on_error is not None and reader in _LENIENT_READERS:
+        reader = functools.partial(reader, on_error=on_error)
     if limit is not None:
         block_size = max(1, min(block_size, limit))  # don't read a big block to keep a few items
     start, n = time.perf_counter(), 0

@@ -1,14 +1,15 @@
 """Row-wise formats: ``.jsonl`` and ``.csv``, parsed one :class:`Row` per record and assembled into blocks.
 
-Records are parsed one at a time by small functions that raise per record, so skip-and-report can later be added
-where they are called (``_jsonl_rows``, ``_csv_rows``).
+Records are parsed one at a time by small functions that raise per record. Given an ``on_error`` callback, a bad
+record (malformed JSON, a wrong or ragged vector, NaN, non-string or undecodable text) is handed to it as a
+:class:`DataFormatError` and skipped; without one the error is raised.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -16,6 +17,8 @@ from typing import IO, Any
 import numpy as np
 
 from models.data.block import Block, DataFormatError, _parse_label
+
+OnError = Callable[[DataFormatError], None]
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,19 @@ class Row:
     metadata: dict
 
 
-def _rows_to_blocks(rows: Iterator[Row], block_size: int) -> Iterator[Block]:
+def _rows_to_blocks(rows: Iterator[Row], block_size: int, on_error: OnError | None = None) -> Iterator[Block]:
     """Assemble parsed rows into blocks; the first row fixes the kind (and the vector width) for the file."""
     buffer: list[Row] = []
     first: Row | None = None
     for row in rows:
         first = first or row
-        _check_like(row, first)
+        try:
+            _check_like(row, first)
+        except DataFormatError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+            continue
         buffer.append(row)
         if len(buffer) == block_size:
             yield _block_from_rows(buffer)
@@ -46,11 +55,12 @@ def _rows_to_blocks(rows: Iterator[Row], block_size: int) -> Iterator[Block]:
 
 def _check_like(row: Row, first: Row) -> None:
     if isinstance(row.input, str) != isinstance(first.input, str):
-        raise DataFormatError(f"{row.where}: mixes text and vector items (first item at {first.where})")
+        raise DataFormatError(f"{row.where}: mixes text and vector items (first item at {first.where})", "input_type")
     if isinstance(row.input, np.ndarray) and row.input.shape != first.input.shape:
         raise DataFormatError(
             f"{row.where}: ragged vectors: {row.input.shape[0]} values, "
-            f"but the first vector ({first.where}) has {first.input.shape[0]}"
+            f"but the first vector ({first.where}) has {first.input.shape[0]}",
+            "input_shape",
         )
 
 
@@ -75,7 +85,9 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
         raise DataFormatError(f"{where}: item has {problem}; give exactly one")
     item = record["text"] if has_text else _parse_vector(record["vector"], where)
     if has_text and not isinstance(item, str):
-        raise DataFormatError(f"{where}: 'text' must be a string, got {type(item).__name__}")
+        raise DataFormatError(f"{where}: 'text' must be a string, got {type(item).__name__}", "input_type")
+    if has_text and _undecodable(item):
+        raise DataFormatError(f"{where}: text is not valid UTF-8", "undecodable")
     label = _parse_label(record.get("label"))
     metadata = _parse_metadata(record, where)
     if label is not None:
@@ -105,11 +117,13 @@ def _parse_vector(value: Any, where: str) -> np.ndarray:
     try:
         vector = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise DataFormatError(f"{where}: 'vector' is not a list of numbers: {err}") from err
+        raise DataFormatError(f"{where}: 'vector' is not a list of numbers: {err}", "input_type") from err
     if vector.ndim != 1 or vector.size == 0:
-        raise DataFormatError(f"{where}: 'vector' must be a non-empty flat list of numbers, got shape {vector.shape}")
+        raise DataFormatError(
+            f"{where}: 'vector' must be a non-empty flat list of numbers, got shape {vector.shape}", "input_shape"
+        )
     if not np.isfinite(vector).all():
-        raise DataFormatError(f"{where}: 'vector' has NaN or infinite values")
+        raise DataFormatError(f"{where}: 'vector' has NaN or infinite values", "non_finite")
     return vector
 
 
@@ -120,29 +134,39 @@ def _loads(text: str, where: str, what: str) -> Any:
         raise DataFormatError(f"{where}: {what} is not valid JSON: {err}") from err
 
 
-def _iter_jsonl(path: Path, block_size: int) -> Iterator[Block]:
-    yield from _rows_to_blocks(_jsonl_rows(path), block_size)
+def _iter_jsonl(path: Path, block_size: int, on_error: OnError | None = None) -> Iterator[Block]:
+    yield from _rows_to_blocks(_jsonl_rows(path, on_error), block_size, on_error)
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
+def _jsonl_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
     position = 0
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue  # blank lines (e.g. a trailing one) are not records
             where = f"{path}:{lineno}"
-            record = _loads(line, where, "line")
-            if not isinstance(record, dict):
-                raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield _row_from_record(record, position, where)
-            position += 1
+            try:
+                if _undecodable(line):
+                    raise DataFormatError(f"{where}: line is not valid UTF-8", "undecodable")
+                record = _loads(line, where, "line")
+                if not isinstance(record, dict):
+                    raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                row = _row_from_record(record, position, where)
+            except DataFormatError as err:
+                if on_error is None:
+                    raise
+                on_error(err)
+                row = None
+            position += 1  # a skipped record keeps its position: later default ids do not shift
+            if row is not None:
+                yield row
 
 
-def _iter_csv(path: Path, block_size: int) -> Iterator[Block]:
-    yield from _rows_to_blocks(_csv_rows(path), block_size)
+def _iter_csv(path: Path, block_size: int, on_error: OnError | None = None) -> Iterator[Block]:
+    yield from _rows_to_blocks(_csv_rows(path, on_error), block_size, on_error)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
+def _csv_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
     with _open_text(path, newline="") as f:  # newline="": the csv module handles quoted multi-line cells
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
@@ -150,11 +174,26 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             raise DataFormatError(f"{path}: needs a 'text' or 'vector' column, found columns {fields}")
         for position, record in enumerate(reader):
             where = f"{path}:{reader.line_num}"
-            if None in record:  # DictReader puts surplus cells under the key None
-                raise DataFormatError(f"{where}: row has more cells than the header has columns")
-            yield _row_from_record(record, position, where)
+            try:
+                if None in record:  # DictReader puts surplus cells under the key None
+                    raise DataFormatError(f"{where}: row has more cells than the header has columns")
+                if any(isinstance(v, str) and _undecodable(v) for v in record.values()):
+                    raise DataFormatError(f"{where}: row is not valid UTF-8", "undecodable")
+                row = _row_from_record(record, position, where)
+            except DataFormatError as err:
+                if on_error is None:
+                    raise
+                on_error(err)
+                continue
+            yield row
+
+
+def _undecodable(text: str) -> bool:
+    """Whether text read with ``errors="surrogateescape"`` held bytes that are not UTF-8 (lone surrogates)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text) if not text.isascii() else False
 
 
 def _open_text(path: Path, newline: str | None = None) -> IO[str]:
-    # utf-8-sig: tolerate the byte-order mark that spreadsheet exports put at the start.
-    return open(path, encoding="utf-8-sig", newline=newline)
+    # utf-8-sig: tolerate the byte-order mark that spreadsheet exports put at the start. surrogateescape: an
+    # invalid byte becomes a lone surrogate, reported per record (``_undecodable``) rather than ending the read.
+    return open(path, encoding="utf-8-sig", newline=newline, errors="surrogateescape")

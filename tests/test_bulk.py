@@ -1,0 +1,175 @@
+"""The bulk job: bad rows skipped and reported (or --strict aborts), and a killed job resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from index import Collection
+from service.cli import app
+
+D = 12  # the dense fixture model's width
+
+
+def _index(*args: str) -> object:
+    return CliRunner().invoke(app, ["index", *args])
+
+
+def _jsonl_with_bad_rows(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    lines = [json.dumps({"id": f"v{i}", "vector": rng.standard_normal(D).tolist()}) for i in range(20)]
+    lines[3] = json.dumps({"id": "short", "vector": [1.0, 2.0]})  # ragged: wrong dimension
+    lines[5] = '{"id": "nan", "vector": [NaN' + ", 0" * (D - 1) + "]}"  # json.loads reads NaN
+    lines[7] = '{"id": "broken", "vector": [1, 2'  # malformed line
+    lines[9] = json.dumps({"id": "txt", "text": 5})  # non-string text
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
+    data = _jsonl_with_bad_rows(tmp_path / "v.jsonl")
+    coll, report = tmp_path / "c", tmp_path / "report.json"
+    result = _index(
+        str(data), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "6", "--report", str(report)
+    )
+    assert result.exit_code == 0, result.output
+    assert "skipped 4" in result.output and "non_finite" in result.output
+    summary = json.loads(report.read_text())
+    assert summary["items"] == 16 and summary["skipped"] == 4
+    assert summary["reasons"] == {"input_shape": 1, "non_finite": 1, "data_format": 1, "input_type": 1}
+    assert ":4:" in summary["examples"]["input_shape"][0]["message"]  # names the line
+    with Collection.open(coll) as c:
+        assert sorted(c.ids()) == sorted(f"v{i}" for i in range(20) if i not in (3, 5, 7, 9))
+
+
+def test_nan_rows_in_an_npy_block_are_found_and_good_rows_kept(dense_model_dir, tmp_path):
+    x = np.random.default_rng(0).standard_normal((10, D)).astype(np.float32)
+    x[2, 0], x[8, 3] = np.nan, np.inf
+    np.save(tmp_path / "x.npy", x)
+    coll, report = tmp_path / "c", tmp_path / "r.json"
+    args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "4"]
+    result = _index(*args, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(report.read_text())
+    assert summary["reasons"] == {"non_finite": 2}
+    assert [e["row"] for e in summary["examples"]["non_finite"]] == [2, 8]
+    with Collection.open(coll) as c:
+        assert sorted(c.ids(), key=int) == [str(i) for i in range(10) if i not in (2, 8)]
+
+
+def test_strict_aborts_on_the_first_bad_row(dense_model_dir, tmp_path):
+    x = np.random.default_rng(0).standard_normal((10, D)).astype(np.float32)
+    x[6, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    coll = tmp_path / "c"
+    result = _index(
+        str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "4", "--strict"
+    )
+    assert result.exit_code == 2
+    assert "NaN" in result.output
+    with Collection.open(coll) as c:
+        assert len(c) == 4  # the first block; nothing of the bad row's block
+
+    data = _jsonl_with_bad_rows(tmp_path / "v.jsonl")
+    result = _index(str(data), "-m", str(dense_model_dir), "-c", str(tmp_path / "c2"), "--strict")
+    assert result.exit_code == 2 and "ragged" in result.output
+
+
+def test_a_finished_job_is_not_redone(dense_model_dir, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((30, D)).astype(np.float32))
+    args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--batch-size", "8"]
+    assert "indexed 30 items" in _index(*args).output
+    again = _index(*args)
+    assert again.exit_code == 0 and "already finished" in again.output
+    restarted = _index(*args, "--restart")
+    assert "indexed 30 items" in restarted.output and "collection holds 30" in restarted.output
+
+
+def _count(coll: Path) -> int:
+    db = coll / "items.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM items WHERE deleted_seq IS NULL").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # tables not created yet
+
+
+def _codes(coll: Path) -> dict[str, bytes]:
+    with Collection.open(coll) as c:
+        return {i: c.get(i).code.tobytes() for i in c.ids()}
+
+
+# The CLI with each upsert slowed by 20 ms (in the child only), so the kill lands mid-run.
+SLOW_CLI = """
+import time
+from index import Collection
+upsert = Collection.upsert
+def slow_upsert(self, *args, **kwargs):
+    time.sleep(0.02)
+    return upsert(self, *args, **kwargs)
+Collection.upsert = slow_upsert
+from service.cli import app
+app()
+"""
+
+
+def test_a_killed_job_resumes_with_exactly_the_right_items(dense_model_dir, tmp_path):
+    n, batch = 3000, 50
+    x = np.random.default_rng(2).standard_normal((n, D)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = ["index", str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "--batch-size", str(batch), "--device", "cpu"]
+    clean = tmp_path / "clean"
+    assert _index(*args[1:], "-c", str(clean)).exit_code == 0
+
+    coll = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "service.cli", *args, "-c", str(coll)]
+    slow = [sys.executable, "-c", SLOW_CLI, *args, "-c", str(coll)]  # ~1.2 s of blocks: time to kill it mid-run
+    proc = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.monotonic() + 60
+    while _count(coll) < 5 * batch and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL
+    proc.wait()
+    done_before = _count(coll)
+    assert 0 < done_before < n, done_before
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr + rerun.stdout
+    resumed = int(rerun.stdout.split("resumed after ")[1].split()[0])
+    assert resumed == done_before and resumed % batch == 0
+    assert f"indexed {n - resumed} items" in rerun.stdout
+    assert _codes(coll) == _codes(clean)
+    with Collection.open(coll) as c:
+        assert len(c) == n
+
+
+@pytest.mark.parametrize("value", [{"items": 7}, {"items": 9, "done": True}])
+def test_progress_commits_with_the_upsert(tmp_path, value):
+    with Collection.create(tmp_path / "c", 16, "fp") as c:
+        c.upsert(["a"], np.zeros((1, 2), np.uint8), progress=("job1", value))
+        assert c.progress("job1") == value and c.progress("other") is None
+        c.upsert([], np.zeros((0, 2), np.uint8), progress=("job1", {"items": 10}))
+        assert c.progress("job1") == {"items": 10}
+
+
+def test_undecodable_and_empty_id_text_rows_are_skipped(text_model_dir, tmp_path):
+    good = [json.dumps({"id": f"t{i}", "text": "rocket orbit launch"}).encode() for i in range(5)]
+    bad = b'{"id": "latin", "text": "caf\xe9 rocket"}'  # latin-1 bytes: not UTF-8
+    (tmp_path / "t.jsonl").write_bytes(b"\n".join([*good[:2], bad, *good[2:]]) + b"\n")
+    coll, report = tmp_path / "c", tmp_path / "r.json"
+    result = _index(str(tmp_path / "t.jsonl"), "-m", str(text_model_dir), "-c", str(coll), "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["reasons"] == {"undecodable": 1}
+    with Collection.open(coll) as c:
+        assert len(c) == 5
