@@ -189,10 +189,10 @@ def test_bulk_upsert_does_not_stall_searches(tmp_path: Path) -> None:
         coll.upsert([f"pre{i}" for i in range(1_000)], rng.integers(0, 256, (1_000, 8), dtype=np.uint8))
         store_upsert = coll._store.upsert
 
-        def timed_store_upsert(*args):  # observes the store's transaction; changes nothing
+        def timed_store_upsert(*args, **kwargs):  # observes the store's transaction; changes nothing
             t0 = time.perf_counter()
             try:
-                return store_upsert(*args)
+                return store_upsert(*args, **kwargs)
             finally:
                 commit_windows.append((t0, time.perf_counter()))
 
