@@ -56,7 +56,10 @@ def to_tensor(features: Features, device: torch.device | str, *, sparse: bool = 
                 check_invariants=False,  # built from a valid scipy CSR matrix
             )
     dense = features.toarray() if sp.issparse(features) else np.asarray(features)
-    return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)).to(device, non_blocking=True)
+    tensor = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()  # page-locked, so the copy below is asynchronous (non_blocking)
+    return tensor.to(device, non_blocking=True)
 
 
 @dataclass

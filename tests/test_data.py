@@ -157,6 +157,57 @@ def test_npy_images(tmp_path):
     assert block.ids == [str(i) for i in range(7)]
 
 
+def test_npy_blocks_keep_global_row_ids_and_values(tmp_path):
+    array = np.arange(103 * 4, dtype=np.float32).reshape(103, 4)
+    np.save(tmp_path / "v.npy", array)
+    blocks = list(iter_blocks(tmp_path / "v.npy", block_size=10))
+    assert [len(b) for b in blocks] == [10] * 10 + [3]
+    assert blocks[5].ids == [str(i) for i in range(50, 60)]
+    np.testing.assert_array_equal(concat_blocks(blocks).inputs, array)
+
+
+def test_npy_fortran_order_still_reads(tmp_path):
+    array = np.asfortranarray(np.arange(20, dtype=np.float32).reshape(5, 4))
+    np.save(tmp_path / "f.npy", array)
+    np.testing.assert_array_equal(read_all(tmp_path / "f.npy").inputs, array)
+
+
+def test_npy_nan_row_is_named_by_its_row_in_the_file(tmp_path):
+    array = np.ones((30, 3), np.float32)
+    array[17, 1] = np.nan
+    np.save(tmp_path / "nan.npy", array)
+    with pytest.raises(DataFormatError, match=r"rows 10-19.*row 7"):
+        list(iter_blocks(tmp_path / "nan.npy", block_size=10))
+
+
+def test_npy_reading_holds_about_one_block_in_memory(tmp_path):
+    """A 400 MB file read in 4 MB blocks: peak RSS must not grow with the file (a whole-file map would add ~400 MB
+    of resident pages as they are touched)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, "w+", np.float32, (100_000, 1024))
+    for start in range(0, len(big), 10_000):
+        big[start : start + 10_000] = 1.0
+    big.flush()
+    del big
+    # VmHWM (peak RSS of this process image); ru_maxrss would start at the forking parent's peak
+    script = (
+        "import sys; from models.data import iter_blocks; "
+        "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+        "base = hwm(); "
+        "total = sum(float(b.inputs.sum()) for b in iter_blocks(sys.argv[1], 1024)); "
+        "assert total == 100_000 * 1024, total; "
+        "print((hwm() - base) // 1024)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    grown_mb = int(out.stdout.strip())
+    assert grown_mb < 100, f"peak RSS grew by {grown_mb} MB reading a 400 MB file"
+
+
 @pytest.mark.parametrize("input_key", ["X", "vectors", "x"])
 @pytest.mark.parametrize("label_key", ["labels", "y", None])
 def test_npz(tmp_path, input_key, label_key):

@@ -1,4 +1,8 @@
-"""Arrays: ``.npy`` (memory-mapped) and ``.npz``, handed out in blocks of rows."""
+"""Arrays: ``.npy`` (memory-mapped) and ``.npz``, handed out in blocks of rows.
+
+A ``.npy`` file is mapped one block at a time (a window of rows, unmapped once copied), so a process reading a
+file of any size holds about one block of it: a whole-file map would keep every page it touched resident.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,9 @@ def _array_blocks(
     ids: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     check_finite: bool = True,
+    first: int = 0,
 ) -> Iterator[Block]:
+    """``first``: the row number of ``array[0]`` in the whole input (ids count from it)."""
     kind = _array_kind(array, where)
     for name, extra in (("ids", ids), ("labels", labels)):
         if extra is not None and len(extra) != len(array):
@@ -47,8 +53,8 @@ def _array_blocks(
         stop = min(start + block_size, len(array))
         inputs = _array_inputs(array[start:stop], kind)
         if kind == "vector" and check_finite:
-            _check_finite(inputs, f"{where} (rows {start}-{stop - 1})")
-        block_ids = [str(i) for i in range(start, stop)] if ids is None else _strings(ids[start:stop])
+            _check_finite(inputs, f"{where} (rows {first + start}-{first + stop - 1})")
+        block_ids = [str(first + i) for i in range(start, stop)] if ids is None else _strings(ids[start:stop])
         block_labels = [None] * len(block_ids) if labels is None else _strings(labels[start:stop])
         yield _labelled_block(block_ids, inputs, block_labels, kind)
 
@@ -61,7 +67,20 @@ def _strings(values: np.ndarray) -> list[str]:
 def _iter_npy(path: Path, block_size: int, on_error: object = None) -> Iterator[Block]:
     """With ``on_error`` (lenient), NaN rows are passed through for the caller to find and skip per row."""
     array = _load_npy(path)
-    yield from _array_blocks(array, block_size, str(path), check_finite=on_error is None)
+    if array.ndim < 1 or not array.flags.c_contiguous:  # Fortran order: rows are not contiguous on disk
+        yield from _array_blocks(array, block_size, str(path), check_finite=on_error is None)
+        return
+    kind = _array_kind(array, str(path))  # checked before the first window is mapped
+    shape, dtype, offset, row_bytes = array.shape, array.dtype, array.offset, array.strides[0]
+    del array  # unmap the whole-file view; each block below maps only its own rows
+    for start in range(0, shape[0], block_size):
+        n = min(block_size, shape[0] - start)
+        window = np.memmap(path, dtype, "r", offset=offset + start * row_bytes, shape=(n, *shape[1:]))
+        blocks = _array_blocks(window, n, str(path), check_finite=on_error is None, first=start)
+        block = next(blocks)
+        del window, blocks
+        assert block.kind == kind
+        yield block
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -19,7 +19,7 @@ from models.data.text import _iter_label_folder, _label_folder_files
 LOG = logging.getLogger(__name__)
 
 
-_LENIENT_READERS = (_iter_jsonl, _iter_csv, _iter_npy, _iter_npz)
+_LENIENT_READERS = (_iter_jsonl, _iter_csv, _iter_npy, _iter_npz, _iter_parquet)
 
 
 def iter_blocks(
