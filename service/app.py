@@ -18,7 +18,7 @@ from service.engine import Engine
 from service.errors import ErrorBody, install_handlers
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
-from service.routes import collections, encode, items, meta, search
+from service.routes import bulk, collections, encode, items, meta, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_handlers(app)
-    for module in (meta, encode, items, search, collections):
+    for module in (meta, encode, items, bulk, search, collections):
         app.include_router(module.router)
     return app
 

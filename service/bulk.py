@@ -5,6 +5,10 @@ record) are skipped and counted by reason in the summary; with ``strict`` the fi
 (:class:`BadRowError`; nothing of its block is written). A block whose featurizing fails is checked row by row,
 so its good rows are still indexed.
 
+Pipelined (:func:`index_blocks`): a thread reads the next blocks while this one is checked and encoded, and a
+writer thread commits the previous one (``service.pipeline``), each stage at most ``PIPELINE_DEPTH`` blocks ahead.
+Memory stays at a few blocks whatever the input's size (``.npy`` is mapped a block at a time).
+
 Resumable (:func:`index_file`): each block's upsert stores ``{"items": done}`` under the job's key in the same
 SQLite transaction as the items. The key hashes the absolute input path, its size and mtime, the batch size, the
 limit and the model fingerprint; a rerun with the same arguments skips the items already done (read again, not
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,9 +35,11 @@ from index import Collection
 from models import data
 from models.featurizers import InputError
 from models.hasher import Hasher
+from service.pipeline import Worker, prefetch
 
 LOG = logging.getLogger(__name__)
 MAX_EXAMPLES = 5  # per reason
+PIPELINE_DEPTH = 2  # blocks read ahead of the encoder, and encoded blocks queued for the writer
 
 
 class BadRowError(ValueError):
@@ -50,6 +57,7 @@ class SkipReport:
     strict: bool = False
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, list[dict]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the reader thread reports too
 
     @property
     def skipped(self) -> int:
@@ -59,10 +67,11 @@ class SkipReport:
         if self.strict:
             where = "" if row is None else f"row {row}{'' if id is None else f' (id {id!r})'}: "
             raise BadRowError(f"{where}{message}", error_type)
-        self.reasons[error_type] += 1
-        seen = self.examples.setdefault(error_type, [])
-        if len(seen) < MAX_EXAMPLES:
-            seen.append({"row": row, "id": id, "message": message})
+        with self._lock:
+            self.reasons[error_type] += 1
+            seen = self.examples.setdefault(error_type, [])
+            if len(seen) < MAX_EXAMPLES:
+                seen.append({"row": row, "id": id, "message": message})
 
     def on_read_error(self, err: data.DataFormatError) -> None:
         """The readers' ``on_error`` hook (the message names the file and line)."""
@@ -79,6 +88,7 @@ class IndexSummary:
     examples: dict[str, list[dict]] = field(default_factory=dict)  # error type -> first few {row, id, message}
     resumed_from: int = 0  # items a previous run of the same job had done
     already_done: bool = False  # the job had finished before: nothing was done
+    peak_rss_bytes: int | None = None  # this process's peak resident memory so far (None where unknown)
 
     @property
     def items_per_s(self) -> float:
@@ -94,6 +104,8 @@ class IndexSummary:
             "examples": self.examples,
             "resumed_from": self.resumed_from,
             "already_done": self.already_done,
+            "items_per_s": self.items_per_s,
+            "peak_rss_bytes": self.peak_rss_bytes,
         }
 
 
@@ -117,18 +129,27 @@ def index_blocks(
     report = report or SkipReport(strict=strict)
     t0, n, done = time.perf_counter(), 0, start
     with tqdm(total=total, initial=start, unit="item", desc="indexing", disable=not progress, smoothing=0.1) as bar:
-        for block in blocks:
-            good, features = _good_rows(block, hasher, report, done)
-            record = None if job_key is None else (job_key, {"items": done + len(block)})
-            if len(good):
-                codes = hasher.encode_features(features).codes  # (m, n_bits // 8)
-                ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
+
+        def write(ids: list[str] | None, codes: Any, meta: list[dict] | None, record: Any, size: int) -> None:
+            if ids:
                 collection.upsert(ids, codes, meta, progress=record)
             elif record is not None:
                 collection.set_progress(*record)
-            n += len(good)
-            done += len(block)
-            bar.update(len(block))
+            bar.update(size)  # counts committed items
+
+        # three stages overlap: read (prefetch thread) -> check + encode (this thread) -> upsert (writer thread)
+        with Worker(write, depth=PIPELINE_DEPTH, name="hamdex-bulk-writer") as writer:
+            for block in prefetch(blocks, depth=PIPELINE_DEPTH):
+                good, features = _good_rows(block, hasher, report, done)
+                record = None if job_key is None else (job_key, {"items": done + len(block)})
+                if len(good):
+                    codes = hasher.encode_features(features).codes  # (m, n_bits // 8)
+                    ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
+                    writer.submit(ids, codes, meta, record, len(block))
+                else:
+                    writer.submit(None, None, None, record, len(block))
+                n += len(good)
+                done += len(block)
     collection.save()
     if job_key is not None:
         collection.set_progress(job_key, {"items": done, "done": True})
@@ -140,11 +161,23 @@ def index_blocks(
         report.reasons,
         report.examples,
         resumed_from=start,
+        peak_rss_bytes=peak_rss_bytes(),
     )
     LOG.info(
         "indexed %d items in %.1fs (%.0f items/s), skipped %d", n, summary.seconds, summary.items_per_s, summary.skipped
     )
     return summary
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process: VmHWM from /proc (Linux), else None. (``ru_maxrss`` would start at
+    the peak of the process that forked this one.)"""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024  # kB
 
 
 def _good_rows(block: data.Block, hasher: Hasher, report: SkipReport, offset: int) -> tuple[np.ndarray, Any]:
@@ -242,3 +275,36 @@ def split_block(block: data.Block, size: int) -> Iterable[data.Block]:
     """An in-memory block -> blocks of at most ``size`` items (for progress and bounded encode batches)."""
     for start in range(0, len(block.ids), size):
         yield _slice(block, start, start + size)
+
+
+# ---- shared with the HTTP bulk endpoint (service.routes.bulk) and its client (service.bulk_client) -----------------
+
+skip_items = _skip_items
+
+
+def good_rows(ids: list, inputs: list, rows: list[int], hasher: Hasher, report: SkipReport) -> tuple[np.ndarray, Any]:
+    """:func:`_good_rows` for rows that are not a data.Block (an HTTP bulk block: texts and vectors as sent, maybe
+    mixed); ``rows`` gives each row's number for the report."""
+    return _good_rows(_Rows(ids, inputs), hasher, _Renumbered(report, rows), 0)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What :func:`_good_rows` reads of a block."""
+
+    ids: list
+    inputs: list
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class _Renumbered:
+    """A SkipReport whose ``row`` arguments are positions in ``rows``."""
+
+    report: SkipReport
+    rows: list[int]
+
+    def add(self, error_type: str, message: str, row: int | None = None, id: str | None = None) -> None:
+        self.report.add(error_type, message, None if row is None else self.rows[row], id)

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +23,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from models import data
+
+if TYPE_CHECKING:
+    from service.bulk import IndexSummary
+    from service.bulk_client import BulkClient
 
 app = typer.Typer(
     help="hamdex: semantic hashing retrieval.",
@@ -136,30 +140,73 @@ def index_cmd(
     report: Annotated[Path | None, typer.Option(help="Write the summary (skipped rows by reason) as JSON.")] = None,
     restart: Annotated[bool, typer.Option(help="Start over instead of resuming or skipping a finished job.")] = False,
     device: DeviceOpt = "auto",
+    server: Annotated[
+        str | None, typer.Option(help="Send the items to a running server instead, e.g. http://127.0.0.1:8000")
+    ] = None,
+    name: Annotated[str, typer.Option(help="With --server: the collection.")] = "default",
+    api_key: Annotated[
+        str | None, typer.Option(envvar="HAMDEX_API_KEY", help="With --server: a key with the write scope.")
+    ] = None,
 ) -> None:
-    """Bulk-index a file or folder into a collection (created when missing).
+    """Bulk-index a file or folder into a collection (created when missing), or into a server's (--server).
 
     Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
     resumes after the last committed block; a finished one does nothing unless --restart."""
+    from service import bulk, bulk_client
+
+    try:
+        if server:
+            with bulk_client.BulkClient(server, name, api_key) as client:
+                summary = _index_remote(data_spec, client, batch_size, limit, strict, restart)
+        else:
+            summary = _index_local(data_spec, model, collection, device, batch_size, limit, strict, restart)
+    except bulk.BadRowError as exc:
+        raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
+    except bulk_client.RemoteError as exc:
+        raise _fail(escape(f"the server refused: {exc}")) from exc
+    except (data.DataFormatError, data.DataNotFoundError) as exc:
+        raise _fail(escape(str(exc))) from exc
+    _print_summary(summary)
+    if report:
+        report.write_text(json.dumps(summary.to_json(), indent=2))
+
+
+def _index_local(
+    spec: str,
+    model: Path,
+    collection: Path,
+    device: str,
+    batch_size: int,
+    limit: int | None,
+    strict: bool,
+    restart: bool,
+) -> IndexSummary:
     from index import Collection
     from models import checkpoint
     from service import bulk
 
     hasher = checkpoint.load(model, device)
-    try:
-        with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
-            if data_spec.startswith("demo:"):
-                block = load_data(data_spec, limit)
-                blocks = bulk.split_block(block, batch_size)
-                summary = bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict)
-            else:
-                summary = bulk.index_file(
-                    data_spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart
-                )
-    except bulk.BadRowError as exc:
-        raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
-    except (data.DataFormatError, data.DataNotFoundError) as exc:
-        raise _fail(escape(str(exc))) from exc
+    with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
+        if spec.startswith("demo:"):
+            block = load_data(spec, limit)
+            blocks = bulk.split_block(block, batch_size)
+            return bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict)
+        return bulk.index_file(spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart)
+
+
+def _index_remote(
+    spec: str, client: BulkClient, batch_size: int, limit: int | None, strict: bool, restart: bool
+) -> IndexSummary:
+    from service import bulk, bulk_client
+
+    if spec.startswith("demo:"):
+        block = load_data(spec, limit)
+        blocks = bulk.split_block(block, batch_size)
+        return bulk_client.index_blocks(blocks, client, total=len(block.ids), strict=strict)
+    return bulk_client.index_file(spec, client, batch_size=batch_size, limit=limit, strict=strict, restart=restart)
+
+
+def _print_summary(summary: IndexSummary) -> None:
     if summary.already_done:
         console.print(
             f"this job already finished ({summary.resumed_from} items); nothing to do (--restart to index again); "
@@ -171,6 +218,7 @@ def index_cmd(
         console.print(
             f"indexed {summary.items} items in {summary.seconds:.1f}s ({summary.items_per_s:,.0f} items/s); "
             f"skipped {summary.skipped}; collection holds {summary.collection_count}"
+            + ("" if summary.peak_rss_bytes is None else f"; peak memory {summary.peak_rss_bytes / 2**20:,.0f} MiB")
         )
     if summary.skipped:
         table = Table(title=f"{summary.skipped} rows skipped")
@@ -180,8 +228,6 @@ def index_cmd(
             examples = "\n".join(escape(_example(e)) for e in summary.examples.get(reason, []))
             table.add_row(reason, str(count), examples)
         console.print(table)
-    if report:
-        report.write_text(json.dumps(summary.to_json(), indent=2))
 
 
 def _example(example: dict) -> str:
@@ -229,7 +275,11 @@ def serve(
         except data.DataNotFoundError as exc:
             raise _fail(str(exc)) from exc
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
     )
 
 

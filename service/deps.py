@@ -152,9 +152,14 @@ def check_metadata(metadata: Any, settings: Settings) -> None:
     limit = settings.max_metadata_bytes
     for i, meta in enumerate(metadata):
         if meta is not None:
-            try:
-                size = len(orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
-            except TypeError:  # an integer beyond 64 bits: valid JSON, and the collection stores it (json module)
-                size = len(json.dumps(meta, separators=(",", ":")))
+            size = metadata_bytes(meta)
             if size > limit:
                 raise ApiError("metadata_too_large", f"items[{i}].metadata is {size} bytes as JSON; at most {limit}")
+
+
+def metadata_bytes(meta: Any) -> int:
+    """The size of ``meta`` as compact JSON."""
+    try:
+        return len(orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:  # an integer beyond 64 bits: valid JSON, and the collection stores it (json module)
+        return len(json.dumps(meta, separators=(",", ":")))

@@ -49,11 +49,18 @@ STATUS: dict[str, int] = {
     "collection_locked": 409,  # open in another process
     "text_too_long": 422,  # a text input longer than HAMDEX_MAX_TEXT_CHARS
     "metadata_too_large": 422,  # an item's metadata larger than HAMDEX_MAX_METADATA_BYTES as JSON
+    # bad rows of a bulk body (service.routes.bulk): skipped and counted under these, or 422 with ?strict=true
+    "data_format": 422,  # a line that is not a JSON object of the row fields
+    "bad_id": 422,  # a missing, empty or too long id
+    "undecodable": 422,  # a line that is not UTF-8
+    "line_too_long": 422,  # a line longer than HAMDEX_MAX_BULK_LINE_BYTES
+    "job_not_found": 404,  # no bulk job of that key in the collection
     "unauthorized": 401,  # no API key, or an unknown one
     "forbidden": 403,  # a valid key without the scope the route needs
     "body_too_large": 413,  # larger than HAMDEX_MAX_BODY_BYTES (sent by service.middleware)
     "queue_full": 429,  # the micro-batcher's queue is full: retry after Retry-After seconds
     "timeout": 504,  # slower than HAMDEX_REQUEST_TIMEOUT_S (sent by service.middleware)
+    "client_closed": 499,  # the client went away during a bulk upload (for logs and metrics: nobody reads it)
     "not_ready": 503,  # the model and default collection are still loading
     "load_failed": 503,  # loading them failed (the cause is in the message and the log)
     "corrupt_collection": 500,

@@ -8,6 +8,9 @@ and the structured access log. Plain ASGI (not Starlette's BaseHTTPMiddleware) t
 - Timeout: a request still running after ``request_timeout_s`` gets 504 ``timeout`` (the work it started, such as
   a write, may still complete; a write is durable once acknowledged, and never half-applied).
 - ``X-Queue-Ms``, ``X-Encode-Ms``, ``X-Search-Ms``: time in the micro-batchers' queues and in model / FAISS calls.
+- Streaming routes, those whose path ends in ``:bulk`` (``POST .../items:bulk``, service.routes.bulk), are exempt
+  from the body-size limit and the timeout: they take bodies of any size, block by block, and bound each line and
+  the wait for each chunk themselves.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from service.settings import Settings
 
 LOG = logging.getLogger("hamdex.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+STREAMING_SUFFIX = ":bulk"  # paths exempt from the body-size limit and the timeout
 
 
 class BodyTooLarge(HTTPException):
@@ -75,13 +79,15 @@ class ServiceMiddleware:
                 message["headers"] = [*message.get("headers", []), *id_header, *extra]
             await send(message)
 
-        limit = self.settings.max_body_bytes
+        streaming = scope.get("path", "").endswith(STREAMING_SUFFIX)
+        limit = None if streaming else self.settings.max_body_bytes
+        timeout = None if streaming else self.settings.request_timeout_s
         received = 0
 
         async def counted_receive() -> dict:
             nonlocal received
             message = await receive()
-            if message["type"] == "http.request":
+            if limit is not None and message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
@@ -89,9 +95,9 @@ class ServiceMiddleware:
 
         try:
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            if limit is not None and length is not None and length.isdigit() and int(length) > limit:
                 raise BodyTooLarge(limit)
-            await asyncio.wait_for(self.app(scope, counted_receive, send_with_headers), self.settings.request_timeout_s)
+            await asyncio.wait_for(self.app(scope, counted_receive, send_with_headers), timeout)
         except BodyTooLarge as exc:
             await self._fail(send, state, 413, "body_too_large", exc.detail, id_header)
         except TimeoutError:

@@ -89,6 +89,28 @@ class DeleteResponse(BaseModel):
     deleted: str
 
 
+class BulkExample(BaseModel):
+    row: int | None = Field(None, description="0-based: the row's line among the body's non-blank lines, plus start.")
+    id: str | None = None
+    message: str
+
+
+class BulkResponse(BaseModel):
+    items: int = Field(..., description="Rows upserted by this request.")
+    skipped: int = Field(..., description="Bad rows skipped.")
+    reasons: dict[str, int] = Field(..., description="Rows skipped by reason (error type).")
+    examples: dict[str, list[BulkExample]] = Field(..., description="The first few skipped rows of each reason.")
+    seconds: float
+    collection_count: int
+    resumed_from: int = Field(..., description="The 'start' of the request: rows a previous request did.")
+
+
+class BulkJob(BaseModel):
+    job: str
+    items: int = Field(..., description="Rows consumed (committed, good or skipped), 'start' included.")
+    done: bool = Field(..., description="The request that sent the rest of the body finished.")
+
+
 class Query(_Strict):
     input: RawInput | None = None
     code: WireCode | None = None

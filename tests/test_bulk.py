@@ -47,6 +47,7 @@ def test_bad_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
     assert summary["items"] == 16 and summary["skipped"] == 4
     assert summary["reasons"] == {"input_shape": 1, "non_finite": 1, "data_format": 1, "input_type": 1}
     assert ":4:" in summary["examples"]["input_shape"][0]["message"]  # names the line
+    assert summary["peak_rss_bytes"] > 2**20 and summary["items_per_s"] > 0
     with Collection.open(coll) as c:
         assert sorted(c.ids()) == sorted(f"v{i}" for i in range(20) if i not in (3, 5, 7, 9))
 
@@ -64,6 +65,33 @@ def test_nan_rows_in_an_npy_block_are_found_and_good_rows_kept(dense_model_dir, 
     assert [e["row"] for e in summary["examples"]["non_finite"]] == [2, 8]
     with Collection.open(coll) as c:
         assert sorted(c.ids(), key=int) == [str(i) for i in range(10) if i not in (2, 8)]
+
+
+def test_bad_parquet_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(2)
+    vectors = [rng.standard_normal(D).tolist() for _ in range(12)]
+    vectors[1] = None  # null vector
+    vectors[4] = [1.0, 2.0]  # another width
+    vectors[6] = [None] * D  # nulls inside
+    vectors[9] = [float("nan")] * D  # NaN: found per row by the featurizer
+    table = pa.table({"vector": pa.array(vectors, pa.list_(pa.float64())), "tag": list(range(12))})
+    pq.write_table(table, tmp_path / "x.parquet", row_group_size=5)
+    coll, report = tmp_path / "c", tmp_path / "r.json"
+    args = [str(tmp_path / "x.parquet"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "5"]
+    result = _index(*args, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(report.read_text())
+    assert summary["items"] == 8 and summary["reasons"] == {"input_type": 2, "input_shape": 1, "non_finite": 1}
+    assert [e["message"].split(": ")[1] for e in summary["examples"]["input_type"]] == ["row 1", "row 6"]
+    with Collection.open(coll) as c:  # default ids are row numbers in the file, not in the filtered batch
+        assert sorted(c.ids(), key=int) == [str(i) for i in range(12) if i not in (1, 4, 6, 9)]
+        assert c.get("11").metadata == {"tag": 11}
+
+    strict = _index(*args[:-2], "-c", str(tmp_path / "c2"), "--batch-size", "5", "--strict")
+    assert strict.exit_code == 2 and "null" in strict.output
 
 
 def test_strict_aborts_on_the_first_bad_row(dense_model_dir, tmp_path):

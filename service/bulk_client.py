@@ -1,0 +1,167 @@
+"""The client of the HTTP bulk endpoint (service.routes.bulk), behind ``hamdex index DATA --server URL``: DATA's
+blocks, read as the local bulk job reads them, go to a running server as one NDJSON body (chunked), vectors and
+images as base64 float32 (``input_b64``), texts as ``input``.
+
+Resumable like the local job: the job key is service.bulk.job_key of the input, the batch size, the limit and the
+fingerprint of the server's collection. Before sending, the client asks the server how far that job got
+(``GET .../items:bulk/{job}``), skips the items already done and sends the rest with ``start=<items>``; a finished
+job is not sent again unless ``restart``. The summary adds the rows the reader skipped to those the server skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from tqdm.auto import tqdm
+
+from models import data
+from service.bulk import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
+
+NDJSON = "application/x-ndjson"
+
+
+class RemoteError(Exception):
+    """The server refused (``status`` and ``error_type`` from its error body) or could not be reached."""
+
+    def __init__(self, message: str, error_type: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.error_type, self.status = error_type, status
+
+
+class BulkClient:
+    """A server's bulk endpoint for one collection ("default": /v1/items:bulk)."""
+
+    def __init__(self, server: str, name: str = "default", api_key: str | None = None, **httpx_args: Any) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(600.0, connect=10.0)  # the reply comes once the last block is written
+        self.name, self.prefix = name, "/v1" if name == "default" else f"/v1/collections/{name}"
+        self.http = httpx.Client(base_url=server, headers=headers, timeout=timeout, **httpx_args)
+
+    def __enter__(self) -> BulkClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def collection(self) -> dict[str, Any]:
+        """The collection's description (name, count, fingerprint, ...)."""
+        return self._call("GET", f"/v1/collections/{self.name}")
+
+    def job(self, key: str) -> dict[str, Any] | None:
+        """``{"job", "items", "done"}`` of a bulk job, or None when the server has no record of it."""
+        try:
+            return self._call("GET", f"{self.prefix}/items:bulk/{key}")
+        except RemoteError as exc:
+            if exc.error_type == "job_not_found":
+                return None
+            raise
+
+    def send(self, body: Iterable[bytes], *, job: str | None = None, start: int = 0, strict: bool = False) -> dict:
+        """POST one NDJSON body (chunks of whole lines); the server's summary."""
+        params: dict[str, Any] = {"strict": str(strict).lower(), "start": start}
+        if job is not None:
+            params["job"] = job
+        headers = {"content-type": NDJSON}
+        return self._call("POST", f"{self.prefix}/items:bulk", params=params, content=body, headers=headers)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"{method} {self.http.base_url}{path.lstrip('/')} failed: {exc!r}") from exc
+        if resp.status_code < 400:
+            return resp.json()
+        try:
+            body = resp.json()
+            error_type, message = body["error_type"], body["error"]
+        except (ValueError, KeyError, TypeError):
+            error_type, message = None, resp.text[:500]
+        raise RemoteError(f"{resp.status_code} {error_type}: {message}", error_type, resp.status_code)
+
+
+def index_file(
+    path: str | Path,
+    client: BulkClient,
+    *,
+    batch_size: int = 4096,
+    limit: int | None = None,
+    progress: bool = True,
+    strict: bool = False,
+    restart: bool = False,
+) -> IndexSummary:
+    """Send a file or folder, resuming an interrupted run of the same job (see the module docstring)."""
+    key = job_key(path, batch_size, limit, client.collection()["fingerprint"])
+    record = None if restart else client.job(key)
+    if record is not None and record["done"]:
+        count = client.collection()["count"]
+        return IndexSummary(0, 0.0, count, already_done=True, resumed_from=record["items"])
+    start = 0 if record is None else record["items"]
+    total = data.count_items(path)
+    total = min(total, limit) if total is not None and limit is not None else total or limit
+    report = SkipReport(strict=strict)
+    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=None if strict else report.on_read_error)
+    return index_blocks(
+        skip_items(blocks, start), client, total=total, progress=progress, report=report, job=key, start=start
+    )
+
+
+def index_blocks(
+    blocks: Iterable[data.Block],
+    client: BulkClient,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    strict: bool = False,
+    report: SkipReport | None = None,
+    job: str | None = None,
+    start: int = 0,
+) -> IndexSummary:
+    """Send every block as one request; ``report`` holds the rows the reader skipped."""
+    report = report or SkipReport(strict=strict)
+    t0 = time.perf_counter()
+    with tqdm(total=total, initial=start, unit="item", desc="sending", disable=not progress, smoothing=0.1) as bar:
+        reply = client.send(_body(blocks, bar), job=job, start=start, strict=report.strict)
+    reasons = report.reasons + Counter(reply["reasons"])
+    examples = {reason: list(report.examples.get(reason, [])) for reason in reasons}
+    for reason, seen in reply["examples"].items():
+        examples[reason] = (examples[reason] + seen)[:MAX_EXAMPLES]
+    return IndexSummary(
+        reply["items"],
+        time.perf_counter() - t0,
+        reply["collection_count"],
+        sum(reasons.values()),
+        reasons,
+        examples,
+        resumed_from=start,
+    )
+
+
+def _body(blocks: Iterable[data.Block], bar: tqdm) -> Iterator[bytes]:
+    for block in blocks:
+        yield b"".join(ndjson_lines(block))
+        bar.update(len(block))
+
+
+def ndjson_lines(block: data.Block) -> Iterator[bytes]:
+    """One NDJSON row per item: texts as "input", vectors and images as "input_b64" (flat float32)."""
+    if block.kind == "text":
+        inputs: Iterable[dict] = ({"input": text} for text in block.inputs)
+    else:
+        flat = np.ascontiguousarray(np.asarray(block.inputs).reshape(len(block), -1), dtype="<f4")
+        inputs = ({"input_b64": base64.b64encode(row.tobytes()).decode("ascii")} for row in flat)
+    for item_id, given, metadata in zip(block.ids, inputs, block.metadata, strict=True):
+        row = {"id": item_id, **given, **({"metadata": metadata} if metadata else {})}
+        try:
+            line = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # e.g. an integer beyond 64 bits, or a text with undecodable bytes
+            line = json.dumps(row, default=str).encode()
+        yield line + b"\n"

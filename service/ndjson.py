@@ -1,0 +1,152 @@
+"""NDJSON bodies of the bulk endpoint (service.routes.bulk): a streamed body split into lines of bounded length,
+and one line parsed into a row.
+
+A row is one JSON object per line: ``{"id": str, "input": <text or list of numbers>}`` or ``{"id": str,
+"input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
+raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.SkipReport):
+``data_format`` (not JSON, not an object, unknown fields, neither or both inputs), ``undecodable``,
+``line_too_long``, ``bad_id``, ``input_type``, ``invalid_input`` (bad base64), ``input_shape``, ``non_finite``,
+``text_too_long``, ``metadata_too_large``. A missing or empty id is left to service.bulk (``bad_id``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.deps import metadata_bytes
+from service.settings import Settings
+
+FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
+MAX_ID_CHARS = 512  # as service.schemas.ItemIn
+
+
+class BadLine(ValueError):
+    def __init__(self, reason: str, message: str, item_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.id = reason, item_id
+
+
+@dataclass(frozen=True)
+class Row:
+    id: Any  # as sent: service.bulk reports a missing or empty one
+    input: str | np.ndarray  # a text, or float32 numbers
+    metadata: dict | None
+
+
+async def split_lines(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[list[bytes | None]]:
+    """The complete lines of each chunk, without their newline; blank lines are dropped. A line longer than
+    ``max_line`` bytes comes as None, once it has ended, and is never buffered past the limit. The last line needs
+    no newline."""
+    pending = bytearray()  # the start of a line that a later chunk ends
+    too_long = False  # the pending line is over the limit: its bytes are dropped until it ends
+    async for chunk in chunks:
+        lines: list[bytes | None] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end]
+            if too_long or len(pending) + len(piece) > max_line:
+                lines.append(None)
+            else:
+                lines.append(bytes(pending + piece) if pending else piece)
+            pending.clear()
+            too_long = False
+            start = end + 1
+        rest = chunk[start:]
+        if too_long or len(pending) + len(rest) > max_line:
+            too_long = True
+            pending.clear()
+        else:
+            pending += rest
+        lines = [line for line in lines if line is None or line.strip()]
+        if lines:
+            yield lines
+    if too_long:
+        yield [None]
+    elif pending.strip():
+        yield [bytes(pending)]
+
+
+def parse_line(line: bytes | None, settings: Settings) -> Row:
+    """One line (None: too long) -> a Row, or :class:`BadLine`."""
+    if line is None:
+        raise BadLine("line_too_long", f"line is longer than {settings.max_bulk_line_bytes} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine("undecodable", "line is not valid UTF-8") from exc
+    try:
+        record, checked = orjson.loads(text), True
+    except orjson.JSONDecodeError:
+        try:  # NaN, Infinity and integers beyond 64 bits are not JSON to orjson
+            record, checked = json.loads(text), False
+        except ValueError as exc:
+            raise BadLine("data_format", f"line is not valid JSON: {exc}") from exc
+    if not isinstance(record, dict):
+        raise BadLine("data_format", f"expected a JSON object, got {type(record).__name__}")
+    item_id = record.get("id")
+    known_id = item_id if isinstance(item_id, str) else None
+    unknown = sorted(set(record) - FIELDS)
+    if unknown:
+        raise BadLine("data_format", f"unknown fields {unknown}; a row has id, input or input_b64, metadata", known_id)
+    if known_id is not None and len(known_id) > MAX_ID_CHARS:
+        raise BadLine("bad_id", f"id has {len(known_id)} characters; at most {MAX_ID_CHARS}", known_id[:40] + "...")
+    has_input, has_b64 = record.get("input") is not None, record.get("input_b64") is not None
+    if has_input == has_b64:
+        raise BadLine("data_format", "a row needs exactly one of 'input' or 'input_b64'", known_id)
+    try:
+        value = _input(record["input"], settings) if has_input else _unpack(record["input_b64"])
+        metadata = _metadata(record.get("metadata"), settings, checked)
+    except BadLine as bad:
+        bad.id = known_id
+        raise
+    return Row(item_id, value, metadata)
+
+
+def _input(value: Any, settings: Settings) -> str | np.ndarray:
+    if isinstance(value, str):
+        if len(value) > settings.max_text_chars:
+            raise BadLine("text_too_long", f"text has {len(value)} characters; at most {settings.max_text_chars}")
+        return value
+    if not isinstance(value, list):
+        raise BadLine("input_type", f"'input' must be a text or a list of numbers, got {type(value).__name__}")
+    try:
+        with np.errstate(over="ignore"):  # beyond float32: infinite, reported as non_finite
+            return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadLine("input_type", "'input' is not a list of numbers (or of equal-length rows of numbers)") from exc
+
+
+def _unpack(value: Any) -> np.ndarray:
+    if not isinstance(value, str):
+        raise BadLine("input_type", f"'input_b64' must be a base64 string, got {type(value).__name__}")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadLine("invalid_input", f"'input_b64' is not valid base64: {exc}") from exc
+    if not raw or len(raw) % 4:
+        raise BadLine("input_shape", f"'input_b64' holds {len(raw)} bytes: not a whole number of float32 values")
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def _metadata(meta: Any, settings: Settings, checked: bool) -> dict | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise BadLine("data_format", f"'metadata' must be an object, got {type(meta).__name__}")
+    if not checked:  # parsed by the json module: may hold NaN, which the collection refuses to store
+        try:
+            json.dumps(meta, allow_nan=False)
+        except ValueError as exc:
+            raise BadLine("non_finite", "'metadata' holds NaN or infinite numbers") from exc
+    size, limit = metadata_bytes(meta), settings.max_metadata_bytes
+    if size > limit:
+        raise BadLine("metadata_too_large", f"metadata is {size} bytes as JSON; at most {limit}")
+    return meta

@@ -1,0 +1,186 @@
+"""Streaming bulk upsert: ``POST {prefix}/items:bulk`` takes an NDJSON body (rows as in service.ndjson) of any size,
+and ``GET {prefix}/items:bulk/{job}`` tells how far a resumable job got. Mounted at /v1 (the default collection)
+and /v1/collections/{name}; write scope.
+
+The body is read as it arrives and cut into blocks of HAMDEX_MAX_BATCH lines (fewer when they reach
+HAMDEX_MAX_BODY_BYTES). Each block is parsed, featurized, encoded and upserted in a worker thread, and is durable
+before the next one is read. Bad rows are skipped and counted by reason, as in the file bulk job (service.bulk);
+with ``strict=true`` the first one answers 422 with its reason instead: earlier blocks stay committed, nothing of
+its block is written. The route is exempt from the body-size limit and the request timeout (service.middleware):
+lines are bounded by HAMDEX_MAX_BULK_LINE_BYTES, and a body that sends nothing for HAMDEX_REQUEST_TIMEOUT_S gets 504.
+
+Resumable: with ``job=<key>`` each block's upsert stores ``{"items": start + lines consumed}`` under ``bulk:<key>``
+in the same SQLite transaction as its items, and the end of the body ``{"items": n, "done": true}``. A client that
+was cut off asks the GET route how far it got, and sends the rest with ``start=<items>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from service.bulk import BadRowError, SkipReport, good_rows
+from service.deps import COLLECTION_PREFIXES, WRITE, SettingsDep, Target, TargetDep
+from service.errors import ApiError, error_response
+from service.ndjson import BadLine, parse_line, split_lines
+from service.schemas import BulkJob, BulkResponse
+from service.settings import Settings
+
+router = APIRouter(tags=["items"])
+LOG = logging.getLogger(__name__)
+JOB = r"^[A-Za-z0-9_-]{1,64}$"
+JOB_PREFIX = "bulk:"  # the collection's progress records of local bulk jobs have no prefix
+NDJSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-ndjson": {"schema": {"type": "string", "description": "One row per line."}}},
+    }
+}
+RawBlock = list[bytes | None]  # a block's lines as received; None: a line too long
+
+
+async def bulk_upsert(
+    request: Request,
+    target: TargetDep,
+    settings: SettingsDep,
+    strict: Annotated[bool, Query(description="Answer 422 at the first bad row instead of skipping it.")] = False,
+    job: Annotated[str | None, Query(pattern=JOB, description="Record progress under this key (resumable).")] = None,
+    start: Annotated[int, Query(ge=0, description="Rows the client already sent in earlier requests.")] = 0,
+) -> Any:
+    """Upsert the rows of an NDJSON body, block by block (see the module docstring)."""
+    t0 = time.perf_counter()
+    report, key = SkipReport(strict=strict), None if job is None else JOB_PREFIX + job
+    items, done = 0, start  # items written; rows consumed, start included
+    try:
+        async for block in _blocks(request, settings):
+            record = None if key is None else (key, {"items": done + len(block)})
+            items += await run_in_threadpool(_write_block, block, done, target, settings, report, record)
+            done += len(block)
+    except BadRowError as exc:
+        kept = _kept(items, start, done)
+        raise ApiError(exc.error_type, f"{exc}; nothing of its block was written (strict); {kept}") from exc
+    except ClientDisconnect:
+        LOG.warning("bulk upload into %r cut off by the client; %s", target.name, _kept(items, start, done))
+        return error_response("client_closed", "the client closed the connection during the upload")
+    collection = target.collection
+    if key is not None:
+        await run_in_threadpool(collection.set_progress, key, {"items": done, "done": True})
+    return BulkResponse(
+        items=items,
+        skipped=report.skipped,
+        reasons=dict(report.reasons),
+        examples=report.examples,
+        seconds=time.perf_counter() - t0,
+        collection_count=len(collection),
+        resumed_from=start,
+    )
+
+
+def bulk_job(job: Annotated[str, Path(pattern=JOB)], target: TargetDep) -> BulkJob:
+    """How far a bulk job got: rows consumed (start included), and whether its last request finished."""
+    record = target.collection.progress(JOB_PREFIX + job)
+    if not isinstance(record, dict):
+        raise ApiError("job_not_found", f"no bulk job {job!r} in collection {target.name!r}")
+    return BulkJob(job=job, items=int(record.get("items", 0)), done=bool(record.get("done", False)))
+
+
+def _kept(items: int, start: int, done: int) -> str:
+    if done == start:
+        return "no earlier block of this request was committed"
+    return f"the earlier blocks of this request (rows {start} to {done - 1}, {items} items) stay committed"
+
+
+async def _blocks(request: Request, settings: Settings) -> AsyncIterator[RawBlock]:
+    block: RawBlock = []
+    size = 0
+    async for lines in split_lines(_chunks(request, settings.request_timeout_s), settings.max_bulk_line_bytes):
+        for line in lines:
+            block.append(line)
+            size += 0 if line is None else len(line)
+            if len(block) >= settings.max_batch or size >= settings.max_body_bytes:
+                yield block
+                block, size = [], 0
+    if block:
+        yield block
+
+
+async def _chunks(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 504 when none comes for ``idle_s`` seconds."""
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise ApiError("timeout", f"the body sent nothing for {idle_s} s") from exc
+        yield chunk
+
+
+def _write_block(
+    lines: RawBlock, first_row: int, target: Target, settings: Settings, report: SkipReport, record: Any
+) -> int:
+    """Parse, check, encode and upsert one block (in a worker thread); the number of rows written."""
+    ids, inputs, metadata, rows, bad = [], [], [], [], _BadRows()
+    for i, line in enumerate(lines):
+        try:
+            row = parse_line(line, settings)
+        except BadLine as exc:
+            bad.add(exc.reason, str(exc), first_row + i, exc.id)
+            continue
+        ids.append(row.id)
+        inputs.append(row.input)
+        metadata.append(row.metadata)
+        rows.append(first_row + i)
+    good, features = good_rows(ids, inputs, rows, target.hasher, bad)
+    bad.report_to(report)  # strict: raises at the block's first bad row
+    if not len(good):
+        if record is not None:
+            target.collection.set_progress(*record)
+        return 0
+    codes = target.hasher.encode_features(features).codes  # (m, n_bits // 8)
+    ids, metadata = [ids[i] for i in good], [metadata[i] for i in good]
+    last = {item_id: i for i, item_id in enumerate(ids)}
+    if len(last) < len(ids):  # the same id twice: the later row replaces the earlier one, as two upserts would
+        keep = sorted(last.values())
+        ids, codes, metadata = [ids[i] for i in keep], codes[keep], [metadata[i] for i in keep]
+    target.collection.upsert(ids, codes, metadata, progress=record)
+    return len(good)
+
+
+@dataclass
+class _BadRows:
+    """A block's bad rows, found by parsing and by featurizing, to report in row order."""
+
+    found: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+
+    def add(self, error_type: str, message: str, row: int | None = None, id: str | None = None) -> None:
+        assert row is not None
+        self.found.append((row, error_type, message, id))
+
+    def report_to(self, report: SkipReport) -> None:
+        for row, error_type, message, item_id in sorted(self.found, key=lambda bad: bad[0]):
+            report.add(error_type, message, row, item_id)
+
+
+for prefix, dependencies in COLLECTION_PREFIXES:
+    writes = [*dependencies, WRITE]
+    router.add_api_route(
+        f"{prefix}/items:bulk",
+        bulk_upsert,
+        methods=["POST"],
+        response_model=BulkResponse,
+        dependencies=writes,
+        openapi_extra=NDJSON_BODY,
+    )
+    router.add_api_route(
+        f"{prefix}/items:bulk/{{job}}", bulk_job, methods=["GET"], response_model=BulkJob, dependencies=writes
+    )
