@@ -92,6 +92,8 @@ PASS_THROUGH = (
     "request_timeout_s",
     "snapshot_every",
     "json_logs",
+    "event_loop",
+    "http_parser",
 )
 HEADLINE_KEYS = (
     "raw_faiss_qps",

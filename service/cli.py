@@ -280,6 +280,8 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
+        loop=settings.event_loop,
+        http=settings.http_parser,
     )
 
 

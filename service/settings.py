@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     open_reads: bool = False  # with keys configured: encode and search need no key
     allow_unauthenticated: bool = False  # with no keys: allow binding to a non-loopback host anyway
+    # uvicorn's event loop and HTTP parser: "auto" takes uvloop and httptools when installed (they are in the
+    # dependencies), else asyncio and h11; benchmarks/http_bench.py compares them
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    http_parser: Literal["auto", "h11", "httptools"] = "auto"
     json_logs: bool = True  # one JSON object per log line (False: plain text)
     log_level: str = "info"
 
