@@ -1,6 +1,8 @@
 """Storage and Hamming-distance search of packed binary codes; knows no model."""
 
+from index.backends import AnyCollection, create_collection, open_collection, open_or_create_collection
 from index.collection import (
+    BACKENDS,
     SUPPORTED_INDEX_KINDS,
     Collection,
     Hit,
@@ -9,6 +11,7 @@ from index.collection import (
     UpsertResult,
 )
 from index.errors import (
+    BackendUnavailableError,
     CodeLengthError,
     CollectionError,
     CollectionExistsError,
@@ -20,9 +23,13 @@ from index.errors import (
     InvalidManifestError,
     InvalidQueryError,
 )
+from index.milvus import MilvusCollection
 
 __all__ = [
+    "BACKENDS",
     "SUPPORTED_INDEX_KINDS",
+    "AnyCollection",
+    "BackendUnavailableError",
     "CodeLengthError",
     "Collection",
     "CollectionError",
@@ -37,5 +44,9 @@ __all__ = [
     "InvalidQueryError",
     "Item",
     "Manifest",
+    "MilvusCollection",
     "UpsertResult",
+    "create_collection",
+    "open_collection",
+    "open_or_create_collection",
 ]

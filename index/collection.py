@@ -32,6 +32,7 @@ import numpy as np
 from index import legacy, snapshot
 from index.errors import (
     CodeLengthError,
+    CollectionError,
     CollectionExistsError,
     CollectionLockedError,
     CollectionNotFoundError,
@@ -60,6 +61,7 @@ LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 LOCK_FILE = "LOCK"
 SUPPORTED_INDEX_KINDS = frozenset(KINDS)
+BACKENDS = ("faiss", "milvus")  # where a collection keeps its items: SQLite + FAISS (here) or Milvus (index.milvus)
 SNAPSHOT_EVERY = 100_000  # changed items between automatic background snapshots
 _FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
 FILTER_SCAN_MAX = 50_000  # a filter matching at most this many items is answered by an exact scan of them
@@ -81,6 +83,8 @@ class Manifest:
     count: int = 0  # live items
     format_version: int = FORMAT_VERSION
     created_at: str = field(default_factory=_now_iso)  # ISO 8601, UTC
+    backend: str = "faiss"  # "faiss" (this module) or "milvus" (index.milvus)
+    milvus_uri: str | None = None  # backend "milvus": a server URL, or None for a milvus-lite file in the directory
 
     def __post_init__(self) -> None:
         if not is_int(self.n_bits) or self.n_bits <= 0 or self.n_bits % 8:
@@ -103,6 +107,10 @@ class Manifest:
             datetime.fromisoformat(self.created_at)
         except (TypeError, ValueError) as exc:
             raise InvalidManifestError(f"created_at must be ISO 8601, got {self.created_at!r}") from exc
+        if self.backend not in BACKENDS:
+            raise InvalidManifestError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.milvus_uri is not None and (self.backend != "milvus" or not isinstance(self.milvus_uri, str)):
+            raise InvalidManifestError(f"milvus_uri is null or a string, for backend milvus; got {self.milvus_uri!r}")
 
     @classmethod
     def from_dict(cls, raw: object) -> Manifest:
@@ -151,6 +159,8 @@ class Collection:
     Metadata is stored as JSON, so what comes back is ``json.loads(json.dumps(m))``; ``None`` is stored as ``{}``.
     Use :meth:`create`, :meth:`open` or :meth:`open_or_create`, and :meth:`close` (or ``with``) when done.
     """
+
+    backend = "faiss"
 
     def __init__(self, path: Path, settings: Manifest, store: Store, lock_fd: int, snapshot_every: int) -> None:
         self._path = path
@@ -226,6 +236,9 @@ class Collection:
         try:
             store = Store(path)
             settings = _settings_from_store(store)
+            if settings.backend != "faiss":
+                store.close()
+                raise CollectionError(f"{path} is a {settings.backend} collection: open it with index.open_collection")
             if expected_fingerprint is not None and expected_fingerprint != settings.fingerprint:
                 raise FingerprintMismatchError(path, expected_fingerprint, settings.fingerprint)
             collection = cls(path, settings, store, lock_fd, snapshot_every)

@@ -90,3 +90,9 @@ class CollectionProtectedError(CollectionError):
     """A registry cannot drop a collection it does not own (one attached from outside its root)."""
 
     error_type = "collection_protected"
+
+
+class BackendUnavailableError(CollectionError):
+    """A collection backend whose client library is not installed (e.g. pymilvus for ``backend="milvus"``)."""
+
+    error_type = "backend_unavailable"

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from index import legacy, snapshot
-from index.collection import SNAPSHOT_EVERY, Collection, Manifest
+from index.backends import AnyCollection, create_collection, drop_data, open_collection
+from index.collection import SNAPSHOT_EVERY, Manifest
 from index.errors import (
     CollectionExistsError,
     CollectionLockedError,
@@ -48,7 +49,7 @@ _CREATING = ".creating-"  # prefix of a collection being built
 _TRASH = ".trash-"  # prefix of a collection being deleted
 ROOT_LOCK = ".registry.lock"
 
-OnOpen = Callable[[str, Collection], None]
+OnOpen = Callable[[str, AnyCollection], None]
 
 
 def check_name(name: object) -> str:
@@ -81,7 +82,7 @@ class Listed(NamedTuple):
 
 @dataclass
 class _Entry:
-    collection: Collection
+    collection: AnyCollection
     attached: bool = False
     gone: str | None = None  # "dropped" or "closed" once it must not be used any more
     lock: RWLock = field(default_factory=RWLock)
@@ -134,12 +135,12 @@ class Registry:
 
     # ---- access -------------------------------------------------------------------------------------------
 
-    def get(self, name: str) -> Collection:
+    def get(self, name: str) -> AnyCollection:
         """The collection called ``name``, opened on first use. Prefer :meth:`use` where a drop may run meanwhile."""
         return self._entry(name).collection
 
     @contextmanager
-    def use(self, name: str) -> Iterator[Collection]:
+    def use(self, name: str) -> Iterator[AnyCollection]:
         """The collection called ``name``, guaranteed open (not dropped or closed) until the block ends."""
         entry = self._entry(name)
         with entry.lock.read():
@@ -154,7 +155,7 @@ class Registry:
         return {name: len(entry.collection) for name, entry in entries if entry.gone is None}
 
     @contextmanager
-    def try_use(self, name: str) -> Iterator[Collection | None]:
+    def try_use(self, name: str) -> Iterator[AnyCollection | None]:
         """Like :meth:`use`, but never waits: yields None unless ``name`` is open already and not being dropped
         (an event loop takes this fast path and falls back to :meth:`use` in a worker thread)."""
         with self._lock:
@@ -198,7 +199,7 @@ class Registry:
                 return entry
             if not is_collection(path):  # dropped while this one waited
                 raise CollectionNotFoundError(f"no collection named {name!r}")
-            collection = Collection.open(path, snapshot_every=self._snapshot_every)
+            collection = open_collection(path, snapshot_every=self._snapshot_every)
             try:
                 if self._on_open is not None:
                     self._on_open(name, collection)
@@ -217,8 +218,12 @@ class Registry:
         index_kind: str = "flat",
         index_params: dict[str, Any] | None = None,
         model: str | None = None,
-    ) -> Collection:
-        """A new empty collection called ``name``, open and cached. It appears under its name only once complete."""
+        *,
+        backend: str = "faiss",
+        milvus_uri: str | None = None,
+    ) -> AnyCollection:
+        """A new empty collection called ``name``, open and cached. It appears under its name only once complete.
+        ``backend``: "faiss" or "milvus" (``milvus_uri``: a server URL, or None for a milvus-lite file inside)."""
         check_name(name)
         with self._name_lock(name):
             with self._lock:
@@ -231,16 +236,17 @@ class Registry:
             self._own_root()
             tmp = self.root / f"{_CREATING}{name}.{uuid.uuid4().hex}"
             try:
-                Collection.create(tmp, n_bits, fingerprint, index_kind, index_params, model=model).close()
+                options = {"model": model, "backend": backend, "milvus_uri": milvus_uri}
+                create_collection(tmp, n_bits, fingerprint, index_kind, index_params, **options).close()
                 os.rename(tmp, path)
                 snapshot.fsync_path(self.root, directory=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            LOG.info("created collection %r (%d bits, %s, model %s)", name, n_bits, index_kind, model)
-            return self._add(name, _Entry(Collection.open(path, snapshot_every=self._snapshot_every))).collection
+            LOG.info("created collection %r (%d bits, %s, %s, model %s)", name, n_bits, backend, index_kind, model)
+            return self._add(name, _Entry(open_collection(path, snapshot_every=self._snapshot_every))).collection
 
-    def attach(self, name: str, collection: Collection) -> None:
+    def attach(self, name: str, collection: AnyCollection) -> None:
         """Serve an already open collection that lives outside the root under ``name``. The registry closes it
         with the others but never drops it."""
         check_name(name)
@@ -274,6 +280,7 @@ class Registry:
                     with self._lock:
                         self._entries.pop(name, None)
                     entry.collection.close()
+            drop_data(path)  # a Milvus server's collection; files in the directory go below
             trash = self.root / f"{_TRASH}{name}.{uuid.uuid4().hex}"
             os.rename(path, trash)
             snapshot.fsync_path(self.root, directory=True)

@@ -47,6 +47,7 @@ STATUS: dict[str, int] = {
     "collection_exists": 409,
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
+    "backend_unavailable": 501,  # a collection backend whose client library is not installed (pymilvus)
     "text_too_long": 422,  # a text input longer than HAMDEX_MAX_TEXT_CHARS
     "metadata_too_large": 422,  # an item's metadata larger than HAMDEX_MAX_METADATA_BYTES as JSON
     # bad rows of a bulk body (service.routes.bulk): skipped and counted under these, or 422 with ?strict=true

@@ -158,6 +158,16 @@ class CreateCollectionRequest(_Strict):
     model: str = Field("default", description="Model the collection's codes come from (a name under models_dir).")
     index_kind: str = Field("flat", description="flat, ivf, hnsw, hash or multihash.")
     index_params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters (positive ints).")
+    backend: Literal["faiss", "milvus"] = Field("faiss", description="Where the items live: FAISS or Milvus.")
+    milvus_uri: str | None = Field(
+        None, description="backend milvus: a Milvus server's URL; unset: a milvus-lite file in the collection."
+    )
+
+    @model_validator(mode="after")
+    def _uri_for_milvus(self) -> CreateCollectionRequest:
+        if self.milvus_uri is not None and self.backend != "milvus":
+            raise ValueError("'milvus_uri' is for backend 'milvus'")
+        return self
 
 
 class CollectionInfo(BaseModel):
@@ -168,6 +178,7 @@ class CollectionInfo(BaseModel):
     index_params: dict[str, int]
     count: int
     fingerprint: str
+    backend: str = "faiss"
 
 
 class UnavailableCollection(BaseModel):

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     http_parser: Literal["auto", "h11", "httptools"] = "auto"
     json_logs: bool = True  # one JSON object per log line (False: plain text)
     log_level: str = "info"
+    # the backend of the default collection when it is created (named ones choose theirs in POST /v1/collections):
+    # "faiss" (SQLite + FAISS) or "milvus" (pip install 'hamdex[milvus]'); milvus_uri: a Milvus server's URL, or
+    # unset for a milvus-lite file inside the collection directory
+    backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = None
 
 
 @lru_cache

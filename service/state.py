@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from index import Collection, FingerprintMismatchError, Manifest
+from index import AnyCollection, FingerprintMismatchError, Manifest, open_or_create_collection
 from index.registry import Registry, peek_fingerprint
 from models import checkpoint
 from models.hasher import Hasher
@@ -43,14 +43,14 @@ class ServiceState:
         """The model a collection is bound to: ``default`` for the default collection, else its manifest's."""
         return DEFAULT if name == DEFAULT else manifest.model or DEFAULT
 
-    def hasher_for(self, name: str, collection: Collection) -> Hasher:
+    def hasher_for(self, name: str, collection: AnyCollection) -> Hasher:
         return self.hashers.get(self.model_name(name, collection.manifest))
 
-    def loaded_hasher_for(self, name: str, collection: Collection) -> Hasher | None:
+    def loaded_hasher_for(self, name: str, collection: AnyCollection) -> Hasher | None:
         """The collection's model if it is loaded already, else None (never loads)."""
         return self.hashers.loaded(DEFAULT if name == DEFAULT else collection.model or DEFAULT)
 
-    def _check_model(self, name: str, collection: Collection) -> None:
+    def _check_model(self, name: str, collection: AnyCollection) -> None:
         """Refuse a collection whose codes came from another model than the one it is bound to."""
         hasher = self.hasher_for(name, collection)
         if hasher.fingerprint != collection.fingerprint:
@@ -73,13 +73,15 @@ class ServiceState:
         try:
             hasher = self.hashers.get(DEFAULT)
             path = self.settings.collection_path
-            collection = Collection.open_or_create(
+            collection = open_or_create_collection(
                 path,
                 hasher.n_bits,
                 hasher.fingerprint,
                 self.settings.index_kind,
                 model=DEFAULT,
                 snapshot_every=self.settings.snapshot_every,
+                backend=self.settings.backend,
+                milvus_uri=self.settings.milvus_uri,
             )
             try:
                 self.registry.attach(DEFAULT, collection)

@@ -80,6 +80,7 @@ def test_default_collection_is_listed(client: TestClient, dense_model_dir: Path)
         "index_params": {},
         "count": 0,
         "fingerprint": fingerprint(dense_model_dir),
+        "backend": "faiss",
     }
     assert body == {"collections": [default], "unavailable": []}
     assert client.get("/v1/collections/default").json() == default
@@ -97,6 +98,7 @@ def test_create_describe_list_and_drop(
         "index_params": {"nlist": 4, "nprobe": 8, "train_size_per_list": 39},
         "count": 0,
         "fingerprint": fingerprint(text_model_dir),
+        "backend": "faiss",
     }
     assert made == expected
     assert create(client, "vectors")["fingerprint"] == fingerprint(dense_model_dir)  # model "default", kind flat

@@ -129,7 +129,7 @@ def test_concurrent_first_gets_open_once(reg: Registry, monkeypatch: pytest.Monk
         time.sleep(0.05)  # let the other threads pile up behind the first open
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(registry_module.Collection, "open", slow_open)
+    monkeypatch.setattr(Collection, "open", slow_open)  # what index.open_collection calls
     got: list[Collection] = []
     threads = [threading.Thread(target=lambda: got.append(fresh.get("a"))) for _ in range(8)]
     for t in threads:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from index import Manifest
 from index.errors import InvalidManifestError
 from index.kinds import KINDS
+from index.milvus import check_kind
 from index.registry import check_name
 from service.deps import ADMIN, READ, ReadyStateDep, collection_name
 from service.errors import ApiError
@@ -33,6 +34,7 @@ def _info(name: str, model: str, manifest: Manifest) -> CollectionInfo:
         index_params=manifest.index_params,
         count=manifest.count,
         fingerprint=manifest.fingerprint,
+        backend=manifest.backend,
     )
 
 
@@ -54,6 +56,11 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     check_name(req.name)
     if req.index_kind not in KINDS:
         raise ApiError("invalid_index_kind", f"index_kind must be one of {sorted(KINDS)}, got {req.index_kind!r}")
+    if req.backend == "milvus":
+        try:
+            check_kind(req.index_kind, req.milvus_uri)
+        except InvalidManifestError as exc:
+            raise ApiError("invalid_index_kind", str(exc)) from exc
     try:
         KINDS[req.index_kind].check_params(req.index_params)
     except InvalidManifestError as exc:
@@ -65,7 +72,14 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
         raise ApiError("collection_exists", f"a collection named {req.name!r} already exists")
     hasher = state.hashers.get(req.model)
     collection = state.registry.create(
-        req.name, hasher.n_bits, hasher.fingerprint, req.index_kind, req.index_params, model=req.model
+        req.name,
+        hasher.n_bits,
+        hasher.fingerprint,
+        req.index_kind,
+        req.index_params,
+        model=req.model,
+        backend=req.backend,
+        milvus_uri=req.milvus_uri,
     )
     return _info(req.name, req.model, collection.manifest)
 
