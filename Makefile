@@ -11,7 +11,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,milvus]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,milvus,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

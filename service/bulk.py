@@ -7,7 +7,9 @@ so its good rows are still indexed.
 
 Pipelined (:func:`index_blocks`): a thread reads the next blocks while this one is checked and encoded, and a
 writer thread commits the previous one (``service.pipeline``), each stage at most ``PIPELINE_DEPTH`` blocks ahead.
-Memory stays at a few blocks whatever the input's size (``.npy`` is mapped a block at a time).
+Memory stays at a few blocks whatever the input's size (``.npy`` is mapped a block at a time). The check-and-encode
+stage is an :data:`Encoder`: :func:`encode_locally` here, or ``service.ray_job.RayEncoder`` on a Ray cluster; the
+reading, the resume logic, the writes and the summary are the same for both.
 
 Resumable (:func:`index_file`): each block's upsert stores ``{"items": done}`` under the job's key in the same
 SQLite transaction as the items. The key hashes the absolute input path, its size and mtime, the batch size, the
@@ -23,10 +25,10 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -109,6 +111,35 @@ class IndexSummary:
         }
 
 
+class Encoded(NamedTuple):
+    """One input block after the check-and-encode stage: what to write, and how many input rows it covers."""
+
+    ids: list[str]  # the block's good rows, in input order
+    codes: np.ndarray | None  # uint8 (len(ids), n_bits // 8); None when no row was good
+    metadata: list[dict]
+    size: int  # rows of the input block, bad ones included (progress counts these)
+
+
+# (blocks, report, start) -> one Encoded per block, in order. ``start``: the number of input rows before the first
+# block (row numbers in the report count from the start of the input). Bad rows go to the report.
+Encoder = Callable[[Iterable[data.Block], SkipReport, int], Iterable[Encoded]]
+
+
+def encode_locally(hasher: Hasher) -> Encoder:
+    """The local encoder: blocks are read ahead in a background thread, checked and encoded in the caller's."""
+
+    def encode(blocks: Iterable[data.Block], report: SkipReport, start: int) -> Iterator[Encoded]:
+        done = start
+        for block in prefetch(blocks, depth=PIPELINE_DEPTH):
+            good, features = _good_rows(block, hasher, report, done)
+            codes = hasher.encode_features(features).codes if len(good) else None  # (m, n_bits // 8)
+            ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
+            yield Encoded(ids, codes, meta, len(block))
+            done += len(block)
+
+    return encode
+
+
 def index_blocks(
     blocks: Iterable[data.Block],
     hasher: Hasher,
@@ -120,36 +151,33 @@ def index_blocks(
     report: SkipReport | None = None,
     job_key: str | None = None,
     start: int = 0,
+    encoder: Encoder | None = None,
 ) -> IndexSummary:
     """Encode and upsert every block (skipping bad rows, see the module docstring), then save the collection.
 
     ``job_key``: record ``{"items": n}`` (n counts items read, ``start`` included) with each block's upsert, and
     ``{"items": n, "done": true}`` at the end. ``start``: the number of items before the first block (row numbers
-    in the report count from the start of the input)."""
+    in the report count from the start of the input). ``encoder``: the check-and-encode stage (default
+    :func:`encode_locally` with ``hasher``)."""
     report = report or SkipReport(strict=strict)
+    encoder = encoder or encode_locally(hasher)
     t0, n, done = time.perf_counter(), 0, start
     with tqdm(total=total, initial=start, unit="item", desc="indexing", disable=not progress, smoothing=0.1) as bar:
 
-        def write(ids: list[str] | None, codes: Any, meta: list[dict] | None, record: Any, size: int) -> None:
+        def write(ids: list[str], codes: Any, meta: list[dict], record: Any, size: int) -> None:
             if ids:
                 collection.upsert(ids, codes, meta, progress=record)
             elif record is not None:
                 collection.set_progress(*record)
             bar.update(size)  # counts committed items
 
-        # three stages overlap: read (prefetch thread) -> check + encode (this thread) -> upsert (writer thread)
+        # three stages overlap: read (a thread) -> check + encode (the encoder) -> upsert (writer thread)
         with Worker(write, depth=PIPELINE_DEPTH, name="hamdex-bulk-writer") as writer:
-            for block in prefetch(blocks, depth=PIPELINE_DEPTH):
-                good, features = _good_rows(block, hasher, report, done)
-                record = None if job_key is None else (job_key, {"items": done + len(block)})
-                if len(good):
-                    codes = hasher.encode_features(features).codes  # (m, n_bits // 8)
-                    ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
-                    writer.submit(ids, codes, meta, record, len(block))
-                else:
-                    writer.submit(None, None, None, record, len(block))
-                n += len(good)
-                done += len(block)
+            for block in encoder(blocks, report, start):
+                record = None if job_key is None else (job_key, {"items": done + block.size})
+                writer.submit(block.ids, block.codes, block.metadata, record, block.size)
+                n += len(block.ids)
+                done += block.size
     collection.save()
     if job_key is not None:
         collection.set_progress(job_key, {"items": done, "done": True})
@@ -229,8 +257,10 @@ def index_file(
     progress: bool = True,
     strict: bool = False,
     restart: bool = False,
+    encoder: Encoder | None = None,
 ) -> IndexSummary:
-    """Index a file or folder, resuming an interrupted run of the same job (see the module docstring)."""
+    """Index a file or folder, resuming an interrupted run of the same job (see the module docstring).
+    ``encoder``: as for :func:`index_blocks`."""
     key = job_key(path, batch_size, limit, hasher.fingerprint)
     record = None if restart else collection.progress(key)
     if isinstance(record, dict) and record.get("done"):
@@ -252,6 +282,7 @@ def index_file(
         report=report,
         job_key=key,
         start=start,
+        encoder=encoder,
     )
 
 

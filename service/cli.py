@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
 import logging  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +26,7 @@ from rich.table import Table
 from models import data
 
 if TYPE_CHECKING:
-    from service.bulk import IndexSummary
+    from service.bulk import Encoder, IndexSummary
     from service.bulk_client import BulkClient
 
 app = typer.Typer(
@@ -147,25 +148,41 @@ def index_cmd(
     api_key: Annotated[
         str | None, typer.Option(envvar="HAMDEX_API_KEY", help="With --server: a key with the write scope.")
     ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Encode on Ray: a local instance, or the cluster of --ray-address.")
+    ] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="The Ray cluster to encode on (implies --ray), e.g. auto, ray://head:10001")
+    ] = None,
+    ray_actors: Annotated[
+        int | None, typer.Option(help="With --ray: encoder actors (default: one per GPU, else one per CPU).")
+    ] = None,
 ) -> None:
     """Bulk-index a file or folder into a collection (created when missing), or into a server's (--server).
 
     Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
-    resumes after the last committed block; a finished one does nothing unless --restart."""
+    resumes after the last committed block; a finished one does nothing unless --restart. With --ray the
+    encoding runs on a Ray cluster and the codes are written here."""
     from service import bulk, bulk_client
 
+    ray = ray or ray_address is not None
+    if ray and server:
+        raise _fail("--ray and --server do not combine: the server encodes what it is sent")
     try:
         if server:
             with bulk_client.BulkClient(server, name, api_key) as client:
                 summary = _index_remote(data_spec, client, batch_size, limit, strict, restart)
         else:
-            summary = _index_local(data_spec, model, collection, device, batch_size, limit, strict, restart)
+            encoder = _ray_encoder(model, ray_address, device, ray_actors, batch_size) if ray else None
+            summary = _index_local(data_spec, model, collection, device, batch_size, limit, strict, restart, encoder)
     except bulk.BadRowError as exc:
         raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
     except bulk_client.RemoteError as exc:
         raise _fail(escape(f"the server refused: {exc}")) from exc
     except (data.DataFormatError, data.DataNotFoundError) as exc:
         raise _fail(escape(str(exc))) from exc
+    except _ray_job_errors() as exc:
+        raise _fail(escape(f"Ray: {exc}")) from exc
     _print_summary(summary)
     if report:
         report.write_text(json.dumps(summary.to_json(), indent=2))
@@ -180,18 +197,43 @@ def _index_local(
     limit: int | None,
     strict: bool,
     restart: bool,
+    encoder: Encoder | None = None,
 ) -> IndexSummary:
+    """The job in this process; ``encoder`` (--ray) replaces its encode stage."""
     from index import Collection
     from models import checkpoint
     from service import bulk
 
-    hasher = checkpoint.load(model, device)
+    hasher = checkpoint.load(model, "cpu" if encoder else device)  # with --ray: for its fingerprint and width
     with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
         if spec.startswith("demo:"):
             block = load_data(spec, limit)
             blocks = bulk.split_block(block, batch_size)
-            return bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict)
-        return bulk.index_file(spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart)
+            return bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict, encoder=encoder)
+        return bulk.index_file(
+            spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart, encoder=encoder
+        )
+
+
+def _ray_encoder(model: Path, address: str | None, device: str, actors: int | None, batch_size: int) -> Encoder:
+    """The encode stage on Ray (``service.ray_job``), or exit with what to install when Ray is missing."""
+    from models import checkpoint
+
+    try:
+        from service import ray_job
+    except ImportError as exc:
+        if not (exc.name or "").startswith("ray"):
+            raise
+        raise _fail(escape("--ray needs Ray, which is not installed: pip install 'hamdex[ray]'")) from exc
+    fingerprint = checkpoint.read_meta(model)["fingerprint"]
+    return ray_job.RayEncoder(model, fingerprint, address=address, device=device, actors=actors, batch_size=batch_size)
+
+
+def _ray_job_errors() -> tuple[type[Exception], ...]:
+    """The --ray job's errors once service.ray_job was imported (an ``except`` clause evaluates this only when
+    something was raised)."""
+    module = sys.modules.get("service.ray_job")
+    return (module.RayJobError, ConnectionError) if module else ()
 
 
 def _index_remote(
