@@ -157,12 +157,16 @@ def index_cmd(
     ray_actors: Annotated[
         int | None, typer.Option(help="With --ray: encoder actors (default: one per GPU, else one per CPU).")
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="A new collection's backend: faiss, or milvus (pip install 'hamdex[milvus]').")
+    ] = "faiss",
 ) -> None:
     """Bulk-index a file or folder into a collection (created when missing), or into a server's (--server).
 
     Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
     resumes after the last committed block; a finished one does nothing unless --restart. With --ray the
     encoding runs on a Ray cluster and the codes are written here."""
+    from index.errors import CollectionError
     from service import bulk, bulk_client
 
     ray = ray or ray_address is not None
@@ -174,12 +178,14 @@ def index_cmd(
                 summary = _index_remote(data_spec, client, batch_size, limit, strict, restart)
         else:
             encoder = _ray_encoder(model, ray_address, device, ray_actors, batch_size) if ray else None
-            summary = _index_local(data_spec, model, collection, device, batch_size, limit, strict, restart, encoder)
+            summary = _index_local(
+                data_spec, model, collection, device, batch_size, limit, strict, restart, encoder, backend
+            )
     except bulk.BadRowError as exc:
         raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
     except bulk_client.RemoteError as exc:
         raise _fail(escape(f"the server refused: {exc}")) from exc
-    except (data.DataFormatError, data.DataNotFoundError) as exc:
+    except (data.DataFormatError, data.DataNotFoundError, CollectionError) as exc:
         raise _fail(escape(str(exc))) from exc
     except _ray_job_errors() as exc:
         raise _fail(escape(f"Ray: {exc}")) from exc
@@ -198,14 +204,16 @@ def _index_local(
     strict: bool,
     restart: bool,
     encoder: Encoder | None = None,
+    backend: str = "faiss",
 ) -> IndexSummary:
-    """The job in this process; ``encoder`` (--ray) replaces its encode stage."""
-    from index import Collection
+    """The job in this process; ``encoder`` (--ray) replaces its encode stage. An existing collection keeps its
+    backend; a new one gets ``backend``."""
+    from index import open_or_create_collection
     from models import checkpoint
     from service import bulk
 
     hasher = checkpoint.load(model, "cpu" if encoder else device)  # with --ray: for its fingerprint and width
-    with Collection.open_or_create(collection, hasher.n_bits, hasher.fingerprint) as coll:
+    with open_or_create_collection(collection, hasher.n_bits, hasher.fingerprint, backend=backend) as coll:
         if spec.startswith("demo:"):
             block = load_data(spec, limit)
             blocks = bulk.split_block(block, batch_size)

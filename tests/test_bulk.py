@@ -201,3 +201,24 @@ def test_undecodable_and_empty_id_text_rows_are_skipped(text_model_dir, tmp_path
     assert json.loads(report.read_text())["reasons"] == {"undecodable": 1}
     with Collection.open(coll) as c:
         assert len(c) == 5
+
+
+@pytest.mark.milvus
+def test_index_into_a_milvus_collection_gives_the_faiss_codes(dense_model_dir, tmp_path):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install 'hamdex[milvus]'")
+    from index import open_collection
+
+    x = np.random.default_rng(4).standard_normal((30, D)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "--batch-size", "8"]
+    for backend in ("faiss", "milvus"):
+        result = _index(*args, "-c", str(tmp_path / backend), "--backend", backend)
+        assert result.exit_code == 0, result.output
+    with open_collection(tmp_path / "faiss") as f, open_collection(tmp_path / "milvus") as m:
+        assert m.manifest.backend == "milvus" and len(m) == len(f) == 30
+        for i in ("0", "17", "29"):
+            assert m.get(i).code.tobytes() == f.get(i).code.tobytes()
+    rerun = _index(*args, "-c", str(tmp_path / "milvus"))  # an existing collection keeps its backend; job done
+    assert rerun.exit_code == 0 and "already finished" in rerun.output
+    bad = _index(*args, "-c", str(tmp_path / "other"), "--backend", "elastic")
+    assert bad.exit_code == 2 and "backend" in bad.output
