@@ -16,10 +16,14 @@ One run:
 2. The server: ``python -m service.cli serve -m MODEL -c COLLECTION --port P --device cpu`` with
    ``OMP_NUM_THREADS=--omp-threads`` (default: every CPU); ready when /readyz answers 200.
 3. Search by code over HTTP, one query per request, k=10, no metadata, at each ``--concurrency``: that many
-   asyncio workers, each with its own ``httpx.AsyncClient`` and keep-alive connection, sending requests back to
-   back for ``--phase-s`` seconds after a short warm-up. (``--client-pool shared``: one client with a pool of that
-   many connections, whose client CPU per request grows with the pool: measured 0.8 / 2.9 / 5.8 ms at 8 / 32 / 64
-   connections, vs 0.8 / 0.8 / 1.1 ms with a client per worker.) Reported: QPS, p50 / p99 latency, errors, and
+   asyncio workers, each with its own keep-alive connection, sending requests back to back for ``--phase-s``
+   seconds after a short warm-up. The load generator shares this machine's cores with the server, so it should
+   spend as little CPU as it can, as one on another machine would spend none of the server's: by default
+   (``--client-pool raw``) each worker writes its requests on a bare asyncio stream and reads the reply's
+   Content-Length body (``RawConnection``; measured ~0.07 ms of client CPU per request). ``per-worker``: an
+   ``httpx.AsyncClient`` per worker (~0.75 ms per request); ``shared``: one client with a pool of that many
+   connections, whose client CPU per request grows with the pool: measured 0.8 / 2.9 / 5.8 ms at 8 / 32 / 64.
+   Reported: QPS, p50 / p99 latency, errors, and
    from the server the mean micro-batch size and FAISS time per batch (/metrics), the mean ``X-Queue-Ms`` and
    ``X-Search-Ms`` headers, CPU per request of the server process and of this (client) process. Baseline: raw
    ``faiss.IndexBinaryFlat`` on the same codes in this process, batches of 256 queries, k=10, the same number of
@@ -39,39 +43,46 @@ same cores as the server (its CPU per request is reported), as a client on the s
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import json
-import logging
-import math
 import os
-import platform
-import re
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
-import faiss
-import httpx
-import numpy as np
-import orjson
-import torch
+# The server runs with OMP_WAIT_POLICY=PASSIVE (`hamdex serve` sets it); the in-process baselines get the same, set
+# before FAISS and torch load their OpenMP runtime. Spin-waiting OpenMP threads on a busy 2-core machine made raw
+# single-query FAISS swing between 5 and 490 QPS from one run to the next.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from index.collection import Collection
-from models import checkpoint
-from models.data import DataNotFoundError, load_demo_corpus
-from models.presets import preset
-from models.train import TrainConfig, fit_hasher
-from service.settings import Settings
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.parse  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import faiss  # noqa: E402
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import torch  # noqa: E402
+
+from index.collection import Collection  # noqa: E402
+from models import checkpoint  # noqa: E402
+from models.data import DataNotFoundError, load_demo_corpus  # noqa: E402
+from models.presets import preset  # noqa: E402
+from models.train import TrainConfig, fit_hasher  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 LOG = logging.getLogger("benchmarks.http")
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +143,9 @@ class Config:
     epochs: int = 2
     raw_batch: int = 256
     omp_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    client_pool: str = "per-worker"  # or "shared": one httpx.AsyncClient with a pool of `concurrency` connections
+    # "raw": a RawConnection per worker (least client CPU); "per-worker": an httpx.AsyncClient per worker; "shared":
+    # one httpx.AsyncClient with `concurrency` connections
+    client_pool: str = "raw"
     log_level: str = "info"  # the server's (info: one access-log line per request, as in production)
     centres: int = 1_000
     flip: float = 0.1
@@ -470,6 +483,55 @@ async def _send(client: httpx.AsyncClient, req: Request) -> tuple[httpx.Response
     return response, None
 
 
+class RawResponse:
+    """What the checks read of a response: status, headers (lower-case names), body."""
+
+    def __init__(self, status_code: int, headers: dict[str, str], content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams, for ``--client-pool raw``: the least client CPU per
+    request this process can spend, a stand-in for a load generator on another machine (httpx spends ~0.7 ms of
+    this machine's CPU per request, on the cores the server needs). Enough HTTP for this server's replies:
+    Content-Length bodies, no chunking."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawConnection:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    async def post(self, path: str, content: bytes, headers: dict[str, str] | None = None) -> RawResponse:
+        assert self.reader is not None and self.writer is not None
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        self.writer.write(f"{head}Content-Length: {len(content)}\r\n\r\n".encode() + content)
+        try:
+            raw = await self.reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            hdrs = {k.lower(): v for k, v in fields.items()}
+            body = await self.reader.readexactly(int(hdrs.get("content-length", "0")))
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise httpx.ReadError(f"raw connection: {exc!r}") from exc
+        return RawResponse(int(lines[0].split(" ", 2)[1]), hdrs, body)
+
+
 def _client(url: str, connections: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(60.0))
@@ -480,6 +542,8 @@ async def _clients(stack: contextlib.AsyncExitStack, url: str, concurrency: int,
     ``concurrency`` connections ("shared"; httpx's pool costs client CPU per request growing with its size)."""
     if pool == "shared":
         return [await stack.enter_async_context(_client(url, concurrency))] * concurrency
+    if pool == "raw":
+        return [await stack.enter_async_context(RawConnection(url)) for _ in range(concurrency)]
     return [await stack.enter_async_context(_client(url, 1)) for _ in range(concurrency)]
 
 
@@ -947,7 +1011,8 @@ def format_tables(results: dict[str, Any]) -> str:
     train = "reused" if model["reused"] else f"trained in {model['train_s']:.0f} s on {model.get('train_texts')} texts"
     lines += [
         f"\nConfig: OMP_NUM_THREADS={cfg['omp_num_threads']} (server and baselines), OMP_WAIT_POLICY="
-        f"{mc['omp_wait_policy'] or 'unset'}, server log level {cfg['log_level']}; {settings}. Model: {model['corpus']}"
+        f"{mc['omp_wait_policy'] or 'unset'}, server log level {cfg['log_level']}, client {cfg['client_pool']};"
+        f" {settings}. Model: {model['corpus']}"
         f" ({train}). Server start-up {srv['startup_s']:.1f} s, RSS when ready {srv['rss_ready_bytes'] / mb:,.0f} MB,"
         f" SIGTERM: {'clean' if srv['clean_shutdown'] else 'NOT clean'} shutdown (exit code {srv['exit_code']})"
         f" in {srv['shutdown_s']:.1f} s. Collection written at"
@@ -998,9 +1063,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--omp-threads", type=int, help="OMP_NUM_THREADS of the server and the baselines (all CPUs)")
     parser.add_argument(
         "--client-pool",
-        choices=("per-worker", "shared"),
+        choices=("per-worker", "shared", "raw"),
         default=Config.client_pool,
-        help="one httpx client (one connection) per worker, or one client with a shared pool of all connections",
+        help="one httpx client (one connection) per worker, one client with a shared pool of all connections, or "
+        "one minimal HTTP/1.1 connection per worker (raw: least client CPU, as a load generator elsewhere would)",
     )
     parser.add_argument("--log-level", default=Config.log_level, help="the server's log level")
     parser.add_argument("--model", help="checkpoint directory: reused if it holds a model, else the trained one saved")
