@@ -98,6 +98,7 @@ PASS_THROUGH = (
     "batch_max_wait_ms",
     "queue_max_items",
     "faiss_threads",
+    "search_workers",
     "max_batch",
     "max_text_chars",
     "request_timeout_s",

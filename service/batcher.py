@@ -5,7 +5,9 @@ with different keys are never mixed (a key is, say, the model, or the collection
 task per batcher takes the oldest pending request, then keeps adding pending requests of the same key until
 ``max_batch`` items are gathered or ``max_wait_ms`` has passed since that first request, and runs
 ``fn(key, blocks)`` in a dedicated thread, off the event loop; ``fn`` returns one result per block. A request
-larger than ``max_batch`` runs alone.
+larger than ``max_batch`` runs alone. With ``workers`` > 1, that many such loops share the queue, so up to that many
+batches run at once (each in its own thread): for a batch function that uses one core, such as a one-thread FAISS
+search.
 
 Backpressure: at most ``max_queue`` items wait at once; a request that would exceed it fails at once with
 :class:`QueueFull` (the service answers 429 with ``Retry-After``) instead of waiting without bound.
@@ -60,17 +62,19 @@ class MicroBatcher:
         max_wait_ms: float = 2.0,
         max_queue: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,  # (items, seconds) after each batch, for metrics
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or workers < 1:
+            raise ValueError("max_batch, max_queue and workers must be >= 1, max_wait_ms >= 0")
         self.fn, self.name = fn, name
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
         self._on_batch = on_batch
         self._pending: deque[_Pending] = deque()
         self._queued_items = 0
         self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._workers: list[asyncio.Task] = []
+        self._n_workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"batch-{name}")
         self._last_run_s = 0.01
 
     @property
@@ -90,9 +94,15 @@ class MicroBatcher:
         return await pending.future
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
+        if len(self._workers) == self._n_workers and not any(w.done() for w in self._workers):
+            return
+        for worker in self._workers:
+            worker.cancel()
+        self._wakeup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._workers = [
+            loop.create_task(self._run(), name=f"batcher-{self.name}-{i}") for i in range(self._n_workers)
+        ]
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -110,6 +120,8 @@ class MicroBatcher:
                     await asyncio.wait_for(self._wakeup.wait(), delay)
                 except TimeoutError:
                     break
+            if not self._pending or self._pending[0] is not first:  # another worker took it meanwhile
+                continue
             batch = self._take(first.key)
             await self._execute(first.key, batch)
 
@@ -150,6 +162,6 @@ class MicroBatcher:
                 p.future.set_result((result, BatchStats(start - p.enqueued, run_s, n)))
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

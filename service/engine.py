@@ -58,6 +58,7 @@ class Engine:
             max_wait_ms=settings.batch_max_wait_ms,
             max_queue=settings.queue_max_items,
             on_batch=metrics.observe_batch("search"),
+            workers=settings.search_workers,
         )
 
     async def close(self) -> None:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # FAISS (OpenMP) threads per search call; default: half the cores, at least 1. On 2 shared cores two threads
     # made a single query 7x slower (benchmarks/http_bench.py).
     faiss_threads: int | None = Field(None, ge=1)
+    # plain top-k search batches that may run at once, each in its own thread (service.batcher). Measured on 2
+    # cores, c=32, 1M items (benchmarks/http_bench.py, alternating runs): 2 workers 943 / 1,275 QPS, 1: 926 / 1,121
+    search_workers: int = Field(2, ge=1)
     queue_max_items: int = Field(8192, ge=1)  # waiting items beyond this: 429 with Retry-After
     # API keys: "<key> <scope>[,<scope>]" lines, ";"-separated here, or one per line in the file (service.auth)
     api_keys: str | None = Field(None, repr=False)

@@ -136,3 +136,33 @@ def test_batch_runs_off_the_event_loop() -> None:
 
     ticks, elapsed = run(main())
     assert elapsed >= 0.2 and ticks >= 5  # the loop kept running while the batch slept
+
+
+def test_workers_run_batches_at_once_and_every_result_is_right() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fn(key, blocks):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return [[x * 2 for x in b] for b in blocks]
+
+    async def main(workers):
+        b = MicroBatcher(fn, name="t", max_batch=4, max_wait_ms=0, workers=workers)
+        start = time.perf_counter()
+        results = await asyncio.gather(*(b.submit("k", [i], 1) for i in range(16)))
+        elapsed = time.perf_counter() - start
+        await b.close()
+        return results, elapsed
+
+    results, _ = run(main(1))
+    assert peak[0] == 1 and [r for r, _ in results] == [[2 * i] for i in range(16)]
+    peak[0] = 0
+    results, _ = run(main(2))
+    assert peak[0] == 2  # two batches overlapped
+    assert [r for r, _ in results] == [[2 * i] for i in range(16)]  # each request got its own result
+    with pytest.raises(ValueError):
+        MicroBatcher(fn, name="t", workers=0)
