@@ -100,9 +100,7 @@ class MicroBatcher:
             worker.cancel()
         self._wakeup = asyncio.Event()
         loop = asyncio.get_running_loop()
-        self._workers = [
-            loop.create_task(self._run(), name=f"batcher-{self.name}-{i}") for i in range(self._n_workers)
-        ]
+        self._workers = [loop.create_task(self._run(), name=f"batcher-{self.name}-{i}") for i in range(self._n_workers)]
 
     async def _run(self) -> None:
         assert self._wakeup is not None
