@@ -4,6 +4,12 @@
 neighbours' and away from the other items in the batch (InfoNCE, van den Oord et al. 2018, with feature-space
 neighbours as positives, in the spirit of CIBHash (Qiu et al., IJCAI 2021) and of PairRec's neighbour pairs
 (Hansen et al., SIGIR 2021)). It works on any bottleneck through ``HashingAutoencoder.relaxed_codes``.
+
+``teacher_bce`` and ``cluster_supcon`` use the targets of ``models.teacher``: per-item teacher bits, and cluster
+pseudo-labels whose members are all positives of one another (supervised contrastive, Khosla et al. 2020).
+Measured on 20 Newsgroups (P@100, seed 0; see ``TrainConfig``): cluster_supcon at weight 0.3 with 100 clusters
+raised the text default from 0.508 / 0.539 / 0.550 / 0.548 to 0.530 / 0.553 / 0.562 / 0.564 at 16 / 32 / 64 / 128
+bits (128 with patience 30); teacher bits at weight 1 gave 0.551 at 32 bits but 0.538 at 64.
 """
 
 from __future__ import annotations
@@ -18,3 +24,27 @@ def neighbour_infonce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> t
     sim = a @ b.T / temperature  # (B, B); the diagonal holds the positive pairs
     labels = torch.arange(len(a), device=a.device)
     return 0.5 * (nn.functional.cross_entropy(sim, labels) + nn.functional.cross_entropy(sim.T, labels))
+
+
+def teacher_bce(probs: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between bit probabilities (B, n_bits) and teacher bits (B, n_bits) in {0, 1}, averaged
+    over bits and batch (so its weight does not depend on the code width)."""
+    probs = probs.float().clamp(1e-6, 1 - 1e-6)
+    return nn.functional.binary_cross_entropy(probs, teacher.float())
+
+
+def cluster_supcon(codes: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised-contrastive loss (Khosla et al. 2020) over relaxed codes (N, n_bits) with pseudo-labels (N,):
+    every other item with the same label is a positive. Anchors without a positive are skipped."""
+    z = nn.functional.normalize(codes.float(), dim=1)
+    sim = z @ z.T / temperature  # (N, N)
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positives.sum(dim=1)
+    has = count > 0
+    if not has.any():
+        return codes.new_zeros(())
+    per_anchor = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has] / count[has]
+    return -per_anchor.mean()

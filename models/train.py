@@ -23,7 +23,8 @@ from models.checkpoint import compute_fingerprint
 from models.featurizers import Features, make_featurizer
 from models.hasher import Hasher, resolve_device, to_tensor
 from models.neighbours import nearest_neighbours, neighbour_targets
-from models.objectives import neighbour_infonce
+from models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
+from models.teacher import cluster_labels, spectral_teacher_bits
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ class TrainConfig:
     neighbours: int = 0  # > 0: reconstruct the mean of each item and its k nearest neighbours (models.neighbours)
     contrastive_weight: float = 0.0  # > 0 (needs neighbours): InfoNCE with a neighbour as positive (models.objectives)
     temperature: float = 0.3  # of the contrastive term
+    teacher_weight: float = 0.0  # > 0 (needs neighbours): BCE to spectral teacher bits (models.teacher)
+    cluster_weight: float = 0.0  # > 0 (needs neighbours): supervised contrastive over k-means pseudo-labels
+    n_clusters: int = 50  # of the pseudo-labels
+    graph_neighbours: int = 0  # k of the teachers' kNN graph; 0 = ``neighbours``
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     progress: bool = True  # tqdm progress bar
 
@@ -52,6 +57,10 @@ class TrainConfig:
             raise ValueError("neighbours and contrastive_weight must be >= 0, temperature > 0")
         if self.contrastive_weight and not self.neighbours:
             raise ValueError("contrastive_weight needs neighbours > 0 (the positives are neighbours)")
+        if self.teacher_weight < 0 or self.cluster_weight < 0 or self.n_clusters < 2 or self.graph_neighbours < 0:
+            raise ValueError("teacher_weight, cluster_weight, graph_neighbours must be >= 0, n_clusters >= 2")
+        if (self.teacher_weight or self.cluster_weight) and not self.neighbours:
+            raise ValueError("teacher_weight and cluster_weight need neighbours > 0 (they use the kNN graph)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -84,19 +93,33 @@ class TrainData:
     x: Features  # (n, d) model inputs
     targets: Features | None = None  # (n, d) what the decoder reconstructs; x itself when None
     neighbours: np.ndarray | None = None  # int64 (n, k) nearest neighbours, for the contrastive term
+    teacher: np.ndarray | None = None  # bool (n, n_bits) target bits (models.teacher)
+    clusters: np.ndarray | None = None  # int64 (n,) pseudo-labels (models.teacher)
 
 
 def _batch_loss(model: HashingAutoencoder, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
     batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        loss = model(batch, target).loss
-        if cfg.contrastive_weight:
+        out = model(batch, target)
+        loss = out.loss
+        if cfg.teacher_weight:
+            assert data.teacher is not None
+            # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
+            probs = torch.sigmoid(out.latent) if model.config.bottleneck == "gaussian" else out.latent
+            loss = loss + cfg.teacher_weight * teacher_bce(probs, torch.from_numpy(data.teacher[rows]).to(device))
+        if cfg.contrastive_weight or cfg.cluster_weight:
             assert data.neighbours is not None
             pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
-            both = to_tensor(data.x[np.concatenate([rows, pair_rows])], device, sparse=True)  # (2B, d)
-            a, b = model.relaxed_codes(both).chunk(2)  # (B, n_bits) each
-            loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
+            both_rows = np.concatenate([rows, pair_rows])
+            codes = model.relaxed_codes(to_tensor(data.x[both_rows], device, sparse=True))  # (2B, n_bits)
+            if cfg.contrastive_weight:
+                a, b = codes.chunk(2)  # (B, n_bits) each
+                loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
+            if cfg.cluster_weight:
+                assert data.clusters is not None
+                labels = torch.from_numpy(data.clusters[both_rows]).to(device)
+                loss = loss + cfg.cluster_weight * cluster_supcon(codes, labels, cfg.temperature)
     return loss
 
 
@@ -148,13 +171,16 @@ def train(
     x: Features,
     targets: Features | None = None,
     neighbours: np.ndarray | None = None,
+    teacher: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on features (n, d); keeps the weights of the best validation epoch (loss without the contrastive term).
 
     ``targets`` (n, d), when given, is what the decoder reconstructs for each row instead of the row itself;
-    ``neighbours`` (n, k) gives the positives of the contrastive term.
+    ``neighbours`` (n, k) gives the positives of the contrastive term; ``teacher`` (n, n_bits) and ``clusters``
+    (n,) the targets of the teacher and cluster terms (see :func:`training_data`).
     """
-    data = TrainData(x, targets, neighbours)
+    data = TrainData(x, targets, neighbours, teacher, clusters)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = HashingAutoencoder(model_config)
@@ -235,12 +261,28 @@ def fit_hasher(
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    neighbours = nearest_neighbours(x, cfg.neighbours) if cfg.neighbours else None
-    targets = neighbour_targets(x, neighbours) if neighbours is not None else None
-    result = train(model_config, cfg, x, targets, neighbours)
+    data = training_data(x, cfg, model_config.n_bits)
+    result = train(model_config, cfg, x, data.targets, data.neighbours, data.teacher, data.clusters)
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0])}
     fp = compute_fingerprint(result.model, featurizer)
     return Hasher(result.model, featurizer, fp, torch.device(result.device), info), result
+
+
+def training_data(x: Features, cfg: TrainConfig, n_bits: int) -> TrainData:
+    """What the configured objectives need besides the features: neighbours, neighbour targets, teacher bits and
+    cluster pseudo-labels, all from the training items alone."""
+    if not cfg.neighbours:
+        return TrainData(x)
+    neighbours = nearest_neighbours(x, cfg.neighbours)
+    teacher = clusters = None
+    if cfg.teacher_weight or cfg.cluster_weight:
+        k = cfg.graph_neighbours or cfg.neighbours
+        graph = neighbours if k == cfg.neighbours else nearest_neighbours(x, k)
+        if cfg.teacher_weight:
+            teacher = spectral_teacher_bits(x, graph, n_bits, cfg.seed)
+        if cfg.cluster_weight:
+            clusters = cluster_labels(x, graph, cfg.n_clusters, seed=cfg.seed)
+    return TrainData(x, neighbour_targets(x, neighbours), neighbours, teacher, clusters)
 
 
 def _summary(result: TrainResult, n: int) -> dict[str, Any]:
