@@ -153,7 +153,44 @@ class UpsertResult(NamedTuple):
     updated: int
 
 
-class Collection:
+class CollectionBase:
+    """What every backend's collection answers from its fixed settings and live count (``index.collection`` and
+    ``index.milvus`` set ``_path``, ``_settings`` and ``_count``)."""
+
+    _path: Path
+    _settings: Manifest
+    _count: int
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def n_bits(self) -> int:
+        return self._settings.n_bits
+
+    @property
+    def n_bytes(self) -> int:
+        return self._settings.n_bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return self._settings.fingerprint
+
+    @property
+    def model(self) -> str | None:
+        """Name of the model the collection is bound to (its settings), without building a Manifest."""
+        return self._settings.model
+
+    @property
+    def manifest(self) -> Manifest:
+        return replace(self._settings, count=self._count)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+class Collection(CollectionBase):
     """Codes under string ids with JSON metadata; see the module docstring for how it stays durable.
 
     Metadata is stored as JSON, so what comes back is ``json.loads(json.dumps(m))``; ``None`` is stored as ``{}``.
@@ -335,40 +372,12 @@ class Collection:
             "%s: snapshot at seq %d, replayed %d items up to seq %d", self._path, after, replayed, self._applied_seq
         )
 
-    # ---- properties ---------------------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def n_bits(self) -> int:
-        return self._settings.n_bits
-
-    @property
-    def n_bytes(self) -> int:
-        return self._settings.n_bytes
-
-    @property
-    def fingerprint(self) -> str:
-        return self._settings.fingerprint
-
-    @property
-    def model(self) -> str | None:
-        """Name of the model the collection is bound to (its settings), without building a Manifest."""
-        return self._settings.model
-
-    @property
-    def manifest(self) -> Manifest:
-        return replace(self._settings, count=self._count)
+    # ---- properties (path, n_bits, n_bytes, fingerprint, model, manifest, len: see CollectionBase) --------
 
     @property
     def seq(self) -> int:
         """Sequence number of the last write applied to the index."""
         return self._applied_seq
-
-    def __len__(self) -> int:
-        return self._count
 
     def __contains__(self, item_id: object) -> bool:
         self._check_open()

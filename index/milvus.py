@@ -32,14 +32,22 @@ import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from index import snapshot
-from index.collection import SNAPSHOT_EVERY, Hit, Item, Manifest, UpsertResult, _lock, _settings_from_store
+from index.collection import (
+    SNAPSHOT_EVERY,
+    CollectionBase,
+    Hit,
+    Item,
+    Manifest,
+    UpsertResult,
+    _lock,
+    _settings_from_store,
+)
 from index.errors import (
     BackendUnavailableError,
     CodeLengthError,
@@ -157,7 +165,7 @@ def filter_expr(where: dict[str, Scalar]) -> tuple[str, bool]:
 Row = tuple[str, int, Any]  # (id, distance, metadata or None)
 
 
-class MilvusCollection:
+class MilvusCollection(CollectionBase):
     """A collection kept in Milvus; the interface of :class:`index.collection.Collection` (see the module
     docstring for what differs). Use :meth:`create`, :meth:`open` or :meth:`open_or_create`, then :meth:`close`."""
 
@@ -294,34 +302,7 @@ class MilvusCollection:
             raise CollectionExistsError(f"collection at {path} has n_bits={collection.n_bits}; asked for {n_bits}")
         return collection
 
-    # ---- properties ---------------------------------------------------------------------------------------
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def n_bits(self) -> int:
-        return self._settings.n_bits
-
-    @property
-    def n_bytes(self) -> int:
-        return self._settings.n_bytes
-
-    @property
-    def fingerprint(self) -> str:
-        return self._settings.fingerprint
-
-    @property
-    def model(self) -> str | None:
-        return self._settings.model
-
-    @property
-    def manifest(self) -> Manifest:
-        return replace(self._settings, count=self._count)
-
-    def __len__(self) -> int:
-        return self._count
+    # ---- properties: path, n_bits, n_bytes, fingerprint, model, manifest and len come from CollectionBase ------
 
     def __contains__(self, item_id: object) -> bool:
         self._check_open()
