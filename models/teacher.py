@@ -76,10 +76,19 @@ def spectral_teacher_bits(x: Features, neighbours: np.ndarray, n_bits: int, seed
     return bits
 
 
+MIN_CLUSTER_SIZE = 5
+
+
 def cluster_labels(x: Features, neighbours: np.ndarray, n_clusters: int, dim: int = 32, seed: int = 0) -> np.ndarray:
-    """int64 (n,): k-means clusters of the row-normalised spectral embedding of the kNN graph."""
+    """int64 (n,): k-means clusters of the row-normalised spectral embedding of the kNN graph. A small training set
+    gets fewer clusters (at least ``MIN_CLUSTER_SIZE`` items each on average), and one under ten items one cluster."""
     from sklearn.cluster import KMeans
 
+    n = x.shape[0]
+    n_clusters = min(n_clusters, n // MIN_CLUSTER_SIZE)
+    if n_clusters < 2:
+        return np.zeros(n, np.int64)
+    dim = min(dim, n - 2)  # the eigensolver needs fewer eigenvectors than items
     t0 = time.perf_counter()
     emb = spectral_embedding(knn_affinity(x, neighbours), dim, seed)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

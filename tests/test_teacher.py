@@ -52,6 +52,15 @@ def test_cluster_labels_recover_blobs():
     assert adjusted_rand_score(labels, found) > 0.9
 
 
+def test_a_small_training_set_gets_fewer_clusters():
+    x, _ = _blobs()
+    few = x[:30]
+    found = cluster_labels(few, nearest_neighbours(few, 5), 100)  # the text preset's 100 on 30 items
+    assert len(found) == 30 and 2 <= len(set(found.tolist())) <= 30 // 5
+    tiny = x[:8]
+    assert cluster_labels(tiny, nearest_neighbours(tiny, 3), 100).tolist() == [0] * 8  # one cluster
+
+
 def test_teacher_bce_and_supcon_prefer_agreement():
     teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert teacher_bce(torch.tensor([[0.9, 0.1], [0.1, 0.9]]), teacher) < teacher_bce(1 - teacher * 0.8, teacher)
