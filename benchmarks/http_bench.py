@@ -99,6 +99,7 @@ PASS_THROUGH = (
     "queue_max_items",
     "faiss_threads",
     "search_workers",
+    "fast_search",
     "max_batch",
     "max_text_chars",
     "request_timeout_s",

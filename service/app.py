@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import faiss
 from fastapi import FastAPI
 
 from service.auth import ApiKeys
 from service.engine import Engine
 from service.errors import ErrorBody, install_handlers
+from service.fast_search import FastSearch
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
 from service.routes import bulk, collections, encode, items, meta, search
@@ -37,7 +36,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.check_startup()  # a failure here stops the server from starting
         app.state.service = state
         app.state.engine = Engine(settings, metrics)
-        faiss.omp_set_num_threads(settings.faiss_threads or max(1, (os.cpu_count() or 2) // 2))
         if not api_keys.enabled:
             LOG.warning("no API keys configured: every route is open (set HAMDEX_API_KEYS or HAMDEX_API_KEYS_FILE)")
         state.start_loading()
@@ -55,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.metrics = metrics
+    app.add_middleware(FastSearch, settings=settings)  # inside ServiceMiddleware: added first
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_handlers(app)
     for module in (meta, encode, items, bulk, search, collections):

@@ -63,6 +63,7 @@ class MicroBatcher:
         max_queue: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,  # (items, seconds) after each batch, for metrics
         workers: int = 1,
+        thread_init: Callable[[], None] | None = None,  # run once in each batch thread (e.g. OpenMP threads)
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or workers < 1:
             raise ValueError("max_batch, max_queue and workers must be >= 1, max_wait_ms >= 0")
@@ -74,7 +75,9 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
         self._n_workers = workers
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"batch-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"batch-{name}", initializer=thread_init
+        )
         self._last_run_s = 0.01
 
     @property

@@ -115,25 +115,26 @@ def require(scope: str) -> Any:
     Open when no keys are configured, and for ``read`` when HAMDEX_OPEN_READS is set."""
 
     async def check(request: Request) -> None:
-        state: ServiceState = request.app.state.service
-        keys = state.api_keys
-        if not keys.enabled or (scope == "read" and state.settings.open_reads):
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else None
-        key = keys.authenticate(token)
-        if key is None:
-            message = "missing API key" if token is None else "unknown API key"
-            raise ApiError(
-                "unauthorized", f"{message}: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
-            )
-        if scope not in key.scopes:
-            raise ApiError("forbidden", f"this API key (id {key.name}) lacks the {scope!r} scope")
+        authorize(request.app.state.service, scope, request.headers.get("authorization", ""))
 
     return Depends(check)
 
 
 READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
+
+
+def authorize(state: ServiceState, scope: str, authorization: str) -> None:
+    """Raise 401 ``unauthorized`` / 403 ``forbidden`` unless the ``Authorization`` header value grants ``scope``."""
+    keys = state.api_keys
+    if not keys.enabled or (scope == "read" and state.settings.open_reads):
+        return
+    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    key = keys.authenticate(token)
+    if key is None:
+        message = "missing API key" if token is None else "unknown API key"
+        raise ApiError("unauthorized", f"{message}: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+    if scope not in key.scopes:
+        raise ApiError("forbidden", f"this API key (id {key.name}) lacks the {scope!r} scope")
 
 
 # ---- size limits ------------------------------------------------------------------------------------------------

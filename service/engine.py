@@ -9,10 +9,13 @@ FAISS call are batched, each in the batcher's own thread. On a GPU the model cal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +25,16 @@ from models.hasher import EncodeResult, Hasher
 from service.batcher import BatchStats, MicroBatcher, QueueFull
 from service.metrics import Metrics
 from service.settings import Settings
+
+
+def search_threads(settings: Settings) -> int:
+    """OpenMP threads for each batched FAISS search: ``faiss_threads``, else the CPUs shared among the workers.
+
+    OpenMP's thread count is per calling thread (``omp_set_num_threads`` in one thread leaves the others at
+    OMP_NUM_THREADS or every CPU), so it is set in each search thread as it starts. Two workers that each fork
+    all CPUs' worth of OpenMP threads oversubscribe the cores and stall at every block's barrier.
+    """
+    return settings.faiss_threads or max(1, (os.cpu_count() or 2) // settings.search_workers)
 
 
 @dataclass
@@ -59,6 +72,7 @@ class Engine:
             max_queue=settings.queue_max_items,
             on_batch=metrics.observe_batch("search"),
             workers=settings.search_workers,
+            thread_init=partial(faiss.omp_set_num_threads, search_threads(settings)),
         )
 
     async def close(self) -> None:

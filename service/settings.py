@@ -35,12 +35,14 @@ class Settings(BaseSettings):
     # how long the first request of an idle batcher waits for company; 0: none (requests that arrive while a batch
     # runs form the next one anyway). Measured: a 2 ms wait halved single-client QPS and bought nothing at c=32.
     batch_max_wait_ms: float = Field(0.0, ge=0)
-    # FAISS (OpenMP) threads per search call; default: half the cores, at least 1. On 2 shared cores two threads
-    # made a single query 7x slower (benchmarks/http_bench.py).
+    # OpenMP threads per batched FAISS search, set in each search worker's thread; default: the CPUs divided among
+    # the search workers, at least 1 (service.engine.search_threads)
     faiss_threads: int | None = Field(None, ge=1)
     # plain top-k search batches that may run at once, each in its own thread (service.batcher). Measured on 2
     # cores, c=32, 1M items (benchmarks/http_bench.py, alternating runs): 2 workers 943 / 1,275 QPS, 1: 926 / 1,121
     search_workers: int = Field(2, ge=1)
+    # plain top-k searches by code skip FastAPI's routing and dependencies (service.fast_search)
+    fast_search: bool = True
     queue_max_items: int = Field(8192, ge=1)  # waiting items beyond this: 429 with Retry-After
     # API keys: "<key> <scope>[,<scope>]" lines, ";"-separated here, or one per line in the file (service.auth)
     api_keys: str | None = Field(None, repr=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -166,3 +167,32 @@ def test_workers_run_batches_at_once_and_every_result_is_right() -> None:
     assert [r for r, _ in results] == [[2 * i] for i in range(16)]  # each request got its own result
     with pytest.raises(ValueError):
         MicroBatcher(fn, name="t", workers=0)
+
+
+def test_each_batch_thread_gets_its_own_openmp_thread_count() -> None:
+    """OpenMP's thread count is per calling thread: one set in the event loop's thread does not reach the batch
+    threads, so the engine sets it in each one as it starts (thread_init)."""
+    import faiss
+
+    from service.engine import search_threads
+    from service.settings import Settings
+
+    def fn(key, blocks):
+        return [faiss.omp_get_max_threads() for _ in blocks]
+
+    async def main(thread_init):
+        b = MicroBatcher(fn, name="t", max_batch=1, max_wait_ms=0, workers=2, thread_init=thread_init)
+        results = await asyncio.gather(*(b.submit("k", i, 1) for i in range(8)))
+        await b.close()
+        return {r for r, _ in results}
+
+    main_threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(3)  # this thread only
+        assert run(main(lambda: faiss.omp_set_num_threads(1))) == {1}
+        assert run(main(lambda: faiss.omp_set_num_threads(2))) == {2}
+    finally:
+        faiss.omp_set_num_threads(main_threads)
+    assert search_threads(Settings(faiss_threads=5)) == 5
+    assert search_threads(Settings(search_workers=2)) == max(1, (os.cpu_count() or 2) // 2)
+    assert search_threads(Settings(search_workers=10_000)) == 1
