@@ -567,7 +567,8 @@ class Collection(CollectionBase):
     def _hits(self, labels: np.ndarray, distances: np.ndarray, include_metadata: bool, where) -> list[list[Hit]]:
         """FAISS rows -> hits sorted by (distance, id), described from the store (under the read lock)."""
         found = labels[labels >= 0]
-        described = self._store.describe(np.unique(found).tolist()) if found.size else {}
+        wants_metadata = where is not None or include_metadata
+        described = self._store.describe(np.unique(found).tolist(), wants_metadata) if found.size else {}
         out = []
         for row_ids, row_d in zip(labels.tolist(), distances.tolist(), strict=True):
             hits = []
@@ -575,7 +576,7 @@ class Collection(CollectionBase):
                 if internal < 0:
                     continue
                 item_id, meta_text = described[internal]
-                if where is not None or include_metadata:
+                if wants_metadata:
                     meta = json.loads(meta_text)
                     if where is not None and not matches(meta, where):
                         continue

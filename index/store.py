@@ -217,12 +217,14 @@ class Store:
         )
         return rows[0] if rows else None
 
-    def describe(self, internal_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-        """internal id -> (external id, metadata JSON), live or marked (a marked row still in the index)."""
+    def describe(self, internal_ids: Sequence[int], metadata: bool = True) -> dict[int, tuple[str, str | None]]:
+        """internal id -> (external id, metadata JSON or None unless ``metadata``), live or marked (a marked row
+        still in the index)."""
         if not len(internal_ids):
             return {}
+        columns = "internal, id, metadata" if metadata else "internal, id, NULL"
         rows = self._query(
-            "SELECT internal, id, metadata FROM items WHERE internal IN (SELECT value FROM json_each(?))",
+            f"SELECT {columns} FROM items WHERE internal IN (SELECT value FROM json_each(?))",
             (json.dumps([int(i) for i in internal_ids]),),
         )
         return {internal: (item_id, meta) for internal, item_id, meta in rows}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -62,7 +62,7 @@ class ServiceMiddleware:
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.match(given) else secrets.token_hex(16)
         timings = Timings()
         scope.setdefault("state", {}).update(request_id=request_id, timings=timings)
         state = {"status": 500, "started": False}
