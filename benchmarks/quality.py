@@ -36,6 +36,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write {dataset: {bits: {method: {metric: value}}}} here")
     parser.add_argument("--plots", type=Path, default=DEFAULT_PLOTS, help="PNG directory (default benchmarks/out)")
     parser.add_argument(
+        "--methods",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        help="hamdex variants to train, e.g. hamdex,hamdex_sign (default: all; hamdex and the baselines always run)",
+    )
+    parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 trains faster on a busy machine)"
     )
     return parser.parse_args(argv)
@@ -59,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> harness.Results:
         torch.set_num_threads(args.threads)
     names = list(harness.DATASETS) if args.dataset == "all" else [args.dataset]
     with logging_redirect_tqdm():
-        results = harness.run_benchmarks(names, args.bits, args.quick, args.plots)
+        results = harness.run_benchmarks(names, args.bits, args.quick, args.plots, methods=args.methods)
     print(harness.format_table(results))
     if "20ng" in results:
         print("\n" + harness.format_published(results["20ng"], quick=args.quick))

@@ -352,14 +352,19 @@ def _score(name: str, codes: _Codes, split: Split, dataset: Dataset, n_bits: int
 
 
 def run_benchmarks(
-    names: Sequence[str], bits: Sequence[int] | None, quick: bool, plots_dir: Path | None, progress: bool = True
+    names: Sequence[str],
+    bits: Sequence[int] | None,
+    quick: bool,
+    plots_dir: Path | None,
+    progress: bool = True,
+    methods: Iterable[str] | None = None,
 ) -> Results:
     """Every named dataset at ``bits`` (None: 32 in quick mode, else the dataset's default widths), with plots."""
     results: Results = {}
     for name in names:
         dataset = DATASETS[name]
         widths = list(bits) if bits else ([32] if quick else list(dataset.default_bits))
-        run = run_dataset(dataset, widths, quick=quick, progress=progress)
+        run = run_dataset(dataset, widths, quick=quick, methods=methods, progress=progress)
         results[name] = run.results
         if plots_dir is not None:
             for path in write_plots(name, run, plots_dir):

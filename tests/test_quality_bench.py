@@ -183,13 +183,15 @@ def test_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.Cap
     calls = []
     row = {"p@100": 0.5, "train_seconds": 1.0}
 
-    def fake_run(names, bits, quick, plots_dir):  # the real one's signature
-        calls.append((names, bits, quick, plots_dir))
+    def fake_run(names, bits, quick, plots_dir, methods=None):  # the real one's signature
+        calls.append((names, bits, quick, plots_dir, methods))
         return {"20ng": {32: {"hamdex": row, "itq": row, "lsh": row}}}
 
     monkeypatch.setattr(harness, "run_benchmarks", fake_run)
     script.main(["--dataset", "20ng", "--quick", "--json", str(tmp_path / "r.json"), "--plots", str(tmp_path)])
-    assert calls == [(["20ng"], None, True, tmp_path)]
+    assert calls == [(["20ng"], None, True, tmp_path, None)]
     assert json.loads((tmp_path / "r.json").read_text())["20ng"]["32"]["hamdex"] == row
     out = capsys.readouterr().out
     assert "| 32 | hamdex | 0.5000 |" in out and "NASH-DN" in out
+    script.main(["--dataset", "20ng", "--methods", "hamdex, hamdex_sign", "--plots", str(tmp_path)])
+    assert calls[-1] == (["20ng"], None, False, tmp_path, ["hamdex", "hamdex_sign"])
