@@ -7,6 +7,10 @@ Newsgroups at 32 bits, precision@100 0.485 -> 0.513; see the README). The idea f
 Fang, SIGIR 2018, "Deep Semantic Text Hashing with Weak Supervision"); the code is ours.
 
 Cost: a blocked (n x n) similarity pass, O(n^2 d) for dense and far less for sparse text features.
+
+``whitened``: dense features projected on their leading principal axes, each scaled to unit variance (PCA
+whitening). Neighbours by cosine there are less dominated by the few high-variance directions of raw pixels
+(overall brightness, size); see ``TrainConfig.neighbour_whiten`` for what it measured.
 """
 
 from __future__ import annotations
@@ -45,11 +49,65 @@ def nearest_neighbours(x: Features, k: int, block_size: int = 1024) -> np.ndarra
     return out
 
 
-def neighbour_targets(x: Features, neighbours: np.ndarray) -> Features:
-    """(n, d): the mean of each row and its neighbours (n, k), same sparsity kind as ``x``."""
+def whitened(x: Features, dim: int) -> np.ndarray:
+    """float32 (n, min(dim, d)): dense x centred, projected on its top principal axes, each axis scaled to unit
+    variance. Axes with (numerically) zero variance are dropped rather than blown up."""
+    if sp.issparse(x):
+        raise ValueError("PCA whitening needs dense features (text features are sparse)")
+    t0 = time.perf_counter()
+    x = np.asarray(x, np.float32)
+    centred = x - x.mean(axis=0)
+    cov = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)  # (d, d)
+    values, vectors = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(-values)[: min(dim, x.shape[1])]
+    values, vectors = values[order], vectors[:, order]
+    keep = values > 1e-10 * max(values[0], 1e-30)
+    out = (centred @ vectors[:, keep].astype(np.float32)) / np.sqrt(values[keep]).astype(np.float32)
+    LOG.info("PCA whitening to %d dims of %d items in %.1fs", out.shape[1], len(x), time.perf_counter() - t0)
+    return out
+
+
+def neighbour_targets(x: Features, neighbours: np.ndarray, sim_power: float = 0.0) -> Features:
+    """(n, d): the weighted mean of each row and its neighbours (n, k), same sparsity kind as ``x``.
+
+    ``sim_power`` 0 weighs the row and its neighbours alike, 1 / (k + 1) each. Above 0 the row weighs 1 and each
+    neighbour its cosine similarity to the row (clipped at 0) to that power, normalised to sum to 1: close
+    neighbours count more than far ones, and a row whose neighbours are all far keeps more of its own words.
+    """
+    if sim_power < 0:
+        raise ValueError("sim_power must be >= 0")
     n = x.shape[0]
     idx = np.concatenate([np.arange(n)[:, None], neighbours], axis=1)  # (n, k + 1) self first
-    weights = np.full(idx.size, 1.0 / idx.shape[1], np.float32)
-    mean = sp.csr_matrix((weights, (np.repeat(np.arange(n), idx.shape[1]), idx.ravel())), shape=(n, n))
+    if not sim_power:
+        weights = np.full(idx.shape, 1.0 / idx.shape[1])
+    else:
+        sims = pair_cosines(x, np.repeat(np.arange(n), neighbours.shape[1]), neighbours.ravel())
+        weights = np.concatenate([np.ones((n, 1)), np.maximum(sims, 0.0).reshape(neighbours.shape) ** sim_power], 1)
+        weights /= weights.sum(axis=1, keepdims=True)
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    mean = sp.csr_matrix((weights.ravel().astype(np.float32), (rows, idx.ravel())), shape=(n, n))
     targets = mean @ x  # (n, d)
     return sp.csr_matrix(targets, dtype=np.float32) if sp.issparse(x) else np.asarray(targets, np.float32)
+
+
+def pair_cosines(x: Features, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float (m,): cosine similarity of rows a[i] and b[i] of ``x``."""
+    unit = _unit_rows(x)
+    if sp.issparse(unit):
+        return np.asarray(unit[a].multiply(unit[b]).sum(axis=1)).ravel()
+    return np.einsum("ij,ij->i", unit[a], unit[b])
+
+
+def mutual_neighbours(neighbours: np.ndarray) -> np.ndarray:
+    """int64 (n, k): each row's mutual neighbours (j lists i and i lists j), repeated cyclically to fill k columns,
+    so a uniformly drawn column is (nearly) a uniformly drawn mutual neighbour. Rows without any keep their own k."""
+    n, k = neighbours.shape
+    rows = np.repeat(np.arange(n), k)
+    graph = sp.csr_matrix((np.ones(n * k), (rows, neighbours.ravel())), shape=(n, n))
+    mutual = graph.multiply(graph.T).tocsr()
+    counts = np.diff(mutual.indptr)
+    out = neighbours.astype(np.int64, copy=True)
+    has = counts > 0
+    cols = np.arange(k)[None, :] % counts[has][:, None]  # (m, k) cyclic position in each row's mutual list
+    out[has] = mutual.indices[mutual.indptr[:-1][has][:, None] + cols]
+    return out

@@ -103,3 +103,19 @@ def test_sparse_input_dropout_drops_entries_in_training_only():
     torch.manual_seed(0)
     assert not torch.equal(model.train().logits(x), model.train().logits(x))
     assert torch.equal(model.eval().logits(x), model.eval().logits(x))
+
+
+def test_whitened_neighbours_train_on_pixels_and_refuse_sparse_text():
+    from models.train import training_data
+
+    with pytest.raises(ValueError, match="needs neighbours"):
+        TrainConfig(neighbour_whiten=8)
+    d = load_digits()
+    images = (d.images[:200] * 255 / 16).astype(np.uint8)
+    cfg = TrainConfig(epochs=1, neighbours=5, contrastive_weight=1.0, neighbour_whiten=20, progress=False)
+    _, result = fit_hasher(images, "pixels", {"n_bits": 8, "hidden": (16,)}, cfg)
+    assert len(result.history) == 1 and np.isfinite(result.history[-1]["train_loss"])
+    import scipy.sparse as sp
+
+    with pytest.raises(ValueError, match="dense"):
+        training_data(sp.csr_matrix(np.eye(10, dtype=np.float32)), TrainConfig(neighbours=2, neighbour_whiten=4), 8)
