@@ -85,3 +85,16 @@ def test_presets_are_copies_and_unknown_kinds_are_named():
     assert preset("text")[0]["kl_weight"] != 99
     with pytest.raises(ValueError, match="text, pixels, dense"):
         preset("audio")
+
+
+def test_pixels_train_with_the_preset_and_without_neighbours(tmp_path):
+    """The pixel preset finds neighbours in PCA-whitened space; --neighbours 0 drops that with the neighbours."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    path = tmp_path / "digits.npy"
+    np.save(path, (load_digits().images[:120] * 255 / 16).astype(np.uint8))
+    meta = _train(path, tmp_path / "m", "--epochs", "1")
+    assert meta["train_config"]["neighbour_whiten"] == PRESETS["pixels"][1]["neighbour_whiten"]
+    meta = _train(path, tmp_path / "m0", "--epochs", "1", "--neighbours", "0")
+    assert meta["train_config"]["neighbours"] == 0 and meta["train_config"]["neighbour_whiten"] == 0
