@@ -30,7 +30,14 @@ def local_ray():
     """One local Ray instance for the module (the CLI attaches to it instead of starting its own)."""
     ray = pytest.importorskip("ray")
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    for attempt in range(2):  # Ray gives its raylet 30 s to register; twice in one session here it never did
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
     print(f"ray.init: {time.perf_counter() - t0:.1f}s")
     yield
     ray.shutdown()
