@@ -31,8 +31,9 @@ import torch
 from evaluation.harness import Scale, load_20ng
 from evaluation.metrics import precision_at_k
 from models import checkpoint
-from models.autoencoder import HashingAutoencoder, ModelConfig
+from models.autoencoder import ModelConfig
 from models.checkpoint import compute_fingerprint
+from models.ensemble import build_model
 from models.featurizers import PixelFeaturizer
 from models.hasher import Hasher
 from models.presets import preset
@@ -120,7 +121,7 @@ def check_pixels(device: str, quick: bool) -> dict[str, Any]:
     model_over, _ = preset("pixels", 64)
     config = ModelConfig(input_dim=784, n_bits=64, recon="bernoulli", **model_over)
     featurizer = PixelFeaturizer((28, 28))
-    model = HashingAutoencoder(config).eval()
+    model = build_model(config).eval()
     features = structured_images(n)
     hasher = Hasher(model.to(device), featurizer, compute_fingerprint(model, featurizer), torch.device(device), {})
     batch = 65_536

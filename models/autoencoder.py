@@ -33,6 +33,9 @@ class ModelConfig:
     dropout: float = 0.1  # encoder dropout between hidden layers
     input_dropout: float = 0.0  # denoising: drop input features in training (NASH-DN)
     kl_weight: float = 0.01  # weight of the bottleneck's regulariser (bernoulli: KL to Bernoulli(0.5))
+    # > 1: the code is this many independent autoencoders' codes of n_bits / members bits each, concatenated
+    # (models.ensemble); each member has the whole configuration above at its share of the bits
+    members: int = 1
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
@@ -46,6 +49,11 @@ class ModelConfig:
             raise ValueError("dropout and input_dropout must be in [0, 1)")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if self.members < 1 or self.n_bits % (8 * self.members):
+            raise ValueError(
+                f"members must be >= 1 and split n_bits into whole bytes each; "
+                f"got {self.members} members for {self.n_bits} bits"
+            )
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "decoder_hidden", tuple(self.decoder_hidden))
 
@@ -81,6 +89,8 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 class HashingAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.members != 1:
+            raise ValueError("a config with members > 1 builds a models.ensemble.MemberEnsemble (use build_model)")
         self.config = config
         self.bottleneck = make_bottleneck(config.bottleneck, n_bits=config.n_bits, kl_weight=config.kl_weight)
         n_logits = config.n_bits * self.bottleneck.logits_per_bit

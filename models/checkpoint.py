@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from models.autoencoder import HashingAutoencoder, ModelConfig
+from models.autoencoder import ModelConfig
+from models.ensemble import Model, build_model
 from models.featurizers import Featurizer, load_featurizer
 from models.hasher import Hasher, resolve_device
 
@@ -56,7 +57,7 @@ def fingerprint(config: ModelConfig, featurizer_state: dict, tensors: dict[str, 
     return h.hexdigest()[:16]
 
 
-def _tensors(model: HashingAutoencoder, featurizer: Featurizer) -> tuple[dict, dict[str, np.ndarray]]:
+def _tensors(model: Model, featurizer: Featurizer) -> tuple[dict, dict[str, np.ndarray]]:
     """Everything that determines the codes, as (featurizer JSON state, named numpy arrays)."""
     params, feat_arrays = featurizer.state()
     tensors = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
@@ -64,7 +65,7 @@ def _tensors(model: HashingAutoencoder, featurizer: Featurizer) -> tuple[dict, d
     return {"kind": featurizer.kind, "params": params}, tensors
 
 
-def compute_fingerprint(model: HashingAutoencoder, featurizer: Featurizer) -> str:
+def compute_fingerprint(model: Model, featurizer: Featurizer) -> str:
     feat_state, tensors = _tensors(model, featurizer)
     return fingerprint(model.config, feat_state, tensors)
 
@@ -145,7 +146,7 @@ def load(path: str | Path, device: str = "auto") -> Hasher:
     fp = fingerprint(config, meta["featurizer"], tensors)
     if fp != meta["fingerprint"]:
         raise CheckpointError(f"{path}: fingerprint {fp} does not match the stored {meta['fingerprint']}")
-    model = HashingAutoencoder(config)
+    model = build_model(config)
     weights = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith(FEATURIZER_PREFIX)}
     model.load_state_dict(weights)
     feat_arrays = {k[len(FEATURIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(FEATURIZER_PREFIX)}

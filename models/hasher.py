@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from models import bits
-from models.autoencoder import HashingAutoencoder
+from models.ensemble import Model
 from models.featurizers import Features, Featurizer
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def to_tensor(features: Features, device: torch.device | str, *, sparse: bool = 
 
 @dataclass
 class Hasher:
-    model: HashingAutoencoder
+    model: Model
     featurizer: Featurizer
     fingerprint: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

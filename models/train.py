@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.autoencoder import HashingAutoencoder, ModelConfig
+from models.autoencoder import ModelConfig
 from models.checkpoint import compute_fingerprint
+from models.ensemble import Model, build_model, parts
 from models.featurizers import Features, make_featurizer
 from models.hasher import Hasher, resolve_device, to_tensor
 from models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets, whitened
@@ -88,7 +89,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: HashingAutoencoder
+    model: Model
     history: list[dict[str, float]]  # one row per epoch: train_loss, val_loss, seconds
     best_epoch: int
     seconds: float
@@ -112,10 +113,10 @@ class TrainData:
     targets: Features | None = None  # (n, d) what the decoder reconstructs; x itself when None
     neighbours: np.ndarray | None = None  # int64 (n, k) positives of the contrastive and cluster terms
     teacher: np.ndarray | None = None  # bool (n, n_bits) target bits (models.teacher)
-    clusters: np.ndarray | None = None  # int64 (n,) pseudo-labels (models.teacher)
+    clusters: np.ndarray | None = None  # int64 (n, members) pseudo-labels (models.teacher), one k-means per member
 
 
-def _batch_loss(model: HashingAutoencoder, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
+def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
     batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
@@ -131,13 +132,15 @@ def _batch_loss(model: HashingAutoencoder, data: TrainData, rows: np.ndarray, cf
             pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
             both_rows = np.concatenate([rows, pair_rows])
             codes = model.relaxed_codes(to_tensor(data.x[both_rows], device, sparse=True))  # (2B, n_bits)
-            if cfg.contrastive_weight:
-                a, b = codes.chunk(2)  # (B, n_bits) each
-                loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
-            if cfg.cluster_weight:
-                assert data.clusters is not None
-                labels = torch.from_numpy(data.clusters[both_rows]).to(device)
-                loss = loss + cfg.cluster_weight * cluster_supcon(codes, labels, cfg.temperature)
+            # each member's bits get their own terms, as if it were trained alone
+            for member, member_codes in enumerate(codes.chunk(model.config.members, dim=1)):
+                if cfg.contrastive_weight:
+                    a, b = member_codes.chunk(2)  # (B, member bits) each
+                    loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
+                if cfg.cluster_weight:
+                    assert data.clusters is not None
+                    labels = torch.from_numpy(data.clusters[both_rows, member]).to(device)
+                    loss = loss + cfg.cluster_weight * cluster_supcon(member_codes, labels, cfg.temperature)
     return loss
 
 
@@ -159,7 +162,7 @@ def _epoch(model, opt, data: TrainData, idx: np.ndarray, cfg: TrainConfig, devic
 
 @torch.no_grad()
 def evaluate_loss(
-    model: HashingAutoencoder, x: Features, targets: Features | None, idx: np.ndarray, device, batch_size=1024
+    model: Model, x: Features, targets: Features | None, idx: np.ndarray, device, batch_size=1024
 ) -> float:
     """Mean loss on the given rows, with eval-mode (thresholded) bits."""
     model.eval()
@@ -172,7 +175,7 @@ def evaluate_loss(
     return total / max(len(idx), 1)
 
 
-def init_decoder_bias(model: HashingAutoencoder, x: Features) -> None:
+def init_decoder_bias(model: Model, x: Features) -> None:
     """Multinomial decoders start from the corpus' word distribution, so the bits only need to explain how each
     document differs from it (a standard trick for softmax decoders over a vocabulary)."""
     if model.config.recon != "multinomial":
@@ -180,7 +183,8 @@ def init_decoder_bias(model: HashingAutoencoder, x: Features) -> None:
     totals = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)  # (d,)
     probs = (totals + 1e-3) / (totals.sum() + 1e-3 * len(totals))
     with torch.no_grad():
-        model.decoder[-1].bias.copy_(torch.from_numpy(np.log(probs)).float())
+        for part in parts(model):
+            part.decoder[-1].bias.copy_(torch.from_numpy(np.log(probs)).float())
 
 
 def train(
@@ -196,12 +200,12 @@ def train(
 
     ``targets`` (n, d), when given, is what the decoder reconstructs for each row instead of the row itself;
     ``neighbours`` (n, k) gives the positives of the contrastive term; ``teacher`` (n, n_bits) and ``clusters``
-    (n,) the targets of the teacher and cluster terms (see :func:`training_data`).
+    (n, members) the targets of the teacher and cluster terms (see :func:`training_data`).
     """
     data = TrainData(x, targets, neighbours, teacher, clusters)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    model = HashingAutoencoder(model_config)
+    model = build_model(model_config)
     init_decoder_bias(model, x if targets is None else targets)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -253,15 +257,16 @@ def train(
 
 
 @torch.no_grad()
-def calibrate(model: HashingAutoencoder, x: Features, device, batch_size: int = 2048) -> None:
+def calibrate(model: Model, x: Features, device, batch_size: int = 2048) -> None:
     """Bottlenecks that set thresholds from data (gaussian: per-bit medians) see the training set's logits."""
-    if not hasattr(model.bottleneck, "calibrate"):
-        return
-    logits = [
-        model.logits(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
-        for s in range(0, x.shape[0], batch_size)
-    ]
-    model.bottleneck.calibrate(torch.cat(logits))
+    for part in parts(model):
+        if not hasattr(part.bottleneck, "calibrate"):
+            continue
+        logits = [
+            part.logits(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
+            for s in range(0, x.shape[0], batch_size)
+        ]
+        part.bottleneck.calibrate(torch.cat(logits))
 
 
 def fit_hasher(
@@ -279,16 +284,17 @@ def fit_hasher(
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    data = training_data(x, cfg, model_config.n_bits)
+    data = training_data(x, cfg, model_config.n_bits, model_config.members)
     result = train(model_config, cfg, x, data.targets, data.neighbours, data.teacher, data.clusters)
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0])}
     fp = compute_fingerprint(result.model, featurizer)
     return Hasher(result.model, featurizer, fp, torch.device(result.device), info), result
 
 
-def training_data(x: Features, cfg: TrainConfig, n_bits: int) -> TrainData:
+def training_data(x: Features, cfg: TrainConfig, n_bits: int, members: int = 1) -> TrainData:
     """What the configured objectives need besides the features: neighbours, neighbour targets, teacher bits and
-    cluster pseudo-labels, all from the training items alone."""
+    cluster pseudo-labels (one k-means per ensemble member, seeds ``seed``, ``seed + 1``, ...), all from the
+    training items alone."""
     if not cfg.neighbours:
         return TrainData(x)
     space = whitened(x, cfg.neighbour_whiten) if cfg.neighbour_whiten else x  # where similarity is measured
@@ -300,7 +306,9 @@ def training_data(x: Features, cfg: TrainConfig, n_bits: int) -> TrainData:
         if cfg.teacher_weight:
             teacher = spectral_teacher_bits(space, graph, n_bits, cfg.seed)
         if cfg.cluster_weight:
-            clusters = cluster_labels(space, graph, cfg.n_clusters, seed=cfg.seed)
+            clusters = np.stack(
+                [cluster_labels(space, graph, cfg.n_clusters, seed=cfg.seed + m) for m in range(members)], axis=1
+            )
     targets = neighbour_targets(x, neighbours, cfg.neighbour_sim_power)
     positives = mutual_neighbours(neighbours) if cfg.mutual_positives else neighbours
     return TrainData(x, targets, positives, teacher, clusters)
