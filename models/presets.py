@@ -69,28 +69,37 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 KL_REFERENCE_BITS = 32  # preset KL weights are tuned at this width
 SCALED_KL = frozenset({"text"})  # kinds whose KL weight is scaled with the code width (see preset())
 # kinds whose longer codes are ensembles of members this wide (models.ensemble); see preset()
-MEMBER_BITS = {"text": 32}
+MEMBER_BITS = {"text": 32, "pixels": 32}
 
 
-def preset(kind: str, n_bits: int = KL_REFERENCE_BITS) -> tuple[dict[str, Any], dict[str, Any]]:
+def preset(kind: str, n_bits: int = KL_REFERENCE_BITS, members: int | None = None) -> tuple[dict, dict]:
     """(model overrides, training overrides) for a featurizer kind at a code width; copies, safe to update.
+    ``members`` overrides the kind's default ensemble size (the KL weight follows the bits per member).
 
-    Text codes longer than 32 bits are ensembles of 32-bit members (``ModelConfig.members``, models.ensemble):
-    20 Newsgroups P@100 at 64 bits 0.594 (one model) -> 0.616 (two members); training time grows with the
-    members (about 2x at 64 bits).
+    Text and pixel codes longer than 32 bits are ensembles of 32-bit members (``ModelConfig.members``,
+    models.ensemble), seed 0: 20 Newsgroups P@100 at 64 bits 0.594 (one model) -> 0.616 (two members), at 128
+    bits 0.599 -> 0.626 (four); Fashion-MNIST mAP at 64 bits 0.555 -> 0.567 (two; four 16-bit members 0.553).
+    Shorter members lost or tied: 20 Newsgroups at 32 bits, two 16-bit models side by side 0.577 against one
+    32-bit model's 0.585; Fashion-MNIST at 32 bits 0.560 against 0.554 (within seed noise, so not kept). Training
+    time grows with the members (about 2x at 64 bits, 3x at 128).
 
     The KL term sums over bits, so a fixed weight regularises long codes harder. For text the preset's weight is
-    scaled by 32 / (bits per member), keeping the total KL budget of the width it was tuned at. Measured on 20
-    Newsgroups at 128 bits with one model: weight 0.3 gives P@100 0.518 (below 64 bits' 0.544), the scaled 0.075
-    gives 0.548. For pixels the scaling did not help (Fashion-MNIST mAP at 16 / 64 bits: 0.504 / 0.524 unscaled,
-    0.498 / 0.519 scaled, where 64 bits fell below 32 bits' 0.520), so their weight stays fixed.
+    scaled by 32 / (bits per member) above 32 bits per member, keeping the total KL budget of the width it was
+    tuned at. Measured on 20 Newsgroups at 128 bits with one model: weight 0.3 gives P@100 0.518 (below 64 bits'
+    0.544), the scaled 0.075 gives 0.548. Below 32 bits it is not raised: at 16 bits the scaled 0.6 gave 0.533 /
+    0.542 (seeds 0 / 1), 0.3 gives 0.555 / 0.551. For pixels the scaling did not help (Fashion-MNIST mAP at 16 /
+    64 bits: 0.504 / 0.524 unscaled, 0.498 / 0.519 scaled, where 64 bits fell below 32 bits' 0.520), so their
+    weight stays fixed.
     """
     if kind not in PRESETS:
         raise ValueError(f"no preset for featurizer {kind!r}; choose one of {', '.join(PRESETS)}")
     model, train = dict(PRESETS[kind][0]), dict(PRESETS[kind][1])
     member_bits = MEMBER_BITS.get(kind)
-    if member_bits and n_bits > member_bits and n_bits % member_bits == 0:
+    if members is not None:
+        model["members"] = members
+    elif member_bits and n_bits > member_bits and n_bits % member_bits == 0:
         model["members"] = n_bits // member_bits
     if "kl_weight" in model and kind in SCALED_KL:
-        model["kl_weight"] = model["kl_weight"] * KL_REFERENCE_BITS / (n_bits // model.get("members", 1))
+        member_width = n_bits // model.get("members", 1)
+        model["kl_weight"] = model["kl_weight"] * KL_REFERENCE_BITS / max(member_width, KL_REFERENCE_BITS)
     return model, train

@@ -202,6 +202,10 @@ def train(
     ``neighbours`` (n, k) gives the positives of the contrastive term; ``teacher`` (n, n_bits) and ``clusters``
     (n, members) the targets of the teacher and cluster terms (see :func:`training_data`).
     """
+    if clusters is not None:
+        clusters = clusters.reshape(len(clusters), -1)  # (n,) is one member's labels
+        if clusters.shape[1] != model_config.members:
+            raise ValueError(f"clusters has {clusters.shape[1]} label columns for {model_config.members} members")
     data = TrainData(x, targets, neighbours, teacher, clusters)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

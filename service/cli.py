@@ -78,6 +78,10 @@ def train(
         float | None, typer.Option(help="Weight of the bottleneck regulariser (default: the data type's preset).")
     ] = None,
     hidden: Annotated[str, typer.Option(help="Encoder hidden widths, comma-separated.")] = "512,512",
+    members: Annotated[
+        int | None,
+        typer.Option(help="Independent autoencoders whose codes are concatenated (default: the preset's)."),
+    ] = None,
     input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
     neighbours: Annotated[
         int | None, typer.Option(help="Reconstruct each item's k nearest neighbours (default: the preset).")
@@ -100,7 +104,7 @@ def train(
     block = load_data(data_spec, limit)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     try:
-        model_over, train_over = preset(kind, bits)
+        model_over, train_over = preset(kind, bits, members)
         model_over.update(
             n_bits=bits,
             bottleneck=bottleneck,

@@ -202,6 +202,7 @@ class Info(BaseModel):
     fingerprint: str
     n_bits: int
     bottleneck: str
+    members: int = 1  # independent autoencoders whose codes are concatenated (models.ensemble)
     featurizer: str
     input_dim: int
     index_kind: str

@@ -80,7 +80,8 @@ def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pixel_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "pixels"
-    return _train_and_save(path, digit_images(), "pixels", {"n_bits": 32, "hidden": (64,)})
+    # two 16-bit members (models.ensemble): every service test of the pixels kind runs on an ensemble
+    return _train_and_save(path, digit_images(), "pixels", {"n_bits": 32, "hidden": (64,), "members": 2})
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def test_train_uses_the_text_preset(texts_file, tmp_path):
     meta = _train(texts_file, tmp_path / "m", "--epochs", "2")  # 16 bits
     model_over, train_over = PRESETS["text"]
     assert meta["featurizer"]["kind"] == "text"
-    assert meta["model_config"]["kl_weight"] == model_over["kl_weight"] * 32 / 16
+    assert meta["model_config"]["kl_weight"] == model_over["kl_weight"]  # not raised below 32 bits
     assert meta["train_config"]["neighbours"] == train_over["neighbours"]
     assert meta["train_config"]["epochs"] == 2  # an explicit flag wins over the preset
 
@@ -72,11 +72,23 @@ def test_bad_settings_exit_with_a_message(texts_file, tmp_path):
     assert "multiple of 8" in result.output
 
 
-def test_preset_kl_weight_scales_with_code_length():
-    at32, at128 = preset("text", 32)[0]["kl_weight"], preset("text", 128)[0]["kl_weight"]
+def test_preset_kl_weight_scales_with_bits_per_member():
+    at32 = preset("text", 32)[0]["kl_weight"]
     assert at32 == PRESETS["text"][0]["kl_weight"]
-    assert at128 == at32 / 4
+    assert preset("text", 128)[0]["kl_weight"] == at32  # four 32-bit members
+    assert preset("text", 128, members=1)[0]["kl_weight"] == at32 / 4  # one 128-bit model
+    assert preset("text", 128, members=2)[0]["kl_weight"] == at32 / 2
     assert preset("pixels", 128)[0]["kl_weight"] == PRESETS["pixels"][0]["kl_weight"]  # measured: no scaling
+
+
+def test_members_flag_overrides_the_preset(texts_file, tmp_path):
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--bits", "64", "--members", "1")
+    assert meta["model_config"]["members"] == 1
+    assert meta["model_config"]["kl_weight"] == PRESETS["text"][0]["kl_weight"] / 2
+    meta = _train(texts_file, tmp_path / "e", "--epochs", "1", "--bits", "64")
+    assert meta["model_config"]["members"] == 2  # the text preset: 32-bit members
+    result = CliRunner().invoke(app, ["train", str(texts_file), "--out", str(tmp_path / "x"), "--members", "3"])
+    assert result.exit_code == 2 and "members" in result.output
 
 
 def test_presets_are_copies_and_unknown_kinds_are_named():

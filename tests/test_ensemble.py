@@ -9,7 +9,7 @@ from models import checkpoint
 from models.autoencoder import HashingAutoencoder, ModelConfig
 from models.ensemble import MemberEnsemble, build_model, parts
 from models.presets import preset
-from models.train import TrainConfig, TrainData, _batch_loss, fit_hasher, training_data
+from models.train import TrainConfig, _batch_loss, fit_hasher, training_data
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,26 @@ def test_an_ensemble_trains_saves_and_loads(tmp_path, digits):
     np.testing.assert_array_equal(loaded.encode(images).codes, codes)
 
 
-def test_text_preset_uses_32_bit_members_from_64_bits():
+def test_presets_use_32_bit_members_from_64_bits():
+    assert preset("pixels", 32)[0].get("members", 1) == 1 and preset("pixels", 64)[0]["members"] == 2
+    assert preset("dense", 128)[0].get("members", 1) == 1
     for bits, members in [(16, 1), (32, 1), (64, 2), (128, 4), (256, 8)]:
         model, _ = preset("text", bits)
         assert model.get("members", 1) == members
-        # the KL weight is scaled to each member's width, so a 32-bit member has the 32-bit preset's weight
-        assert model["kl_weight"] == pytest.approx(preset("text", 32)[0]["kl_weight"] * 32 / (bits // members))
+        # the KL weight is the 32-bit preset's for every 32-bit member, and for shorter codes too
+        assert model["kl_weight"] == preset("text", 32)[0]["kl_weight"]
+    # a width that 32 does not divide is one model, its KL weight scaled down to the 32-bit budget
+    model, _ = preset("text", 40)
+    assert model.get("members", 1) == 1
+    assert model["kl_weight"] == pytest.approx(preset("text", 32)[0]["kl_weight"] * 32 / 40)
+
+
+def test_cluster_labels_must_match_the_members(digits):
+    from models.train import train
+
+    x = digits[0].reshape(len(digits[0]), -1).astype(np.float32) / 255
+    config = ModelConfig(input_dim=64, n_bits=16, recon="bernoulli", hidden=(16,), members=2)
+    cfg = TrainConfig(epochs=1, neighbours=3, cluster_weight=0.5, progress=False)
+    nb = np.tile(np.arange(1, 4), (len(x), 1))
+    with pytest.raises(ValueError, match="1 label columns for 2 members"):
+        train(config, cfg, x, neighbours=nb, clusters=np.zeros(len(x), np.int64))

@@ -109,6 +109,7 @@ def test_info_describes_model_and_counts_items(make_client: MakeClient, model_di
     assert info["featurizer"] == kind
     assert info["input_dim"] == hasher.model.config.input_dim
     assert info["bottleneck"] == hasher.model.config.bottleneck
+    assert info["members"] == hasher.model.config.members == (2 if kind == "pixels" else 1)
     assert info["index_kind"] == "flat"
     assert info["device"] == "cpu"
     assert info["count"] == 0
