@@ -47,9 +47,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+# ModelConfig fields added after the first release, with the value that means "as before": left out of the
+# fingerprint at that value, so checkpoints (and the collections that store their fingerprint) keep theirs
+LATER_FIELDS = {"members": 1}
+
+
 def fingerprint(config: ModelConfig, featurizer_state: dict, tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"model": config.to_dict(), "featurizer": featurizer_state}, sort_keys=True).encode())
+    model = {k: v for k, v in config.to_dict().items() if LATER_FIELDS.get(k, object()) != v}
+    h.update(json.dumps({"model": model, "featurizer": featurizer_state}, sort_keys=True).encode())
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
         h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())

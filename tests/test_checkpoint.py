@@ -83,3 +83,19 @@ def test_gaussian_thresholds_are_saved_and_codes_are_balanced(tmp_path, digits):
     np.testing.assert_array_equal(codes, hasher.encode(digits[0]).codes)
     balance = np.unpackbits(codes, axis=1, bitorder="little").mean(axis=0)
     np.testing.assert_allclose(balance, 0.5, atol=0.01)  # median thresholds split the training set in half
+
+
+def test_fingerprints_from_before_the_members_field_still_match():
+    """A fixed model's fingerprint as the release before ``ModelConfig.members`` computed it: checkpoints and the
+    collections that store their fingerprint must keep opening."""
+    import torch
+
+    from models.autoencoder import HashingAutoencoder
+    from models.featurizers import make_featurizer
+
+    feat = make_featurizer("dense").fit(np.arange(24, dtype=np.float32).reshape(6, 4))
+    model = HashingAutoencoder(ModelConfig(input_dim=4, n_bits=8, recon="gaussian", hidden=(4,)))
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape) * (i + 1))
+    assert checkpoint.compute_fingerprint(model, feat) == "fe9f531efeb30795"  # computed at commit 52eb94e
