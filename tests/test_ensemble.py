@@ -112,3 +112,16 @@ def test_cluster_labels_must_match_the_members(digits):
     nb = np.tile(np.arange(1, 4), (len(x), 1))
     with pytest.raises(ValueError, match="1 label columns for 2 members"):
         train(config, cfg, x, neighbours=nb, clusters=np.zeros(len(x), np.int64))
+
+
+def test_each_gaussian_member_is_calibrated_and_saved(tmp_path, digits):
+    """Median thresholds are set per member (each sees only its own logits), and survive a checkpoint."""
+    cfg = TrainConfig(epochs=2, progress=False)
+    over = {"n_bits": 16, "hidden": (32,), "bottleneck": "gaussian", "members": 2}
+    hasher = fit_hasher(digits[0], "pixels", over, cfg)[0]
+    assert all(part.bottleneck.thresholds.abs().sum() > 0 for part in parts(hasher.model))
+    checkpoint.save(tmp_path / "g", hasher)
+    codes = checkpoint.load(tmp_path / "g", device="cpu").encode(digits[0]).codes
+    np.testing.assert_array_equal(codes, hasher.encode(digits[0]).codes)
+    balance = np.unpackbits(codes, axis=1, bitorder="little").mean(axis=0)
+    np.testing.assert_allclose(balance, 0.5, atol=0.01)  # every bit of both members splits the training set
