@@ -23,7 +23,13 @@ from models.checkpoint import compute_fingerprint
 from models.ensemble import Model, build_model, parts
 from models.featurizers import Features, make_featurizer
 from models.hasher import Hasher, resolve_device, to_tensor
-from models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets, whitened
+from models.neighbours import (
+    full_vocabulary_tfidf,
+    mutual_neighbours,
+    nearest_neighbours,
+    neighbour_targets,
+    whitened,
+)
 from models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
 from models.teacher import cluster_labels, spectral_teacher_bits
 
@@ -60,6 +66,11 @@ class TrainConfig:
     # features instead of the features themselves (dense features only; models.neighbours.whitened). The decoder
     # still reconstructs the neighbours' own features. Fashion-MNIST, 32 bits, mAP: see models.presets.
     neighbour_whiten: int = 0
+    # text only: find the neighbours (and the teachers' graph) by TF-IDF cosine over every word in at least two
+    # training texts (models.neighbours.full_vocabulary_tfidf; 56k words on 20 Newsgroups) instead of the model's
+    # 10k-word input. The decoder still reconstructs the input features. 20 Newsgroups, text preset, 32 bits:
+    # P@100 0.585 -> 0.605 (seed 0); see models.presets
+    full_vocab_neighbours: bool = False
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     progress: bool = True  # tqdm progress bar
 
@@ -74,8 +85,12 @@ class TrainConfig:
             raise ValueError("teacher_weight, cluster_weight, graph_neighbours must be >= 0, n_clusters >= 2")
         if self.neighbour_whiten < 0:
             raise ValueError("neighbour_whiten must be >= 0")
-        if self.neighbour_whiten and not self.neighbours:
-            raise ValueError("neighbour_whiten needs neighbours > 0 (it changes how they are found)")
+        if (self.neighbour_whiten or self.full_vocab_neighbours) and not self.neighbours:
+            raise ValueError(
+                "neighbour_whiten / full_vocab_neighbours needs neighbours > 0 (it changes how they are found)"
+            )
+        if self.neighbour_whiten and self.full_vocab_neighbours:
+            raise ValueError("neighbour_whiten (dense features) and full_vocab_neighbours (text) exclude each other")
         if (self.teacher_weight or self.cluster_weight) and not self.neighbours:
             raise ValueError("teacher_weight and cluster_weight need neighbours > 0 (they use the kNN graph)")
         if self.neighbour_sim_power < 0:
@@ -284,24 +299,33 @@ def fit_hasher(
     The reconstruction loss follows the featurizer unless ``model_overrides`` names one.
     """
     cfg = cfg or TrainConfig()
+    if cfg.full_vocab_neighbours and featurizer_kind != "text":
+        raise ValueError(f"full_vocab_neighbours needs text inputs, not {featurizer_kind}")
     featurizer = make_featurizer(featurizer_kind).fit(inputs)
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    data = training_data(x, cfg, model_config.n_bits, model_config.members)
+    space = full_vocabulary_tfidf(inputs) if cfg.full_vocab_neighbours and cfg.neighbours else None
+    data = training_data(x, cfg, model_config.n_bits, model_config.members, space)
     result = train(model_config, cfg, x, data.targets, data.neighbours, data.teacher, data.clusters)
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0])}
     fp = compute_fingerprint(result.model, featurizer)
     return Hasher(result.model, featurizer, fp, torch.device(result.device), info), result
 
 
-def training_data(x: Features, cfg: TrainConfig, n_bits: int, members: int = 1) -> TrainData:
+def training_data(
+    x: Features, cfg: TrainConfig, n_bits: int, members: int = 1, space: Features | None = None
+) -> TrainData:
     """What the configured objectives need besides the features: neighbours, neighbour targets, teacher bits and
     cluster pseudo-labels (one k-means per ensemble member, seeds ``seed``, ``seed + 1``, ...), all from the
-    training items alone."""
+    training items alone. ``space`` (n, d'): other features of the same items to find neighbours in (default:
+    ``x``, PCA-whitened with ``neighbour_whiten``)."""
     if not cfg.neighbours:
         return TrainData(x)
-    space = whitened(x, cfg.neighbour_whiten) if cfg.neighbour_whiten else x  # where similarity is measured
+    if space is None:  # where similarity is measured
+        space = whitened(x, cfg.neighbour_whiten) if cfg.neighbour_whiten else x
+    if space.shape[0] != x.shape[0]:
+        raise ValueError(f"the neighbour space has {space.shape[0]} rows for {x.shape[0]} items")
     neighbours = nearest_neighbours(space, cfg.neighbours)
     teacher = clusters = None
     if cfg.teacher_weight or cfg.cluster_weight:

@@ -79,3 +79,52 @@ def test_whitened_has_unit_variance_and_drops_constant_axes():
     assert whitened(x, 2).shape == (500, 2)
     with pytest.raises(ValueError, match="dense"):
         whitened(sp.csr_matrix(x), 2)
+
+
+def test_full_vocabulary_tfidf_keeps_every_shared_word():
+    from models.featurizers import TextFeaturizer
+    from models.neighbours import full_vocabulary_tfidf
+
+    texts = ["alpha beta gamma", "alpha beta delta", "gamma zeta", "omega unique"]
+    x = full_vocabulary_tfidf(texts)
+    assert x.shape == (4, 3) and x.dtype == np.float32  # alpha, beta, gamma: in two texts; the rest in one
+    # a featurizer capped at 2 words drops one of them; the neighbour space does not
+    assert TextFeaturizer(max_features=2).fit(texts).dim == 2
+    assert full_vocabulary_tfidf(["solo apples", "pear trees"]).shape[1] == 4  # no shared word: every word counts
+
+
+def test_neighbours_come_from_the_given_space():
+    from models.train import TrainConfig, training_data
+
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix(rng.random((30, 8)).astype(np.float32))
+    space = sp.csr_matrix(rng.random((30, 5)).astype(np.float32))
+    cfg = TrainConfig(neighbours=3, progress=False)
+    data = training_data(x, cfg, n_bits=8, space=space)
+    assert [set(r) for r in data.neighbours.tolist()] == _brute_force(space.toarray(), 3)
+    assert [set(r) for r in training_data(x, cfg, n_bits=8).neighbours.tolist()] == _brute_force(x.toarray(), 3)
+    with pytest.raises(ValueError, match="rows"):
+        training_data(x, cfg, n_bits=8, space=space[:10])
+
+
+def test_full_vocab_neighbours_settings():
+    from models.train import TrainConfig, fit_hasher
+
+    with pytest.raises(ValueError, match="needs neighbours"):
+        TrainConfig(full_vocab_neighbours=True)
+    with pytest.raises(ValueError, match="exclude each other"):
+        TrainConfig(neighbours=5, full_vocab_neighbours=True, neighbour_whiten=4)
+    images = np.random.default_rng(0).integers(0, 255, (20, 4, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match="needs text inputs"):
+        fit_hasher(images, "pixels", {"n_bits": 8}, TrainConfig(neighbours=3, full_vocab_neighbours=True))
+
+
+def test_text_model_trains_with_full_vocab_neighbours():
+    from models.train import TrainConfig, fit_hasher
+    from tests.conftest import synthetic_texts
+
+    texts = synthetic_texts()
+    cfg = TrainConfig(epochs=2, neighbours=3, contrastive_weight=1.0, full_vocab_neighbours=True, progress=False)
+    hasher, result = fit_hasher(texts, "text", {"n_bits": 16, "hidden": (32,)}, cfg)
+    assert hasher.encode(texts).codes.shape == (len(texts), 2) and len(result.history) == 2
+    assert hasher.info["train_config"]["full_vocab_neighbours"] is True
