@@ -81,16 +81,20 @@ def test_whitened_has_unit_variance_and_drops_constant_axes():
         whitened(sp.csr_matrix(x), 2)
 
 
-def test_full_vocabulary_tfidf_keeps_every_shared_word():
+def test_full_vocabulary_bm25_keeps_every_shared_word_and_weighs_like_bm25():
     from models.featurizers import TextFeaturizer
-    from models.neighbours import full_vocabulary_tfidf
+    from models.neighbours import full_vocabulary_bm25
 
-    texts = ["alpha beta gamma", "alpha beta delta", "gamma zeta", "omega unique"]
-    x = full_vocabulary_tfidf(texts)
-    assert x.shape == (4, 3) and x.dtype == np.float32  # alpha, beta, gamma: in two texts; the rest in one
+    texts = ["alpha beta gamma", "alpha beta delta", "gamma zeta", "omega unique", "alpha alpha alpha beta"]
+    x = full_vocabulary_bm25(texts)
+    assert x.shape == (5, 3) and x.dtype == np.float32  # alpha, beta, gamma: in two texts or more; the rest in one
     # a featurizer capped at 2 words drops one of them; the neighbour space does not
     assert TextFeaturizer(max_features=2).fit(texts).dim == 2
-    assert full_vocabulary_tfidf(["solo apples", "pear trees"]).shape[1] == 4  # no shared word: every word counts
+    assert full_vocabulary_bm25(["solo apples", "pear trees"]).shape[1] == 4  # no shared word: every word counts
+    # hand-computed BM25 for "alpha" in the last text: tf 3, length 4 kept words (mean 2), df 3 of 5 texts
+    idf = np.log1p((5 - 3 + 0.5) / (3 + 0.5))
+    expected = 3 * 2.2 / (3 + 1.2 * (0.25 + 0.75 * 4 / 2.0)) * idf
+    assert x[4, 0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_neighbours_come_from_the_given_space():
