@@ -69,7 +69,7 @@ class ModelConfig:
 
 
 class AEOutput(NamedTuple):
-    recon_logits: torch.Tensor  # (B, input_dim)
+    recon_logits: torch.Tensor | None  # (B, input_dim); None from an ensemble, whose members each reconstruct
     z: torch.Tensor  # (B, n_bits) what the decoder saw (bits, or continuous z for gaussian)
     latent: torch.Tensor  # (B, n_bits) continuous pre-binarization
     loss: torch.Tensor  # () recon_loss + reg_loss

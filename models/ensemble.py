@@ -41,7 +41,7 @@ class MemberEnsemble(nn.Module):
         """Each member reconstructs the target from its own bits; the losses add up (they share no weights)."""
         outs = [m(x, target) for m in self.members]
         return AEOutput(
-            torch.stack([o.recon_logits.float() for o in outs]).mean(dim=0),
+            None,  # no one reconstruction: each member has its own (no extra work per training step)
             torch.cat([o.z for o in outs], dim=1),
             torch.cat([o.latent for o in outs], dim=1),
             sum(o.loss for o in outs),
