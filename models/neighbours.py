@@ -16,12 +16,13 @@ whitening). Neighbours by cosine there are less dominated by the few high-varian
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from models.featurizers import Features
 
@@ -97,6 +98,40 @@ def full_vocabulary_bm25(texts: Sequence[str], min_df: int = 2, k1: float = 1.2,
 
 def _counts(min_df: int) -> CountVectorizer:
     return CountVectorizer(min_df=min_df, stop_words="english", dtype=np.float32)
+
+
+_SUBJECT = re.compile(r"^subject:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
+_REPLY_PREFIX = re.compile(r"^(\s*(re|fwd?|aw)\s*:\s*)+", re.IGNORECASE)
+
+
+def subject_line(text: str) -> str:
+    """The ``Subject:`` header of a mail- or news-style text (looked for before its first blank line), without
+    reply and forward prefixes ("Re: Re: x" -> "x"); "" when there is none."""
+    match = _SUBJECT.search(text.split("\n\n", 1)[0])
+    return _REPLY_PREFIX.sub("", match.group(1).strip()) if match else ""
+
+
+def text_neighbour_space(texts: Sequence[str], subject_weight: float = 0.0) -> sp.csr_matrix:
+    """float32 CSR (n, words + subject words): where text neighbours are found. Each text's BM25 row over the full
+    vocabulary (:func:`full_vocabulary_bm25`) scaled to unit length, beside ``subject_weight`` times the unit-length
+    TF-IDF row of its subject line (:func:`subject_line`), so cosine similarity is the body's plus the weighted
+    subject's. A subject names a thread's topic in a few chosen words, and replies repeat it; this is the title
+    field of BM25F. Texts without a subject get a zero subject row; with none at all the space is the body alone.
+    On 20 Newsgroups the share of an item's 10 neighbours with its label: 0.698 (body) -> 0.748 (weight 0.5;
+    0.3: 0.735, 0.7: 0.728)."""
+    if subject_weight < 0:
+        raise ValueError("subject_weight must be >= 0")
+    texts = list(texts)
+    body = _unit_rows(full_vocabulary_bm25(texts))
+    if not subject_weight:
+        return body
+    try:
+        subjects = TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32).fit_transform(
+            [subject_line(t) for t in texts]
+        )
+    except ValueError:  # no text has a subject with a word in it
+        return body
+    return sp.hstack([body, subject_weight * _unit_rows(subjects)], format="csr", dtype=np.float32)
 
 
 def neighbour_targets(x: Features, neighbours: np.ndarray, sim_power: float = 0.0) -> Features:

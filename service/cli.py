@@ -114,7 +114,13 @@ def train(
         if neighbours == 0 and contrastive_weight is None:
             contrastive_weight = 0.0  # its positives are neighbours: no neighbours, no contrastive term
         if neighbours == 0:  # the cluster and teacher terms, and how neighbours are found, go with the kNN graph
-            train_over.update(cluster_weight=0.0, teacher_weight=0.0, neighbour_whiten=0, full_vocab_neighbours=False)
+            train_over.update(
+                cluster_weight=0.0,
+                teacher_weight=0.0,
+                neighbour_whiten=0,
+                full_vocab_neighbours=False,
+                subject_weight=0.0,
+            )
         if kl_weight is not None:
             model_over["kl_weight"] = kl_weight
         flags = {

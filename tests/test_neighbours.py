@@ -127,8 +127,62 @@ def test_text_model_trains_with_full_vocab_neighbours():
     from models.train import TrainConfig, fit_hasher
     from tests.conftest import synthetic_texts
 
-    texts = synthetic_texts()
-    cfg = TrainConfig(epochs=2, neighbours=3, contrastive_weight=1.0, full_vocab_neighbours=True, progress=False)
+    texts = [f"Subject: topic {i % 4}\n\n{t}" for i, t in enumerate(synthetic_texts())]
+    cfg = TrainConfig(
+        epochs=2,
+        neighbours=3,
+        contrastive_weight=1.0,
+        full_vocab_neighbours=True,
+        subject_weight=0.5,
+        progress=False,
+    )
     hasher, result = fit_hasher(texts, "text", {"n_bits": 16, "hidden": (32,)}, cfg)
     assert hasher.encode(texts).codes.shape == (len(texts), 2) and len(result.history) == 2
     assert hasher.info["train_config"]["full_vocab_neighbours"] is True
+    assert hasher.info["train_config"]["subject_weight"] == 0.5
+
+
+def test_subject_line_comes_from_the_headers_without_reply_prefixes():
+    from models.neighbours import subject_line
+
+    post = "From: a@b.org\nSubject: Re: RE: Fwd: Shuttle launch  \nLines: 3\n\nbody text\nSubject: not a header"
+    assert subject_line(post) == "Shuttle launch"
+    assert subject_line("subject:aw: Orbit\n\nbody") == "Orbit"  # case and spacing vary between mailers
+    assert subject_line("no headers here\n\nSubject: in the body") == ""  # only before the first blank line
+    assert subject_line("") == ""
+
+
+def test_text_neighbour_space_adds_the_weighted_subject_beside_the_body():
+    from models.neighbours import _unit_rows, full_vocabulary_bm25, text_neighbour_space
+
+    texts = [
+        "Subject: engine oil\n\nthe car runs well today",
+        "Subject: Re: engine oil\n\nmy bike runs well today",
+        "Subject: bike tyres\n\nthe car runs well today",
+        "no subject at all\n\nmy bike runs well today",
+    ]
+    body = _unit_rows(full_vocabulary_bm25(texts))
+    assert abs(text_neighbour_space(texts) - body).max() == 0  # weight 0: the body alone
+    space = text_neighbour_space(texts, subject_weight=0.5)
+    assert space.shape == (4, body.shape[1] + 4) and space.dtype == np.float32  # engine, oil, bike, tyres
+    assert abs(space[:, : body.shape[1]] - body).max() == 0
+    subject = space[:, body.shape[1] :].toarray()
+    np.testing.assert_allclose(np.linalg.norm(subject, axis=1), [0.5, 0.5, 0.5, 0.0], rtol=1e-5)
+    added = (space @ space.T).toarray() - (body @ body.T).toarray()
+    # posts 0 and 1 have the same subject (after "Re:"): their similarity gains 0.5 * 0.5; 0 and 2 share no subject word
+    assert added[0, 1] == pytest.approx(0.25, rel=1e-5)
+    assert added[0, 2] == pytest.approx(0.0, abs=1e-7) and added[0, 3] == pytest.approx(0.0, abs=1e-7)
+    no_subjects = ["alpha beta", "beta gamma"]
+    assert text_neighbour_space(no_subjects, 0.5).shape == full_vocabulary_bm25(no_subjects).shape
+    with pytest.raises(ValueError, match="subject_weight"):
+        text_neighbour_space(texts, -1.0)
+
+
+def test_subject_weight_needs_text_neighbours():
+    from models.train import TrainConfig
+
+    with pytest.raises(ValueError, match="full_vocab_neighbours"):
+        TrainConfig(neighbours=3, subject_weight=0.5)
+    with pytest.raises(ValueError, match="subject_weight"):
+        TrainConfig(neighbours=3, full_vocab_neighbours=True, subject_weight=-0.1)
+    assert TrainConfig(neighbours=3, full_vocab_neighbours=True, subject_weight=0.5).subject_weight == 0.5
