@@ -33,6 +33,7 @@ def test_train_uses_the_text_preset(texts_file, tmp_path):
     assert meta["featurizer"]["kind"] == "text"
     assert meta["model_config"]["kl_weight"] == model_over["kl_weight"]  # not raised below 32 bits
     assert meta["train_config"]["neighbours"] == train_over["neighbours"]
+    assert meta["train_config"]["subject_weight"] == train_over["subject_weight"] > 0
     assert meta["train_config"]["epochs"] == 2  # an explicit flag wins over the preset
 
 
@@ -54,6 +55,8 @@ def test_explicit_flags_override_the_preset(texts_file, tmp_path):
     assert meta["train_config"]["lr"] == 0.002 and meta["train_config"]["batch_size"] == 32
     assert meta["train_config"]["neighbours"] == 0
     assert meta["train_config"]["contrastive_weight"] == 0  # switched off with the neighbours it needs
+    # so is how they are found: over the full vocabulary, with the subject line
+    assert meta["train_config"]["full_vocab_neighbours"] is False and meta["train_config"]["subject_weight"] == 0
     assert meta["model_config"]["kl_weight"] == 0.05
 
 
