@@ -56,7 +56,7 @@ to 0.1% distinct codes, hence lr 1e-3.
   plus whitened HOG features (k=10 purity 0.811 against 0.803 on 20,000 images) 0.545; a convolutional encoder
   (5x5 convolutions of 16 and 32 channels at stride 2, then 512 units) 0.555 in 316 s against the MLP's 150 s;
   neighbours re-ranked by a two-step diffusion on the k=30 graph (top 30 of S + a S^2, S the normalised affinity,
-  a = 1 / 3) 0.543 / 0.545. The encoder is not the limit; the neighbours' signal is.
+  a = 1 or 3) 0.543 / 0.545. The encoder is not the limit; the neighbours' signal is.
 """
 
 from __future__ import annotations
