@@ -32,7 +32,7 @@ text (20 Newsgroups, 32 bits, precision@100 over all 7,532 test queries, one run
   from LSA (100-400 dims, 0.653-0.659) or from shared-neighbour similarity (0.637-0.668), all by purity alone.
   The posts' subject lines beside the body in the neighbour space (``subject_weight`` 0.5: the unit BM25 row plus
   0.5 x the unit TF-IDF row of the subject without "Re:"; models.neighbours.text_neighbour_space), purity 0.698 ->
-  0.748, seed 0: P@100 at 32 bits 0.631 -> 0.664, 64 bits 0.650 -> 0.686, 128 bits 0.663 -> see README. By purity
+  0.748, seed 0: P@100 at 32 bits 0.631 -> 0.664, 64 bits 0.650 -> 0.686, 128 bits 0.663 -> 0.700. By purity
   alone: weight 0.3 0.735, 0.4 0.748, 0.6 0.739, 0.7 0.728; the subject as one exact token 0.726; e-mail addresses
   as a third block (weight 0.25) 0.752, P@100 0.662 at 32 bits (not kept: no gain); subject words in two or more
   posts only 0.742. BM25 parameters barely matter (k1 0.8 / 2.0: 0.698 / 0.696; b 0.5 / 0.9: 0.696 / 0.699).
