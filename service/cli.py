@@ -89,6 +89,10 @@ def train(
     contrastive_weight: Annotated[
         float | None, typer.Option(help="Weight of the neighbour-contrastive term (default: the preset).")
     ] = None,
+    subject_weight: Annotated[
+        float | None,
+        typer.Option(help="Text: weight of the Subject: header beside the body when finding neighbours (0 = off)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Items per step (default: the preset, else 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the preset, else 5e-3).")] = None,
@@ -126,6 +130,7 @@ def train(
         flags = {
             "neighbours": neighbours,
             "contrastive_weight": contrastive_weight,
+            "subject_weight": subject_weight,
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,

@@ -69,6 +69,15 @@ def test_contrastive_weight_flag(texts_file, tmp_path):
     assert result.exit_code == 2 and "needs neighbours" in result.output
 
 
+def test_subject_weight_flag(texts_file, tmp_path):
+    meta = _train(texts_file, tmp_path / "m", "--epochs", "1", "--subject-weight", "0")
+    assert meta["train_config"]["subject_weight"] == 0 and meta["train_config"]["full_vocab_neighbours"] is True
+    meta = _train(texts_file, tmp_path / "w", "--epochs", "1", "--subject-weight", "0.25")
+    assert meta["train_config"]["subject_weight"] == 0.25
+    result = CliRunner().invoke(app, ["train", str(texts_file), "--out", str(tmp_path / "x"), "--subject-weight", "-1"])
+    assert result.exit_code == 2 and "subject_weight" in result.output
+
+
 def test_bad_settings_exit_with_a_message(texts_file, tmp_path):
     result = CliRunner().invoke(app, ["train", str(texts_file), "--out", str(tmp_path / "m"), "--bits", "12"])
     assert result.exit_code == 2
