@@ -36,11 +36,16 @@ class ModelConfig:
     # > 1: the code is this many independent autoencoders' codes of n_bits / members bits each, concatenated
     # (models.ensemble); each member has the whole configuration above at its share of the bits
     members: int = 1
+    # what the decoder outputs: 0 = input_dim (it reconstructs the input, or neighbour means of it); else the width
+    # of other reconstruction targets (TrainConfig.target_features: scattering coefficients of pixel inputs)
+    output_dim: int = 0
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
         if self.input_dim <= 0:
             raise ValueError(f"input_dim must be positive, got {self.input_dim}")
+        if self.output_dim < 0:
+            raise ValueError(f"output_dim must be >= 0 (0: input_dim), got {self.output_dim}")
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}; choose one of {', '.join(BOTTLENECKS)}")
         if self.recon not in RECON_LOSSES:
@@ -69,7 +74,7 @@ class ModelConfig:
 
 
 class AEOutput(NamedTuple):
-    recon_logits: torch.Tensor | None  # (B, input_dim); None from an ensemble, whose members each reconstruct
+    recon_logits: torch.Tensor | None  # (B, output width); None from an ensemble, whose members each reconstruct
     z: torch.Tensor  # (B, n_bits) what the decoder saw (bits, or continuous z for gaussian)
     latent: torch.Tensor  # (B, n_bits) continuous pre-binarization
     loss: torch.Tensor  # () recon_loss + reg_loss
@@ -95,7 +100,7 @@ class HashingAutoencoder(nn.Module):
         self.bottleneck = make_bottleneck(config.bottleneck, n_bits=config.n_bits, kl_weight=config.kl_weight)
         n_logits = config.n_bits * self.bottleneck.logits_per_bit
         self.encoder = _mlp([config.input_dim, *config.hidden, n_logits], config.dropout)
-        self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.input_dim], 0.0)
+        self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.output_dim or config.input_dim], 0.0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit).
@@ -121,9 +126,9 @@ class HashingAutoencoder(nn.Module):
         return torch.tanh(self.logits(x)[:, : self.config.n_bits])
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
-        """``target`` (B, input_dim) is what the decoder reconstructs; the input itself by default."""
+        """``target`` (B, output_dim or input_dim) is what the decoder reconstructs; the input itself by default."""
         b = self.bottleneck(self.logits(x))
-        recon_logits = self.decoder(b.z)  # (B, input_dim)
+        recon_logits = self.decoder(b.z)  # (B, output_dim or input_dim)
         target = x if target is None else target
         target = target.to_dense() if target.layout == torch.sparse_csr else target
         recon_loss = reconstruction_loss(self.config.recon, recon_logits, target)

@@ -83,7 +83,14 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "pixels": (
         {"kl_weight": 0.3},
-        {"neighbours": 30, "neighbour_whiten": 400, "contrastive_weight": 1.0, "lr": 1e-3, "epochs": 20},
+        {
+            "neighbours": 30,
+            "neighbour_whiten": 400,
+            "contrastive_weight": 1.0,
+            "lr": 1e-3,
+            "epochs": 20,
+            "target_features": "scattering",
+        },
     ),
     "dense": ({}, {}),
 }

@@ -93,6 +93,10 @@ def train(
         float | None,
         typer.Option(help="Text: weight of the Subject: header beside the body when finding neighbours (0 = off)."),
     ] = None,
+    target_features: Annotated[
+        str | None,
+        typer.Option(help="What the decoder reconstructs: input, or (images) scattering (default: the preset)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Items per step (default: the preset, else 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the preset, else 5e-3).")] = None,
@@ -131,6 +135,7 @@ def train(
             "neighbours": neighbours,
             "contrastive_weight": contrastive_weight,
             "subject_weight": subject_weight,
+            "target_features": target_features,
             "epochs": epochs,
             "lr": lr,
             "batch_size": batch_size,

@@ -85,7 +85,7 @@ def test_gaussian_thresholds_are_saved_and_codes_are_balanced(tmp_path, digits):
     np.testing.assert_allclose(balance, 0.5, atol=0.01)  # median thresholds split the training set in half
 
 
-def test_fingerprints_from_before_the_members_field_still_match():
+def test_fingerprints_from_before_the_members_field_still_match():  # and output_dim
     """A fixed model's fingerprint as the release before ``ModelConfig.members`` computed it: checkpoints and the
     collections that store their fingerprint must keep opening."""
     import torch

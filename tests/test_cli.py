@@ -120,5 +120,18 @@ def test_pixels_train_with_the_preset_and_without_neighbours(tmp_path):
     np.save(path, (load_digits().images[:120] * 255 / 16).astype(np.uint8))
     meta = _train(path, tmp_path / "m", "--epochs", "1")
     assert meta["train_config"]["neighbour_whiten"] == PRESETS["pixels"][1]["neighbour_whiten"]
+    assert meta["train_config"]["target_features"] == PRESETS["pixels"][1]["target_features"] == "scattering"
+    assert meta["model_config"]["recon"] == "gaussian" and meta["model_config"]["output_dim"] == 81 * 2 * 2
     meta = _train(path, tmp_path / "m0", "--epochs", "1", "--neighbours", "0")
     assert meta["train_config"]["neighbours"] == 0 and meta["train_config"]["neighbour_whiten"] == 0
+    meta = _train(path, tmp_path / "in", "--epochs", "1", "--target-features", "input")
+    assert meta["model_config"]["recon"] == "bernoulli" and meta["model_config"]["output_dim"] == 0
+    result = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "x"), "--target-features", "edges"])
+    assert result.exit_code == 2 and "target_features" in result.output
+
+
+def test_scattering_targets_need_images(texts_file, tmp_path):
+    result = CliRunner().invoke(
+        app, ["train", str(texts_file), "--out", str(tmp_path / "x"), "--target-features", "scattering"]
+    )
+    assert result.exit_code == 2 and "needs images" in result.output
