@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
 from models.featurizers import Features
-from models.neighbours import _unit_rows
+from models.neighbours import pair_cosines
 
 LOG = logging.getLogger(__name__)
 
@@ -30,12 +30,8 @@ LOG = logging.getLogger(__name__)
 def knn_affinity(x: Features, neighbours: np.ndarray) -> sp.csr_matrix:
     """Symmetric (n, n) graph: cosine similarity on each kNN edge (clipped at 0), the max of both directions."""
     n, k = neighbours.shape
-    unit = _unit_rows(x)
     rows = np.repeat(np.arange(n), k)
-    if sp.issparse(unit):
-        sims = np.asarray(unit[rows].multiply(unit[neighbours.ravel()]).sum(axis=1)).ravel()
-    else:
-        sims = np.einsum("ij,ij->i", unit[rows], unit[neighbours.ravel()])
+    sims = pair_cosines(x, rows, neighbours.ravel())
     w = sp.csr_matrix((np.maximum(sims, 1e-6), (rows, neighbours.ravel())), shape=(n, n))
     return w.maximum(w.T).tocsr()
 

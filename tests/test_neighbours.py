@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets
+from models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets, pair_cosines
 
 
 def _brute_force(x: np.ndarray, k: int) -> list[set[int]]:
@@ -186,3 +186,15 @@ def test_subject_weight_needs_text_neighbours():
     with pytest.raises(ValueError, match="subject_weight"):
         TrainConfig(neighbours=3, full_vocab_neighbours=True, subject_weight=-0.1)
     assert TrainConfig(neighbours=3, full_vocab_neighbours=True, subject_weight=0.5).subject_weight == 0.5
+
+
+def test_pair_cosines_in_blocks_match_the_definition():
+    """Blocks of pairs (so wide dense features never copy all pairs at once) give each pair's plain cosine."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 7)).astype(np.float32)
+    a, b = rng.integers(0, 20, 50), rng.integers(0, 20, 50)
+    expected = np.array([x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) for i, j in zip(a, b, strict=True)])
+    for block in (3, 50, 1000):
+        np.testing.assert_allclose(pair_cosines(x, a, b, block_size=block), expected, rtol=1e-5)
+        np.testing.assert_allclose(pair_cosines(sp.csr_matrix(x), a, b, block_size=block), expected, rtol=1e-5)
+    assert pair_cosines(x, a[:0], b[:0]).shape == (0,)
