@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
 
@@ -122,7 +123,12 @@ def scattering(images: torch.Tensor, J: int = J_DEFAULT, L: int = L_DEFAULT) -> 
 
 
 def scattering_features(
-    pixels: np.ndarray, shape: tuple[int, ...], J: int = J_DEFAULT, L: int = L_DEFAULT, batch_size: int = 1000
+    pixels: np.ndarray,
+    shape: tuple[int, ...],
+    J: int = J_DEFAULT,
+    L: int = L_DEFAULT,
+    batch_size: int = 1000,
+    progress: bool = False,
 ) -> np.ndarray:
     """float32 (n, d) pixel rows of images ``shape`` ((h, w) or (h, w, c)) -> float32 (n, c * n_channels * h' * w'):
     the square root of each coefficient (which evens out their dynamic range), every channel's maps side by side."""
@@ -133,19 +139,19 @@ def scattering_features(
     dim = c * n_channels(J, L) * -(-h // 2**J) * -(-w // 2**J)
     out = [np.zeros((0, dim), np.float32)]
     with torch.no_grad():
-        for start in range(0, len(pixels), batch_size):
+        for start in tqdm(range(0, len(pixels), batch_size), desc="scattering", unit="batch", disable=not progress):
             imgs = torch.from_numpy(np.asarray(pixels[start : start + batch_size], np.float32)).view(-1, h, w, c)
             coeffs = scattering(imgs.permute(0, 3, 1, 2).reshape(-1, h, w), J, L)  # (b * c, C, h', w')
             out.append(coeffs.abs().sqrt().reshape(len(imgs), -1).numpy())
     return np.concatenate(out)
 
 
-def scattering_targets(pixels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def scattering_targets(pixels: np.ndarray, shape: tuple[int, ...], progress: bool = False) -> np.ndarray:
     """float32 (n, d'): :func:`scattering_features` standardised per coefficient over these rows (zero mean, unit
     variance; coefficients that barely vary, such as those of an always-empty border, are divided by at least
     1e-3 rather than blown up)."""
     t0 = time.perf_counter()
-    feats = scattering_features(pixels, shape)
+    feats = scattering_features(pixels, shape, progress=progress)
     feats = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-3)
     LOG.info(
         "scattering targets: %d coefficients for %d images in %.1fs",

@@ -357,7 +357,7 @@ def training_data(
     if cfg.target_features == "scattering":
         if image_shape is None or sp.issparse(x):
             raise ValueError("target_features 'scattering' needs dense pixel rows and their image shape")
-        recon = scattering_targets(np.asarray(x), image_shape)
+        recon = scattering_targets(np.asarray(x), image_shape, progress=cfg.progress)
     if not cfg.neighbours:
         return TrainData(x, None if recon is x else recon)
     if space is None:  # where similarity is measured
