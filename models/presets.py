@@ -66,7 +66,8 @@ to 0.1% distinct codes, hence lr 1e-3.
   ITQ (was 0.536 / 0.554 / 0.567), training 313 / 297 / 456 s including ~110 s for the coefficients.
   Not kept with scattering targets (seed 0): similarity power 2 with mutual positives 0.567 at 32 bits; J=3
   (217 maps of 4 x 4) 0.572, its coefficients taking 415 s for 60,000 images; one 64-bit model instead of two
-  32-bit members 0.582 against 0.583.
+  32-bit members 0.582 against 0.583; the standardised pixels beside the coefficients in the targets, weight 1 /
+  0.5, 0.580 / 0.565.
   Tried in the same session and not kept (32 bits, seed 0 against 0.554): neighbours found in scattering space,
   whose labels agree far more often (k=10: 0.862 against 0.823), 0.543 (with similarity power 2 and mutual
   positives 0.540; PCA-whitened scattering, 0.866, 0.546; their union with the pixel neighbours 0.542); pixel
