@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 from models.bits import check_n_bits, pack
+from models.readout import itq_rotation
 
 if TYPE_CHECKING:
     from typing import Self
@@ -165,7 +166,7 @@ class ITQ(_Fitted):
         X = _check_features(X)
         self.mean_, pcs = fit_pca(X, self.n_bits, self.seed)
         V = _project(X, self.mean_, pcs)  # (n, n_bits)
-        self.rotation_, self.loss_history_ = _itq_rotation(V, self.n_iter, self.seed)
+        self.rotation_, self.loss_history_ = itq_rotation(V, self.n_iter, self.seed)
         self.projection_ = pcs @ self.rotation_  # (d, n_bits)
         first, last = self.loss_history_[0], self.loss_history_[-1]
         elapsed = time.perf_counter() - start
@@ -174,23 +175,6 @@ class ITQ(_Fitted):
 
     def __repr__(self) -> str:
         return f"ITQ(n_bits={self.n_bits}, n_iter={self.n_iter}, seed={self.seed})"
-
-
-def _itq_rotation(V: np.ndarray, n_iter: int, seed: int) -> tuple[np.ndarray, list[float]]:
-    """Alternate B = sign(V R) and R = Procrustes(V, B); returns R (c, c) and the loss after each B step."""
-    c = V.shape[1]
-    R, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((c, c)))  # random orthogonal start
-    losses = []
-    for step in range(n_iter + 1):
-        VR = V @ R  # (n, c)
-        B = np.where(VR >= 0, 1.0, -1.0)  # (n, c)
-        losses.append(float(np.sum((B - VR) ** 2)))
-        if step == n_iter:
-            break
-        # argmin_R ||B - V R||_F over orthogonal R: with V^T B = U S W^T, R = U W^T.
-        U, _, Wt = np.linalg.svd(V.T @ B)
-        R = U @ Wt
-    return R, losses
 
 
 _REGISTRY: dict[str, Callable[[int, int], Hasher]] = {

@@ -18,6 +18,7 @@ from torch import nn
 
 from models.bits import check_n_bits
 from models.bottlenecks import BOTTLENECKS, make_bottleneck
+from models.readout import READOUTS, RotationReadout
 
 RECON_LOSSES = ("multinomial", "bernoulli", "gaussian")
 
@@ -39,6 +40,9 @@ class ModelConfig:
     # what the decoder outputs: 0 = input_dim (it reconstructs the input, or neighbour means of it); else the width
     # of other reconstruction targets (TrainConfig.target_features: scattering coefficients of pixel inputs)
     output_dim: int = 0
+    # how scores become the indexed bits (models.readout): "threshold", each bottleneck's own rule, or "itq", a
+    # rotation of all members' scores fitted on the training set after training
+    readout: str = "threshold"
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
@@ -48,6 +52,8 @@ class ModelConfig:
             raise ValueError(f"output_dim must be >= 0 (0: input_dim), got {self.output_dim}")
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}; choose one of {', '.join(BOTTLENECKS)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown readout {self.readout!r}; choose one of {', '.join(READOUTS)}")
         if self.recon not in RECON_LOSSES:
             raise ValueError(f"unknown recon loss {self.recon!r}; choose one of {', '.join(RECON_LOSSES)}")
         if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
@@ -101,6 +107,7 @@ class HashingAutoencoder(nn.Module):
         n_logits = config.n_bits * self.bottleneck.logits_per_bit
         self.encoder = _mlp([config.input_dim, *config.hidden, n_logits], config.dropout)
         self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.output_dim or config.input_dim], 0.0)
+        self.readout = RotationReadout(config.n_bits) if config.readout == "itq" else None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit).
@@ -120,10 +127,14 @@ class HashingAutoencoder(nn.Module):
         first = self.encoder[0]
         return self.encoder[1:](torch.sparse.mm(x, first.weight.T) + first.bias)
 
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Each bit's continuous score, (B, input_dim) -> (B, n_bits): its logit (the mean for gaussian)."""
+        return self.logits(x)[:, : self.config.n_bits]
+
     def relaxed_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable codes in (-1, 1), (B, input_dim) -> (B, n_bits): tanh of each bit's logit (the mean for
-        gaussian); used by pairwise objectives."""
-        return torch.tanh(self.logits(x)[:, : self.config.n_bits])
+        """Differentiable codes in (-1, 1), (B, input_dim) -> (B, n_bits): tanh of each bit's score; used by
+        pairwise objectives."""
+        return torch.tanh(self.scores(x))
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
         """``target`` (B, output_dim or input_dim) is what the decoder reconstructs; the input itself by default."""
@@ -136,9 +147,18 @@ class HashingAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Deterministic codes: (B, input_dim) -> bool bits (B, n_bits), float32 latent (B, n_bits)."""
+        """Deterministic codes: (B, input_dim) -> bool bits (B, n_bits), float32 latent (B, n_bits): the bottleneck's
+        (bit probabilities, or the gaussian mean), or with the itq read-out the sigmoid of each rotated score."""
+        if self.readout is not None:
+            return read_out(self.readout, self.scores(x))
         logits = self.logits(x).float()
         return self.bottleneck.binarize(logits), self.bottleneck.latent(logits)
+
+
+def read_out(readout: RotationReadout, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (B, n_bits) -> bool bits and their float32 probability-like latent (sigmoid of the rotated score)."""
+    rotated = readout(scores)
+    return rotated > 0, torch.sigmoid(rotated)
 
 
 def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

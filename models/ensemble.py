@@ -21,7 +21,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig
+from models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, read_out
+from models.readout import RotationReadout
 
 
 class MemberEnsemble(nn.Module):
@@ -30,8 +31,14 @@ class MemberEnsemble(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        member = dataclasses.replace(config, n_bits=config.n_bits // config.members, members=1)
+        member = dataclasses.replace(config, n_bits=config.n_bits // config.members, members=1, readout="threshold")
         self.members = nn.ModuleList(HashingAutoencoder(member) for _ in range(config.members))
+        # one rotation over all members' scores (so it also decorrelates the members' bits)
+        self.readout = RotationReadout(config.n_bits) if config.readout == "itq" else None
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) -> (B, n_bits), members' scores side by side."""
+        return torch.cat([m.scores(x) for m in self.members], dim=1)
 
     def relaxed_codes(self, x: torch.Tensor) -> torch.Tensor:
         """(B, input_dim) -> (B, n_bits) in (-1, 1), members' bits side by side."""
@@ -52,6 +59,8 @@ class MemberEnsemble(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, input_dim) -> bool bits (B, n_bits), float32 latent (B, n_bits)."""
+        if self.readout is not None:
+            return read_out(self.readout, self.scores(x))
         parts = [m.encode(x) for m in self.members]
         return torch.cat([b for b, _ in parts], dim=1), torch.cat([z for _, z in parts], dim=1)
 

@@ -24,7 +24,7 @@ LOG = logging.getLogger(__name__)
 
 class EncodeResult(NamedTuple):
     codes: np.ndarray  # uint8 (n, n_bits // 8), bit order of models.bits
-    latent: np.ndarray | None  # float32 (n, n_bits) probability of each bit, when asked for
+    latent: np.ndarray | None  # float32 (n, n_bits) each bit's continuous value (see model.encode), when asked for
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -23,6 +23,7 @@ from scipy.sparse.linalg import eigsh
 
 from models.featurizers import Features
 from models.neighbours import pair_cosines
+from models.readout import itq_rotation
 
 LOG = logging.getLogger(__name__)
 
@@ -47,17 +48,6 @@ def spectral_embedding(affinity: sp.csr_matrix, dim: int, seed: int = 0) -> np.n
     return (vectors[:, order] * inv_sqrt[:, None])[:, 1:]
 
 
-def itq_rotation(v: np.ndarray, iterations: int = 50, seed: int = 0) -> np.ndarray:
-    """(dim, dim) orthogonal rotation minimising the quantisation error of sign(v @ R) (ITQ); v centred."""
-    rng = np.random.default_rng(seed)
-    rotation = np.linalg.qr(rng.standard_normal((v.shape[1], v.shape[1])))[0]
-    for _ in range(iterations):
-        codes = np.sign(v @ rotation)
-        u, _, vt = np.linalg.svd(codes.T @ v)
-        rotation = (u @ vt).T
-    return rotation
-
-
 def _standardised(v: np.ndarray) -> np.ndarray:
     v = v - v.mean(axis=0)
     return v / np.maximum(v.std(axis=0), 1e-12)
@@ -67,7 +57,7 @@ def spectral_teacher_bits(x: Features, neighbours: np.ndarray, n_bits: int, seed
     """bool (n, n_bits): ITQ-rotated spectral embedding of the kNN graph, thresholded at zero."""
     t0 = time.perf_counter()
     emb = _standardised(spectral_embedding(knn_affinity(x, neighbours), n_bits, seed))
-    bits = emb @ itq_rotation(emb, seed=seed) > 0
+    bits = emb @ itq_rotation(emb, seed=seed)[0] > 0
     LOG.info("spectral teacher: %d bits for %d items in %.1fs", n_bits, len(bits), time.perf_counter() - t0)
     return bits
 

@@ -290,23 +290,34 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    calibrate(model, x, device)
+    calibrate(model, x, device, cfg.seed)
     seconds = time.perf_counter() - t0
     LOG.info("trained %d epochs in %.1fs, best epoch %d (val loss %.4f)", len(history), seconds, best_epoch, best)
     return TrainResult(model, history, best_epoch, seconds, str(device))
 
 
 @torch.no_grad()
-def calibrate(model: Model, x: Features, device, batch_size: int = 2048) -> None:
-    """Bottlenecks that set thresholds from data (gaussian: per-bit medians) see the training set's logits."""
+def calibrate(model: Model, x: Features, device, seed: int = 0, batch_size: int = 2048) -> None:
+    """What is fitted on the training set after training: bottleneck thresholds (gaussian: per-bit medians) on the
+    logits, and the itq read-out's rotation (models.readout) on all members' scores."""
+
+    def over_x(fn) -> torch.Tensor:
+        return torch.cat(
+            [
+                fn(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
+                for s in range(0, x.shape[0], batch_size)
+            ]
+        )
+
     for part in parts(model):
-        if not hasattr(part.bottleneck, "calibrate"):
-            continue
-        logits = [
-            part.logits(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
-            for s in range(0, x.shape[0], batch_size)
-        ]
-        part.bottleneck.calibrate(torch.cat(logits))
+        if hasattr(part.bottleneck, "calibrate"):
+            part.bottleneck.calibrate(over_x(part.logits))
+    if model.readout is not None:
+        t0 = time.perf_counter()
+        losses = model.readout.fit(over_x(model.scores), seed)
+        LOG.info(
+            "itq read-out: quantization loss %.4g -> %.4g in %.1fs", losses[0], losses[-1], time.perf_counter() - t0
+        )
 
 
 def fit_hasher(

@@ -83,6 +83,12 @@ def train(
         typer.Option(help="Independent autoencoders whose codes are concatenated (default: the preset's)."),
     ] = None,
     input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
+    readout: Annotated[
+        str | None,
+        typer.Option(
+            help="How scores become bits: threshold, or itq, a rotation fitted after training (default: the preset)."
+        ),
+    ] = None,
     neighbours: Annotated[
         int | None, typer.Option(help="Reconstruct each item's k nearest neighbours (default: the preset).")
     ] = None,
@@ -131,6 +137,8 @@ def train(
             )
         if kl_weight is not None:
             model_over["kl_weight"] = kl_weight
+        if readout is not None:
+            model_over["readout"] = readout
         flags = {
             "neighbours": neighbours,
             "contrastive_weight": contrastive_weight,

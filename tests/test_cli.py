@@ -130,6 +130,20 @@ def test_pixels_train_with_the_preset_and_without_neighbours(tmp_path):
     assert result.exit_code == 2 and "target_features" in result.output
 
 
+def test_readout_flag_overrides_the_preset(tmp_path):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    path = tmp_path / "digits.npy"
+    np.save(path, (load_digits().images[:120] * 255 / 16).astype(np.uint8))
+    meta = _train(path, tmp_path / "m", "--epochs", "1", "--neighbours", "0")
+    assert meta["model_config"]["readout"] == PRESETS["pixels"][0]["readout"] == "itq"
+    meta = _train(path, tmp_path / "t", "--epochs", "1", "--neighbours", "0", "--readout", "threshold")
+    assert meta["model_config"]["readout"] == "threshold"
+    result = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "x"), "--readout", "pca"])
+    assert result.exit_code == 2 and "unknown readout 'pca'" in result.output
+
+
 def test_scattering_targets_need_images(texts_file, tmp_path):
     result = CliRunner().invoke(
         app, ["train", str(texts_file), "--out", str(tmp_path / "x"), "--target-features", "scattering"]

@@ -4,7 +4,7 @@ import torch
 
 from models.neighbours import nearest_neighbours
 from models.objectives import cluster_supcon, teacher_bce
-from models.teacher import cluster_labels, itq_rotation, knn_affinity, spectral_embedding, spectral_teacher_bits
+from models.teacher import cluster_labels, knn_affinity, spectral_embedding, spectral_teacher_bits
 from models.train import TrainConfig, fit_hasher
 
 
@@ -36,12 +36,6 @@ def test_spectral_embedding_and_teacher_bits_separate_blobs():
     dist = (bits[:, None] != bits[None]).sum(axis=2)  # (n, n) Hamming distances
     same = labels[:, None] == labels[None]
     assert dist[same].mean() < 0.5 * dist[~same].mean()
-
-
-def test_itq_rotation_is_orthogonal():
-    v = np.random.default_rng(0).standard_normal((200, 6))
-    r = itq_rotation(v - v.mean(axis=0), iterations=5)
-    np.testing.assert_allclose(r @ r.T, np.eye(6), atol=1e-8)
 
 
 def test_cluster_labels_recover_blobs():
