@@ -3,13 +3,16 @@
 ``threshold`` (the default): each bottleneck's own rule, bit i = score i above its threshold (bernoulli and sign:
 logit > 0; gaussian: mean above the training median).
 
-``itq``: bits = sign((s - mean) @ R), where s is the vector of all per-bit scores (every member's, side by side),
-``mean`` their training-set mean and R an orthogonal rotation fitted on the training set after training by
+``itq``: bits = sign((t - mean) @ R), where t = tanh(s / 8) soft-clips the vector s of all per-bit scores (every
+member's, side by side), ``mean`` is its training-set mean and R an orthogonal rotation fitted on the training set
+after training by
 iterative quantization (ITQ; Gong & Lazebnik, CVPR 2011, "Iterative quantization: a Procrustean approach to
 learning binary codes"): alternately B = sign(V R) and R = argmin ||B - V R|| over rotations. Every bit becomes a
 mix of the learned directions, balanced and less correlated, so fewer items share a code and the Hamming ranking
 inside a class is finer. The decoder never sees these bits; they are a read-out of the encoder, like VDSH's median
-thresholds. Fashion-MNIST mAP, see ``models.presets``.
+thresholds. The soft clip keeps a few saturated logits (|s| up to 40, where most are under 5) from deciding the
+rotation alone: Fashion-MNIST mAP at 16 / 32 bits, mean of four rotation seeds, raw logits 0.567 / 0.600, tanh(s / 8)
+0.598 / 0.603 (more in ``models.presets``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from torch import nn
 
 READOUTS = ("threshold", "itq")
 ITQ_ITERATIONS = 50
+SCORE_SCALE = 8.0  # scores are soft-clipped as tanh(s / SCORE_SCALE) before the rotation
+
+
+def squash(scores: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(scores.float() / SCORE_SCALE)
 
 
 def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -42,7 +50,7 @@ def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0)
 
 
 class RotationReadout(nn.Module):
-    """bits = (scores - mean) @ rotation > 0; buffers saved with the weights (so in the fingerprint)."""
+    """bits = (squash(scores) - mean) @ rotation > 0; buffers saved with the weights (so in the fingerprint)."""
 
     def __init__(self, n_bits: int) -> None:
         super().__init__()
@@ -54,7 +62,7 @@ class RotationReadout(nn.Module):
         """Fit on the training set's scores (n, n_bits); returns ITQ's loss history."""
         if scores.shape[0] < 2:
             raise ValueError(f"the itq read-out needs at least 2 training items, got {scores.shape[0]}")
-        v = scores.double().cpu().numpy()
+        v = squash(scores).double().cpu().numpy()
         mean = v.mean(axis=0)
         rotation, losses = itq_rotation(v - mean, seed=seed)
         self.mean.copy_(torch.from_numpy(mean))
@@ -63,4 +71,4 @@ class RotationReadout(nn.Module):
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, n_bits) scores -> (B, n_bits) rotated scores; bit i is 1 where column i is > 0."""
-        return (scores.float() - self.mean) @ self.rotation
+        return (squash(scores) - self.mean) @ self.rotation
