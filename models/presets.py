@@ -80,7 +80,14 @@ to 0.1% distinct codes, hence lr 1e-3.
   from two 64-bit members 0.605; two 16-bit members at 32 bits (KL 0.3) 0.596; a decorrelation penalty on the
   relaxed codes (weight 10, KL 0.3) 0.588; contrastive weight 2.0 / 0.5 0.574 / 0.587; 30 epochs 0.598;
   whitening the logits fully or half before the rotation 0.577 / 0.597; the rotation fitted on neighbour-averaged
-  logits 0.604 (against 0.603); starting it at identity or at the principal axes 0.595 / 0.598.
+  logits 0.604 (against 0.603); starting it at identity or at the principal axes 0.595 / 0.598; targets averaged
+  over 15 / 60 whitened-pixel neighbours instead of 30 (positives still from 30) 0.582 / 0.591.
+  The rotation's input: logits reach |40| where the median is 5, and those few decided it. Four rotation seeds
+  each, 16 / 32 bits: raw logits 0.567 / 0.600; clipped at 8 / 12 / 16: 0.584 / 0.580 / 0.568 and 0.599 / 0.605 /
+  0.604; tanh(logit / 2) / (logit / 4) / (logit / 8): 0.581 / 0.588 / 0.598 and 0.590 / 0.596 / 0.603, so
+  tanh(logit / 8) (models.readout.SCORE_SCALE); at 64 bits (KL 0.1) 0.617 against 0.613.
+  Full run (benchmarks/quality.py, one core): mAP at 16 / 32 / 64 bits 0.592 / 0.604 / 0.616 = 1.31 / 1.26 / 1.26 x
+  ITQ, training 305 / 309 / 441 s (docs/bench/quality-fashion-2026-11-26-itq.json).
   Tried in the same session and not kept (32 bits, seed 0 against 0.554): neighbours found in scattering space,
   whose labels agree far more often (k=10: 0.862 against 0.823), 0.543 (with similarity power 2 and mutual
   positives 0.540; PCA-whitened scattering, 0.866, 0.546; their union with the pixel neighbours 0.542); pixel
