@@ -5,14 +5,13 @@ logit > 0; gaussian: mean above the training median).
 
 ``itq``: bits = sign((t - mean) @ R), where t = tanh(s / 8) soft-clips the vector s of all per-bit scores (every
 member's, side by side), ``mean`` is its training-set mean and R an orthogonal rotation fitted on the training set
-after training by
-iterative quantization (ITQ; Gong & Lazebnik, CVPR 2011, "Iterative quantization: a Procrustean approach to
-learning binary codes"): alternately B = sign(V R) and R = argmin ||B - V R|| over rotations. Every bit becomes a
-mix of the learned directions, balanced and less correlated, so fewer items share a code and the Hamming ranking
-inside a class is finer. The decoder never sees these bits; they are a read-out of the encoder, like VDSH's median
-thresholds. The soft clip keeps a few saturated logits (|s| up to 40, where most are under 5) from deciding the
-rotation alone: Fashion-MNIST mAP at 16 / 32 bits, mean of four rotation seeds, raw logits 0.567 / 0.600, tanh(s / 8)
-0.598 / 0.603 (more in ``models.presets``).
+after training by iterative quantization (ITQ; Gong & Lazebnik, CVPR 2011, "Iterative quantization: a Procrustean
+approach to learning binary codes"): alternately B = sign(V R) and R = argmin ||B - V R|| over rotations. Every bit
+becomes a mix of the learned directions, balanced and less correlated, so fewer items share a code and the Hamming
+ranking inside a class is finer. The decoder never sees these bits; they are a read-out of the encoder, like VDSH's
+median thresholds. The soft clip keeps a few saturated logits (|s| up to 40, where most are under 5) from deciding
+the rotation alone: Fashion-MNIST mAP at 16 / 32 bits, mean of four rotation seeds, raw logits 0.567 / 0.600,
+tanh(s / 8) 0.598 / 0.603 (more in ``models.presets``).
 """
 
 from __future__ import annotations
