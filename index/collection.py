@@ -6,6 +6,10 @@ on disk before the call returns; only then is it applied to the in-memory FAISS 
 is derived data. Snapshots of that index (:mod:`index.snapshot`) are taken in the background every
 ``snapshot_every`` changed items and on close; opening a collection loads the newest valid snapshot and replays
 the writes made after it from the store, or rebuilds the index from the store when there is no valid snapshot.
+Kinds that delete by tombstone (hnsw, hash, multihash) are rebuilt from the live codes in the background once the
+tombstones pass ``index.kinds.REBUILD_FRACTION`` of the index; writes wait only while the writes made during the
+build are applied to the new index and it is swapped in, or, when they outpace rebuilds so far that the index is
+mostly tombstones (``index.kinds.WAIT_FRACTION``), for the rebuild in flight.
 Searches share a readers-writer lock with the short step that applies a write, so they never see half a write
 and are never blocked behind a long bulk insert (its SQLite commits happen outside that lock).
 
@@ -21,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from index import legacy, snapshot
+from index.deadline import Deadline, check
 from index.errors import (
     CodeLengthError,
     CollectionError,
@@ -44,15 +49,16 @@ from index.errors import (
 )
 from index.kinds import KINDS, HammingIndex, make_hamming_index
 from index.rwlock import RWLock
+from index.scan import TopK
 from index.store import DB_FILE, Matching, Store
 from index.validation import (
     Scalar,
     check_codes,
     check_filter,
+    check_id,
     check_ids,
     describe,
     is_int,
-    matches,
     metadata_texts,
 )
 
@@ -65,6 +71,8 @@ BACKENDS = ("faiss", "milvus")  # where a collection keeps its items: SQLite + F
 SNAPSHOT_EVERY = 100_000  # changed items between automatic background snapshots
 _FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
 FILTER_SCAN_MAX = 50_000  # a filter matching at most this many items is answered by an exact scan of them
+FILTER_FETCH_ROWS = 65_536  # most rows (queries x depth) one over-fetch round of a filtered search examines
+QUERY_BLOCK = 64  # queries per FAISS call in a search with a deadline (checked between calls)
 
 
 def _now_iso() -> str:
@@ -208,8 +216,8 @@ class Collection(CollectionBase):
         self._index: HammingIndex = make_hamming_index(settings.index_kind, settings.n_bits, settings.index_params)
         self._rw = RWLock()  # searches (read) vs applying a write to the index (write)
         self._write_mutex = threading.Lock()  # one write at a time: store commit + apply, in sequence order
-        self._snapshot_mutex = threading.Lock()
-        self._snapshot_thread: threading.Thread | None = None
+        self._snapshot_mutex = threading.Lock()  # one snapshot or rebuild at a time; none prunes the store meanwhile
+        self._snapshot_thread: threading.Thread | None = None  # the background snapshot or rebuild, if any
         self._applied_seq = 0
         self._snapshot_seq = -1
         self._count = 0
@@ -283,6 +291,7 @@ class Collection(CollectionBase):
         except BaseException:
             os.close(lock_fd)
             raise
+        collection._changed(0)  # a replay may have left tombstones past the rebuild threshold
         LOG.info(
             "opened %s: %d items of %d bits in %.3fs",
             path,
@@ -381,7 +390,10 @@ class Collection(CollectionBase):
 
     def __contains__(self, item_id: object) -> bool:
         self._check_open()
-        return isinstance(item_id, str) and self._store.get(item_id) is not None
+        try:
+            return isinstance(item_id, str) and self._store.get(check_id(item_id)) is not None
+        except InvalidItemsError:  # no such id can be stored
+            return False
 
     def ids(self) -> list[str]:
         """Live ids in insertion order (an upsert moves an id to the end)."""
@@ -434,6 +446,7 @@ class Collection(CollectionBase):
                 self.set_progress(*progress)
             return UpsertResult(0, 0)
         stored = None if progress is None else (_progress_key(progress[0]), progress[1])
+        self._wait_for_rebuild()
         with self._write_mutex:
             written = self._store.upsert(ids, codes, texts, progress=stored)
             with self._rw.write():
@@ -441,32 +454,34 @@ class Collection(CollectionBase):
                 self._index.add(codes, written.added)
                 self._applied_seq = written.seq
                 self._count += len(ids) - len(written.removed)
-        self._changed(len(ids))
+            self._changed(len(ids))
         return UpsertResult(inserted=len(ids) - len(written.removed), updated=len(written.removed))
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Remove items; returns how many existed (unknown ids are ignored). Durable on return."""
+        """Remove items; returns how many existed (unknown ids are ignored, an id with NUL or a lone surrogate is
+        an error). Durable on return."""
         if isinstance(ids, (str, bytes)):
             raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+        wanted = [check_id(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i]
         self._check_open()
         if not wanted:
             return 0
+        self._wait_for_rebuild()
         with self._write_mutex:
             written = self._store.delete(wanted)
             with self._rw.write():
                 self._index.remove(written.removed)
                 self._applied_seq = written.seq
                 self._count -= len(written.removed)
-        self._changed(len(written.removed))
+            self._changed(len(written.removed))
         return len(written.removed)
 
     # ---- reads --------------------------------------------------------------------------------------------
 
     def get(self, id: str) -> Item | None:
-        """The item stored under ``id``, or None."""
+        """The item stored under ``id``, or None; an id with NUL or a lone surrogate is an error."""
         self._check_open()
-        row = self._store.get(id) if isinstance(id, str) else None
+        row = self._store.get(check_id(id)) if isinstance(id, str) and id else None
         if row is None:
             return None
         _, code, meta = row
@@ -480,12 +495,14 @@ class Collection(CollectionBase):
         include_metadata: bool = True,
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
+        deadline: Deadline | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
 
         ``where`` keeps only items whose metadata has each field equal to the value given; the result still holds
         ``k`` hits per query whenever ``k`` matching items exist (exact kinds; approximate kinds search deeper
-        until they find them or exhaust the index). ``params`` are the index kind's query parameters.
+        until they find them or exhaust what their index reaches). ``params`` are the index kind's query
+        parameters. ``deadline`` (index.deadline) is checked between blocks of work: past it, SearchTimeoutError.
         """
         self._check_open()
         codes = check_codes(codes, self.n_bytes, "queries")
@@ -495,68 +512,47 @@ class Collection(CollectionBase):
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
-            if not where:
-                distances, labels = self._index.search(codes, int(k), qparams)
-                return self._hits(labels, distances, include_metadata, None)
-            return self._filtered_search(codes, int(k), where, include_metadata, qparams)
-
-    def _filtered_search(self, codes, k, where, include_metadata, qparams) -> list[list[Hit]]:
-        """Exact search over the matching rows when at most FILTER_SCAN_MAX items match; else over-fetch by 4x
-        until every query has k matching hits or the whole index was searched (exact on flat)."""
-        matching = self._store.matching(where, FILTER_SCAN_MAX)
-        if matching is not None:
-            return self._scan(codes, k, matching, include_metadata)
-        fetch = max(_FILTER_MIN_FETCH, 4 * k)
-        while True:
-            fetch = min(fetch, self._index.live)
-            distances, labels = self._index.search(codes, fetch, qparams)
-            results = [hits[:k] for hits in self._hits(labels, distances, include_metadata, where)]
-            if fetch >= self._index.live or all(len(hits) == k for hits in results):
-                return results
-            fetch *= 4
-
-    def _scan(self, codes: np.ndarray, k: int, rows: Matching, include_metadata: bool) -> list[list[Hit]]:
-        """Exact Hamming top-k over the rows a filter selected, sorted by (distance, id)."""
-        if not rows.ids:
-            return [[] for _ in range(len(codes))]
-        distances = np.bitwise_count(codes[:, None, :] ^ rows.codes[None, :, :]).sum(axis=2)  # (q, m)
-        ids = np.asarray(rows.ids, dtype=object)
-        out = []
-        for row in distances:
-            order = np.lexsort((ids, row))[:k]
-            out.append(
-                [
-                    Hit(rows.ids[j], int(row[j]), json.loads(rows.metadata[j]) if include_metadata else None)
-                    for j in order.tolist()
-                ]
-            )
-        return out
+            if where:
+                return self._filtered_search(codes, int(k), where, include_metadata, qparams, None, deadline)
+            return self._blocks(codes, deadline, lambda c: self._nearest(c, int(k), include_metadata, qparams, None))
 
     def range_search(
         self,
         codes: np.ndarray,
         radius: int,
         *,
+        k: int | None = None,
         include_metadata: bool = True,
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
+        deadline: Deadline | None = None,
     ) -> list[list[Hit]]:
-        """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id)."""
+        """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id).
+
+        With ``k``, only the ``k`` nearest of them: a top-k search (:meth:`search`, filter included) whose hits
+        beyond the radius are dropped, so the work grows with k, not with the items inside the radius. Among
+        items tied at the k-th distance, which are kept is the top-k search's choice, as in :meth:`search`.
+        """
         self._check_open()
         codes = check_codes(codes, self.n_bytes, "queries")
         if not is_int(radius) or radius < 0:
             raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")
+        if k is not None and (not is_int(k) or k < 1):
+            raise InvalidQueryError(f"k must be a positive int or None, got {k!r}")
         where, qparams = check_filter(where), self._index.check_query_params(params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
+        radius = min(int(radius), self.n_bits)  # no distance exceeds n_bits
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
-            rows = self._index.range_search(codes, int(radius), qparams)
-            out = []
-            for d, ids in rows:
-                out.extend(self._hits(ids[None, :], d[None, :], include_metadata, where or None))
-            return out
+            if k is None:
+                return self._blocks(
+                    codes, deadline, lambda c: self._within(c, radius, include_metadata, where, qparams)
+                )
+            if where:
+                return self._filtered_search(codes, int(k), where, include_metadata, qparams, radius, deadline)
+            return self._blocks(codes, deadline, lambda c: self._nearest(c, int(k), include_metadata, qparams, radius))
 
     def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]:
         """All items whose code equals ``code`` (uint8 (n_bytes,)), sorted by id."""
@@ -564,43 +560,127 @@ class Collection(CollectionBase):
             raise CodeLengthError(f"a code must be uint8 ({self.n_bytes},), got {describe(code)}")
         return self.range_search(code[None, :], 0, include_metadata=include_metadata)[0]
 
-    def _hits(self, labels: np.ndarray, distances: np.ndarray, include_metadata: bool, where) -> list[list[Hit]]:
-        """FAISS rows -> hits sorted by (distance, id), described from the store (under the read lock)."""
+    @staticmethod
+    def _blocks(codes: np.ndarray, deadline: Deadline | None, search) -> list[list[Hit]]:
+        """``search(block)`` over blocks of QUERY_BLOCK queries, checking ``deadline`` before each; one block
+        without a deadline."""
+        if deadline is None:
+            return search(codes)
+        out: list[list[Hit]] = []
+        for start in range(0, len(codes), QUERY_BLOCK):
+            deadline.check()
+            out.extend(search(codes[start : start + QUERY_BLOCK]))
+        return out
+
+    def _nearest(self, codes, k, include_metadata, qparams, radius: int | None) -> list[list[Hit]]:
+        """Top-k through the index, less the hits beyond ``radius`` (when given)."""
+        distances, labels = self._index.search(codes, k, qparams)
+        if radius is not None:
+            labels = np.where(distances <= radius, labels, -1)
+        return self._hits(labels, distances, include_metadata)
+
+    def _within(self, codes, radius, include_metadata, where, qparams) -> list[list[Hit]]:
+        """Every item within ``radius``, through the index's range search (no k: as many as there are)."""
+        out = []
+        for d, ids in self._index.range_search(codes, radius, qparams):
+            out.extend(self._hits(ids[None, :], d[None, :], include_metadata, where))
+        return out
+
+    def _filtered_search(self, codes, k, where, include_metadata, qparams, radius, deadline) -> list[list[Hit]]:
+        """Exact search over the matching rows when at most FILTER_SCAN_MAX items match; else over-fetch through
+        the index (:meth:`_overfetch`), and an exact scan of every matching row, chunk by chunk, for the queries
+        that over-fetching within its bound leaves short of k hits."""
+        rows = self._store.matching(where, FILTER_SCAN_MAX, deadline)
+        if rows is not None:
+            return self._scan(codes, k, [rows], include_metadata, radius, deadline)
+        out, short = self._overfetch(codes, k, where, include_metadata, qparams, radius, deadline)
+        if short.size:
+            chunks = self._store.matching_chunks(where, deadline)
+            scanned = self._scan(codes[short], k, chunks, include_metadata, radius, deadline)
+            for i, hits in zip(short.tolist(), scanned, strict=True):
+                out[i] = hits
+        return out
+
+    def _overfetch(self, codes, k, where, include_metadata, qparams, radius, deadline) -> tuple[list, np.ndarray]:
+        """Filtered top-k through the index: fetch the max(64, 4k) nearest, keep the matching ones, and fetch 4x
+        deeper for the queries still short of k, while a round examines at most FILTER_FETCH_ROWS rows (exact on
+        flat). Returns the hits, and the queries still short (neither k hits nor the end of what the index
+        reaches within the radius)."""
+        out: list[list[Hit]] = [[] for _ in range(len(codes))]
+        short = np.arange(len(codes))
+        fetch = max(_FILTER_MIN_FETCH, 4 * k)
+        while short.size:
+            fetch = min(fetch, self._index.live)
+            if fetch * short.size > FILTER_FETCH_ROWS:
+                break
+            check(deadline)
+            distances, labels = self._index.search(codes[short], fetch, qparams)
+            if radius is not None:
+                labels = np.where(distances <= radius, labels, -1)
+            hits = self._hits(labels, distances, include_metadata, where, k)
+            # a row ending in -1: nothing more within the radius, or the index reaches no further (ivf, hash...)
+            done = np.asarray([len(h) == k for h in hits]) | (labels[:, -1] < 0) | (fetch >= self._index.live)
+            for i, found, finished in zip(short.tolist(), hits, done.tolist(), strict=True):
+                if finished:
+                    out[i] = found
+            short = short[~done]
+            fetch *= 4
+        return out, short
+
+    def _scan(self, codes, k, chunks: Iterable[Matching], include_metadata, radius, deadline) -> list[list[Hit]]:
+        """Exact top-k by (distance, id) over the rows a filter selected (index.scan); metadata parsed for hits only."""
+        top = TopK(codes, k, radius, deadline)
+        for rows in chunks:
+            check(deadline)
+            top.add(rows.codes, rows.ids, rows.metadata)
+        return [[Hit(i, d, json.loads(m) if include_metadata else None) for d, i, m in hits] for hits in top.result()]
+
+    def _hits(self, labels, distances, include_metadata: bool, where=None, k: int | None = None) -> list[list[Hit]]:
+        """FAISS rows -> hits sorted by (distance, id), at most ``k`` per row, described from the store (under the
+        read lock); with ``where``, only the items SQLite finds matching. Metadata is parsed for the hits only."""
         found = labels[labels >= 0]
-        wants_metadata = where is not None or include_metadata
-        described = self._store.describe(np.unique(found).tolist(), wants_metadata) if found.size else {}
+        described = self._store.describe(np.unique(found).tolist(), include_metadata, where) if found.size else {}
         out = []
         for row_ids, row_d in zip(labels.tolist(), distances.tolist(), strict=True):
-            hits = []
-            for internal, d in zip(row_ids, row_d, strict=True):
-                if internal < 0:
-                    continue
-                item_id, meta_text = described[internal]
-                if wants_metadata:
-                    meta = json.loads(meta_text)
-                    if where is not None and not matches(meta, where):
-                        continue
-                hits.append(Hit(item_id, int(d), meta if include_metadata else None))
-            hits.sort(key=lambda h: (h.distance, h.id))
-            out.append(hits)
+            row = sorted((d, *described[i]) for i, d in zip(row_ids, row_d, strict=True) if i in described)
+            out.append([Hit(i, d, json.loads(m) if include_metadata else None) for d, i, m in row[:k]])
         return out
 
     # ---- snapshots and lifecycle --------------------------------------------------------------------------
 
     def _changed(self, n: int) -> None:
+        """After a write (under the write mutex): start a background snapshot every ``snapshot_every`` changed
+        items, or a background rebuild once tombstones pass REBUILD_FRACTION of the index; one job at a time (the
+        next write after it starts the next one)."""
         self._changed_since_snapshot += n
-        if self._changed_since_snapshot >= self._snapshot_every and not self._snapshot_running():
-            self._snapshot_thread = threading.Thread(target=self._background_snapshot, daemon=True)
-            self._snapshot_thread.start()
+        if self._snapshot_running():
+            return
+        if self._changed_since_snapshot >= self._snapshot_every:
+            job = self.snapshot
+        elif self._index.wants_rebuild():
+            job = self.rebuild
+        else:
+            return
+        self._snapshot_thread = threading.Thread(target=self._background, args=(job,), daemon=True)
+        self._snapshot_thread.start()
 
     def _snapshot_running(self) -> bool:
         return self._snapshot_thread is not None and self._snapshot_thread.is_alive()
 
-    def _background_snapshot(self) -> None:
+    def _wait_for_rebuild(self) -> None:
+        """Backpressure, before a write takes the write mutex: while the index is mostly tombstones (writes faster
+        than rebuilds), wait for the background job in flight (a rebuild, or a snapshot, which rebuilds too)."""
+        thread = self._snapshot_thread
+        if thread is not None and thread.is_alive() and self._index.mostly_dead():
+            thread.join()
+
+    def _background(self, job) -> None:
         try:
-            self.snapshot()
-        except Exception:  # a failed snapshot loses nothing: the store has every write
-            LOG.exception("background snapshot of %s failed", self._path)
+            job()
+        except Exception:  # a failed snapshot or rebuild loses nothing: the store has every write
+            LOG.exception("background %s of %s failed", job.__name__, self._path)
+        finally:
+            self._store.release_reader()  # this thread's connection, if the job opened one
 
     def snapshot(self) -> int:
         """Write a snapshot of the index now; returns its sequence number. Writes and searches go on meanwhile."""
@@ -630,14 +710,33 @@ class Collection(CollectionBase):
         """Every write is already durable; this takes a snapshot so the next open replays less."""
         self.snapshot()
 
-    def _rebuild(self) -> None:
-        """Replace a tombstoned index by one built from the live codes (writes wait; searches go on)."""
+    def rebuild(self) -> bool:
+        """Rebuild a tombstoned index from the live codes if its tombstones pass REBUILD_FRACTION of it (writes
+        start this in the background); returns whether it did. Writes and searches go on meanwhile."""
+        with self._snapshot_mutex:
+            return self._index.wants_rebuild() and self._rebuild()
+
+    def _rebuild(self) -> bool:
+        """Build a fresh index from the live codes as of some seq S, writes going on meanwhile; then, holding the
+        write mutex (writes wait, searches go on), apply the writes after S to it and swap it in. The rows those
+        writes removed are still in the store: only a snapshot prunes, and the caller holds the snapshot mutex."""
+        start = time.perf_counter()
+        with self._store.reading() as seq:  # one read transaction: the codes as of seq
+            chunks = list(self._store.live_codes(self.n_bytes))
+        fresh = make_hamming_index(self._settings.index_kind, self.n_bits, self._settings.index_params)
+        for internal, codes in chunks:
+            fresh.add(codes, internal)
         with self._write_mutex:
-            fresh = make_hamming_index(self._settings.index_kind, self.n_bits, self._settings.index_params)
-            for internal, codes in self._store.live_codes(self.n_bytes):
+            fresh.remove(self._store.removed_after(seq))
+            for internal, codes in self._store.live_codes(self.n_bytes, after_seq=seq):
                 fresh.add(codes, internal)
+            if fresh.live != self._count:  # an invariant: keep the old index rather than swap in a wrong one
+                LOG.error("rebuild of %s holds %d live codes, not %d: not used", self._path, fresh.live, self._count)
+                return False
             with self._rw.write():
                 self._index = fresh
+        LOG.info("rebuilt the index of %s (%d items) in %.3fs", self._path, self._count, time.perf_counter() - start)
+        return True
 
     def close(self) -> None:
         """Snapshot if anything changed since the last one, then release the files. Idempotent."""

@@ -39,6 +39,12 @@ class InvalidManifestError(CollectionError, ValueError):
     error_type = "invalid_manifest"
 
 
+class InvalidIndexParamsError(InvalidManifestError):
+    """Index parameters outside what the index kind (FAISS) accepts, or that do not fit the code length."""
+
+    error_type = "invalid_index_params"
+
+
 class FingerprintMismatchError(CollectionError):
     """The collection was built with codes from a different model than the caller expects."""
 
@@ -96,3 +102,15 @@ class BackendUnavailableError(CollectionError):
     """A collection backend whose client library is not installed (e.g. pymilvus for ``backend="milvus"``)."""
 
     error_type = "backend_unavailable"
+
+
+class SearchTimeoutError(CollectionError):
+    """A search passed its deadline (or was cancelled) and stopped part-way (see index.deadline)."""
+
+    error_type = "timeout"
+
+
+class BackendUnreachableError(CollectionError):
+    """A collection backend's server does not answer (e.g. a Milvus URI nobody listens on)."""
+
+    error_type = "backend_unreachable"

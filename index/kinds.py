@@ -16,7 +16,13 @@ top-k search. FAISS's binary IVF range search takes no parameters, so radius que
 nprobe run one at a time under a lock that sets and restores it.
 
 Tombstones (kinds FAISS cannot remove from) are part of the snapshot; :meth:`HammingIndex.wants_rebuild` says
-when enough have piled up that the collection should rebuild the index from its live codes.
+when enough have piled up that the collection should rebuild the index from its live codes (it does so in the
+background, :meth:`index.collection.Collection.rebuild`).
+
+Parameters are bounded by ``PARAM_BOUNDS``, found by building, searching and serialising each kind at its edges
+for 8- to 256-bit codes in a subprocess (FAISS 1.15): hnsw ``m=1`` segfaults on the first add; an ``ef_search``
+of 2^31 allocates 16 GB per query. A hash ``b`` above the code length, or a multihash ``nhash * b`` above it, is
+cut to fit (FAISS refuses them); a multihash ``nhash`` above the code length cannot fit and is refused.
 
 All radii here are inclusive (``d <= radius``); FAISS's binary range search is strict (``d < radius``).
 """
@@ -29,11 +35,23 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from index.errors import InvalidManifestError, InvalidQueryError
+from index.errors import InvalidIndexParamsError, InvalidManifestError, InvalidQueryError
 
 REBUILD_FRACTION = 0.1  # rebuild a tombstoned index when this fraction of its entries are dead
-# Upper bounds of index parameters (others: 65,536): beyond them FAISS fails or a query enumerates without end.
-PARAM_MAX = {"nlist": 1 << 20, "m": 256, "ef_construction": 4096, "b": 32, "nflip": 3, "nhash": 64}
+WAIT_FRACTION = 0.5  # past this dead fraction, writes wait for the rebuild in flight (churn outpacing rebuilds)
+# (min, max) of each build or query parameter: below the min FAISS crashes (hnsw m=1) or means nothing; above the
+# max memory or per-query work has no useful bound (see the module docstring).
+PARAM_BOUNDS: dict[str, tuple[int, int]] = {
+    "m": (2, 256),
+    "ef_construction": (1, 4096),
+    "ef_search": (1, 1 << 16),
+    "nlist": (1, 1 << 20),
+    "nprobe": (1, 1 << 16),
+    "train_size_per_list": (1, 1 << 16),
+    "b": (1, 32),
+    "nflip": (0, 3),  # 0: the query's own bucket only
+    "nhash": (1, 64),
+}
 
 
 class HammingIndex:
@@ -48,7 +66,11 @@ class HammingIndex:
     def __init__(self, n_bits: int, params: dict[str, int] | None = None) -> None:
         self.n_bits = n_bits
         self.params = self.check_params(params or {})
-        self.index = self._build()
+        try:
+            self.index = self._build()
+        except RuntimeError as exc:  # a FAISS check the bounds above missed: a typed error, not a 500
+            message = f"FAISS cannot build {self.kind} {self.params} for {n_bits} bits: {exc}"
+            raise InvalidIndexParamsError(message) from exc
         self.tombstones: set[int] = set()
         self._selector: Any = None  # cached IDSelector excluding the tombstones
         self._dead: np.ndarray | None = None  # cached sorted tombstones
@@ -58,12 +80,12 @@ class HammingIndex:
         unknown = set(params) - set(cls.defaults)
         if unknown:
             allowed = ", ".join(sorted(cls.defaults)) or "none"
-            raise InvalidManifestError(f"index kind {cls.kind!r} takes parameters {allowed}; got {sorted(unknown)}")
+            raise InvalidIndexParamsError(f"index kind {cls.kind!r} takes parameters {allowed}; got {sorted(unknown)}")
         merged = {**cls.defaults, **params}
         for key, value in merged.items():
-            top = PARAM_MAX.get(key, 1 << 16)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
-                raise InvalidManifestError(f"index parameter {key} must be an int in [1, {top}], got {value!r}")
+            low, top = PARAM_BOUNDS[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= top:
+                raise InvalidIndexParamsError(f"index parameter {key} must be an int in [{low}, {top}], got {value!r}")
         return merged
 
     @classmethod
@@ -90,6 +112,10 @@ class HammingIndex:
     def wants_rebuild(self) -> bool:
         return bool(self.tombstones) and len(self.tombstones) >= REBUILD_FRACTION * max(self.ntotal, 1)
 
+    def mostly_dead(self) -> bool:
+        """Tombstones past WAIT_FRACTION of the entries: searches lose recall and time (see HNSWIndex.search)."""
+        return len(self.tombstones) > WAIT_FRACTION * max(self.ntotal, 1)
+
     # ---- mutation ---------------------------------------------------------------------------------------------
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
@@ -114,8 +140,9 @@ class HammingIndex:
             allowed = ", ".join(sorted(self.query_params)) or "none"
             raise InvalidQueryError(f"index kind {self.kind!r} takes query parameters {allowed}; got {sorted(unknown)}")
         for key, value in params.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidQueryError(f"{key} must be a positive int, got {value!r}")
+            low, top = PARAM_BOUNDS[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= top:
+                raise InvalidQueryError(f"{key} must be an int in [{low}, {top}], got {value!r}")
         return params
 
     def search(self, codes: np.ndarray, k: int, params: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -273,11 +300,23 @@ class HNSWIndex(HammingIndex):
         return hnsw
 
     def search(self, codes, k, params):
-        # the graph walk skips tombstones itself (IDSelector), so no over-fetch is needed
+        """The graph walk skips tombstones itself (IDSelector), but they still take places in its candidate list
+        of ``ef`` entries, so fewer than k live ones can come back: ``ef`` is widened by the dead share, and 4x
+        again for the queries still short of k, up to the whole index."""
         k = min(k, self.live)
         if k <= 0:
             return np.zeros((len(codes), 0), np.int32), np.zeros((len(codes), 0), np.int64)
         ef = max(params.get("ef_search", self.params["ef_search"]), k)
+        ef = min(-(-ef * self.ntotal // self.live), self.ntotal)  # ceil(ef / live share)
+        distances, labels = self._walk(codes, k, ef)
+        short = np.flatnonzero(labels[:, -1] < 0)
+        while short.size and ef < self.ntotal:
+            ef = min(ef * 4, self.ntotal)
+            distances[short], labels[short] = self._walk(codes[short], k, ef)
+            short = short[labels[short, -1] < 0]
+        return distances, labels
+
+    def _walk(self, codes: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         sel = self._live_selector()
         return self.index.search(codes, k, params=faiss.SearchParametersHNSW(efSearch=ef, sel=sel))
 
@@ -312,8 +351,8 @@ class MultiHashIndex(HammingIndex):
 
     @classmethod
     def check_fits(cls, n_bits: int, params: dict[str, int]) -> None:
-        if params["nhash"] > n_bits:
-            raise InvalidManifestError(f"multihash needs nhash <= n_bits ({n_bits}), got {params['nhash']}")
+        if params["nhash"] > n_bits:  # each table hashes at least one bit of its own
+            raise InvalidIndexParamsError(f"multihash needs nhash <= n_bits ({n_bits}), got {params['nhash']}")
 
     def _storage(self) -> faiss.IndexBinary:
         nhash, b = self.params["nhash"], self.params["b"]

@@ -12,7 +12,8 @@ becomes a Milvus expression on the JSON field and every hit is checked again wit
 with control characters) is answered by an exact scan of the rows in numpy. Milvus returns at most
 :data:`TOPK_MAX` hits per query, so a radius search (or a top-k above that) pages through distance bands until
 it has every hit. The directory keeps ``items.sqlite`` (settings and bulk-job progress only, :mod:`index.store`),
-``manifest.json`` (with ``backend: "milvus"`` and ``milvus_uri``), ``LOCK`` and, for milvus-lite, ``milvus.db``.
+``manifest.json`` (with ``backend: "milvus"`` and ``milvus_uri``), ``LOCK`` and, for milvus-lite, ``milvus.db`` (or
+the plain ``<name>.db`` given as ``milvus_uri``: a local file never lives outside the directory, :func:`check_uri`).
 
 What differs from the FAISS backend: a write is not one transaction (a batch cut off by a crash can be half
 written; repeating the upsert completes it), a bulk job's progress record is stored just after its items rather
@@ -26,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -48,8 +50,10 @@ from index.collection import (
     _lock,
     _settings_from_store,
 )
+from index.deadline import Deadline, check
 from index.errors import (
     BackendUnavailableError,
+    BackendUnreachableError,
     CodeLengthError,
     CollectionError,
     CollectionExistsError,
@@ -62,7 +66,16 @@ from index.errors import (
 )
 from index.kinds import KINDS
 from index.store import DB_FILE, Store
-from index.validation import Scalar, check_codes, check_filter, check_ids, is_int, matches, metadata_texts
+from index.validation import (
+    Scalar,
+    check_codes,
+    check_filter,
+    check_id,
+    check_ids,
+    is_int,
+    matches,
+    metadata_texts,
+)
 
 LOG = logging.getLogger(__name__)
 # milvus-lite answers an iterator without a server timestamp, and pymilvus then warns on every scan that it uses
@@ -98,9 +111,27 @@ def _pymilvus() -> Any:
     return pymilvus
 
 
+SERVER_SCHEMES = frozenset({"http", "https", "tcp", "grpc", "unix"})  # what pymilvus connects to as a server
+LOCAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.db")  # a milvus-lite file: a plain name in the directory
+
+
 def is_local(uri: str | None) -> bool:
-    """None or a path ending in .db is a milvus-lite file; anything else (http://host:19530) a Milvus server."""
-    return uri is None or (uri.endswith(".db") and "://" not in uri)
+    """None or anything pymilvus does not read as a server URI (``http://host:19530``, ``unix:/path.sock``) is a
+    milvus-lite file (pymilvus's own rule)."""
+    return uri is None or urllib.parse.urlsplit(uri).scheme.lower() not in SERVER_SCHEMES
+
+
+def check_uri(uri: str | None) -> None:
+    """A Milvus server's URI, or a milvus-lite file given as a plain ``<name>.db`` inside the collection's directory:
+    a path elsewhere (absolute, ``..``, another collection's file) would let one collection write outside its
+    directory or share another's file."""
+    if uri is None or not is_local(uri):
+        return
+    if not LOCAL_NAME.fullmatch(uri):
+        raise InvalidManifestError(
+            f"milvus_uri must be a Milvus server's URI ({', '.join(sorted(SERVER_SCHEMES))}) or a plain file name "
+            f"ending in .db (kept in the collection's directory); got {uri!r}"
+        )
 
 
 def check_kind(index_kind: str, milvus_uri: str | None) -> None:
@@ -201,6 +232,7 @@ class MilvusCollection(CollectionBase):
             n_bits, fingerprint, index_kind, index_params or {}, model, backend="milvus", milvus_uri=milvus_uri
         )
         check_kind(index_kind, milvus_uri)
+        check_uri(milvus_uri)
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         store = None
@@ -362,7 +394,7 @@ class MilvusCollection(CollectionBase):
         """Remove items; returns how many existed (unknown ids are ignored)."""
         if isinstance(ids, (str, bytes)):
             raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-        wanted = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+        wanted = [check_id(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i]
         self._check_open()
         if not wanted:
             return 0
@@ -399,6 +431,7 @@ class MilvusCollection(CollectionBase):
         self._check_open()
         if not isinstance(id, str) or not id:
             return None
+        check_id(id)
         rows = self._client.query(self._name, filter=_ids_expr([_pk(id)]), output_fields=["code", "metadata"])
         if not rows:
             return None
@@ -412,8 +445,11 @@ class MilvusCollection(CollectionBase):
         include_metadata: bool = True,
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
+        deadline: Deadline | None = None,
     ) -> list[list[Hit]]:
-        """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items."""
+        """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
+        ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted)."""
+        check(deadline)
         codes, where, qparams = self._check_query(codes, where, params)
         if not is_int(k) or k < 1:
             raise InvalidQueryError(f"k must be a positive int, got {k!r}")
@@ -437,10 +473,19 @@ class MilvusCollection(CollectionBase):
         radius: int,
         *,
         include_metadata: bool = True,
+        k: int | None = None,
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
+        deadline: Deadline | None = None,
     ) -> list[list[Hit]]:
-        """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id)."""
+        """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id); with
+        ``k``, the first k of them. ``deadline`` is checked before Milvus is asked."""
+        check(deadline)
+        if k is not None and (not is_int(k) or k < 1):
+            raise InvalidQueryError(f"k must be a positive int or None, got {k!r}")
+        if k is not None:  # every hit, then the first k: Milvus pages through distance bands either way
+            every = self.range_search(codes, radius, include_metadata=include_metadata, where=where, params=params)
+            return [hits[:k] for hits in every]
         codes, where, qparams = self._check_query(codes, where, params)
         if not is_int(radius) or radius < 0:
             raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")
@@ -626,7 +671,7 @@ def _connect(uri: str) -> Any:
         # an alias of its own: clients of one URI would otherwise share a connection, which close() ends for all
         return pymilvus.MilvusClient(uri, alias=f"hamdex-{uuid.uuid4().hex}")
     except pymilvus.MilvusException as exc:
-        raise CollectionError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+        raise BackendUnreachableError(f"cannot connect to Milvus at {uri}: {exc}") from exc
 
 
 def _code_bytes(value: Any) -> bytes:

@@ -11,7 +11,9 @@ Work on a collection goes through :meth:`Registry.use`, which holds the read sid
 readers-writer lock; dropping or closing takes the write side, so it waits for the work in flight and no caller
 ever sees a closed collection. One registry owns a root at a time (an advisory lock on ``.registry.lock``):
 another one, in another process, can open the collections that are not open elsewhere (each collection has its
-own lock) but cannot create or drop any, and leaves the hidden leftovers alone.
+own lock) but cannot create or drop any, and leaves the hidden leftovers alone. A drop takes the collection's own
+lock first, so a collection open in another process (a second server on the same root, an indexing job) is not
+dropped: CollectionLockedError.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, NamedTuple
 
 from index import legacy, snapshot
 from index.backends import AnyCollection, create_collection, drop_data, open_collection
-from index.collection import SNAPSHOT_EVERY, Manifest
+from index.collection import SNAPSHOT_EVERY, Manifest, _lock
 from index.errors import (
     CollectionExistsError,
     CollectionLockedError,
@@ -260,7 +262,9 @@ class Registry:
             self._add(name, _Entry(collection, attached=True))
 
     def drop(self, name: str) -> None:
-        """Close the collection (after the work in flight) and delete its directory. Attached ones refuse."""
+        """Close the collection (after the work in flight) and delete its directory. Attached ones refuse, and so
+        does one open elsewhere (CollectionLockedError: another process, e.g. a second server or an indexing job,
+        would go on acknowledging writes into deleted files)."""
         check_name(name)
         with self._name_lock(name):
             with self._lock:
@@ -280,10 +284,14 @@ class Registry:
                     with self._lock:
                         self._entries.pop(name, None)
                     entry.collection.close()
-            drop_data(path)  # a Milvus server's collection; files in the directory go below
-            trash = self.root / f"{_TRASH}{name}.{uuid.uuid4().hex}"
-            os.rename(path, trash)
-            snapshot.fsync_path(self.root, directory=True)
+            lock_fd = _lock(path)  # held until the directory is out of sight: nobody opens it meanwhile
+            try:
+                drop_data(path)  # a Milvus server's collection; files in the directory go below
+                trash = self.root / f"{_TRASH}{name}.{uuid.uuid4().hex}"
+                os.rename(path, trash)
+                snapshot.fsync_path(self.root, directory=True)
+            finally:
+                os.close(lock_fd)
             shutil.rmtree(trash)
             LOG.info("dropped collection %r", name)
 

@@ -18,11 +18,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from index.deadline import Deadline
 from index.errors import CorruptCollectionError
 from index.validation import matches
 
@@ -42,6 +44,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS live_ids ON items(id) WHERE deleted_seq IS NUL
 CREATE INDEX IF NOT EXISTS marked ON items(deleted_seq) WHERE deleted_seq IS NOT NULL;  -- replay and pruning
 """
 _CHUNK = 10_000  # rows per executemany / per fetch while streaming
+_PROGRESS_STEPS = 100_000  # SQLite steps between deadline checks: ~60 per million rows a filter scans
+_MAX_PARAMS = 900  # bound parameters per statement (SQLite's limit is 999 before 3.32)
 
 
 class Written(NamedTuple):
@@ -96,6 +100,29 @@ class Store:
             for conn in self._conns:
                 conn.close()
             self._conns.clear()
+
+    def release_reader(self) -> None:
+        """Close the calling thread's reading connection, if any: for one-off threads (a background rebuild),
+        whose connections would otherwise stay open until :meth:`close`."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+                conn.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[int]:
+        """One read transaction on this thread's connection: the reads inside the block see the store as of the
+        seq it yields, whatever is written meanwhile."""
+        conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            yield self.seq()
+        finally:
+            conn.execute("COMMIT")
 
     # ---- settings -----------------------------------------------------------------------------------------
 
@@ -156,11 +183,14 @@ class Store:
             return conn.execute("DELETE FROM items WHERE deleted_seq <= ?", (upto_seq,)).rowcount
 
     def _mark_removed(self, conn: sqlite3.Connection, ids: Sequence[str], seq: int) -> np.ndarray:
-        found = conn.execute(
-            "UPDATE items SET deleted_seq = ? WHERE deleted_seq IS NULL AND id IN (SELECT value FROM json_each(?))"
-            " RETURNING internal",
-            (seq, json.dumps(list(ids))),
-        ).fetchall()
+        """Mark the live rows of ``ids``, matched exactly: each id is a bound parameter (json_each would cut an id
+        at a NUL, so ``"a\\x00b"`` would match ``"a"``)."""
+        ids, found = list(ids), []
+        for start in range(0, len(ids), _MAX_PARAMS):
+            chunk = ids[start : start + _MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            sql = f"UPDATE items SET deleted_seq = ? WHERE deleted_seq IS NULL AND id IN ({marks}) RETURNING internal"
+            found += conn.execute(sql, (seq, *chunk)).fetchall()
         return np.asarray([r[0] for r in found], dtype=np.int64)
 
     @staticmethod
@@ -217,17 +247,22 @@ class Store:
         )
         return rows[0] if rows else None
 
-    def describe(self, internal_ids: Sequence[int], metadata: bool = True) -> dict[int, tuple[str, str | None]]:
+    def describe(
+        self, internal_ids: Sequence[int], metadata: bool = True, where: dict[str, Any] | None = None
+    ) -> dict[int, tuple[str, str | None]]:
         """internal id -> (external id, metadata JSON or None unless ``metadata``), live or marked (a marked row
-        still in the index)."""
+        still in the index); with ``where``, only the rows whose metadata matches it (see :meth:`matching`)."""
         if not len(internal_ids):
             return {}
-        columns = "internal, id, metadata" if metadata else "internal, id, NULL"
+        clause, params, exact = _filter_sql(where) if where else ("1", {}, True)
+        columns = "internal, id, metadata" if metadata or where else "internal, id, NULL"
         rows = self._query(
-            f"SELECT {columns} FROM items WHERE internal IN (SELECT value FROM json_each(?))",
-            (json.dumps([int(i) for i in internal_ids]),),
+            f"SELECT {columns} FROM items WHERE internal IN (SELECT value FROM json_each(:ids)) AND {clause}",
+            {**params, "ids": json.dumps([int(i) for i in internal_ids])},
         )
-        return {internal: (item_id, meta) for internal, item_id, meta in rows}
+        if where:
+            rows = _really_matching(rows, where, exact, 2)
+        return {internal: (item_id, meta if metadata else None) for internal, item_id, meta in rows}
 
     def ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM items WHERE deleted_seq IS NULL ORDER BY internal")]
@@ -250,31 +285,47 @@ class Store:
         finally:
             cursor.close()
 
-    def matching(self, where: dict[str, Any], max_rows: int) -> Matching | None:
-        """Live rows whose metadata has each ``where`` field equal to its value, or None when more than
-        ``max_rows`` rows pass SQLite's pre-selection (json_extract; JSON true is 1 there, so
-        :func:`index.validation.matches` makes the final, type-strict decision). None as well when a field name
-        cannot be written as a JSON path."""
-        if any('"' in key or "\\" in key for key in where):
-            return None
-        clauses, params = ["deleted_seq IS NULL"], []
-        for key, value in where.items():
-            if isinstance(value, int) and not -(2**63) <= value < 2**63:
-                continue  # SQLite cannot bind it; matches() below decides alone
-            clauses.append("json_extract(metadata, ?) IS NULL" if value is None else "json_extract(metadata, ?) = ?")
-            params += [f'$."{key}"'] if value is None else [f'$."{key}"', value]
-        sql = "SELECT internal, id, code, metadata FROM items WHERE "
-        rows = self._query(sql + " AND ".join(clauses) + " LIMIT ?", (*params, max_rows + 1))
+    def matching(self, where: dict[str, Any], max_rows: int, deadline: Deadline | None = None) -> Matching | None:
+        """Live rows whose metadata has each ``where`` field equal to its value (by JSON type and value, as
+        :func:`index.validation.matches` decides), or None when more than ``max_rows`` rows match. SQLite reads
+        every row to find them: past ``deadline`` it stops (SearchTimeoutError)."""
+        clause, params, exact = _filter_sql(where)
+        with self._stopping_at(deadline):
+            rows = self._query(f"{_LIVE_ROWS} AND {clause} LIMIT :limit", {**params, "limit": max_rows + 1})
         if len(rows) > max_rows:
             return None
-        rows = [r for r in rows if matches(json.loads(r[3]), where)]
-        n_bytes = len(rows[0][2]) if rows else 0
-        return Matching(
-            np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-            [r[1] for r in rows],
-            np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), n_bytes),
-            [r[3] for r in rows],
-        )
+        return _matching(rows, where, exact)
+
+    def matching_chunks(self, where: dict[str, Any], deadline: Deadline | None = None) -> Iterator[Matching]:
+        """Every live row :meth:`matching` selects, in chunks of at most ``_CHUNK`` rows (memory stays bounded)."""
+        clause, params, exact = _filter_sql(where)
+        cursor = self._reader.cursor()
+        try:
+            with self._stopping_at(deadline):
+                cursor.execute(f"{_LIVE_ROWS} AND {clause}", params)
+                while rows := cursor.fetchmany(_CHUNK):
+                    yield _matching(rows, where, exact)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptCollectionError(self.file, str(exc)) from exc
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def _stopping_at(self, deadline: Deadline | None) -> Iterator[None]:
+        """Queries of this thread's connection abort once ``deadline`` expires (SQLite's progress handler, called
+        every _PROGRESS_STEPS virtual-machine steps), raising SearchTimeoutError instead of a database error."""
+        if deadline is None:
+            yield
+            return
+        conn = self._reader
+        conn.set_progress_handler(lambda: deadline.expired, _PROGRESS_STEPS)
+        try:
+            yield
+        except (sqlite3.OperationalError, CorruptCollectionError):
+            deadline.check()  # interrupted by the handler: the deadline's error
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def removed_after(self, seq: int) -> np.ndarray:
         """Internal ids written at or before ``seq`` and removed after it: in a snapshot at ``seq``, gone since."""
@@ -286,3 +337,86 @@ class Store:
         result = self._query("PRAGMA quick_check")
         if result != [("ok",)]:
             raise CorruptCollectionError(self.file, f"integrity check failed: {result[:3]}")
+
+
+_NUL = "\\u0000"  # how JSON writes a NUL inside a string
+_HOLDS_NUL = f"instr(metadata, '{_NUL}') > 0"  # a row that may hold a NUL in a field or string
+_JSON_TEXT = sqlite3.sqlite_version_info >= (3, 38)  # the -> operator: a field's JSON text (an integer's digits)
+_LIVE_ROWS = "SELECT internal, id, code, metadata FROM items WHERE deleted_seq IS NULL"
+
+
+def _filter_sql(where: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    """(SQL condition, its named parameters, exact): the rows whose metadata has each ``where`` field equal to its
+    value, by JSON type as well as value (true is not 1, "1" is not 1, null is not a missing field), so that
+    SQLite does the selecting. Not exact for a number at or beyond 2**63 (SQLite reads such JSON integers as
+    reals) nor for a NUL in a field or a string: more rows pass, and :func:`index.validation.matches` decides."""
+    clauses, params, exact = [], {}, True
+    for n, (key, value) in enumerate(where.items()):
+        nul, unquotable = "\x00" in key, _escaped_in_json(key)  # see below
+        test, given, exact_here = _json_test(value, raw=not (nul or unquotable) and _JSON_TEXT)
+        exact &= exact_here
+        test = test.replace(":v", f":v{n}")
+        if given:
+            params[f"v{n}"] = str(value) if _huge(value) else value
+        if nul:  # SQLite's JSON functions cut it there: any row whose JSON holds a NUL, and matches() decides
+            clauses.append(_HOLDS_NUL)
+            exact = False
+        elif unquotable:  # a JSON path cannot name these: walk the fields (json_each unescapes keys)
+            test = test.format(t="type", v="atom")
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = :k{n} AND {test})")
+            params[f"k{n}"] = key
+        else:
+            t, v, j = f"json_type(metadata, :k{n})", f"json_extract(metadata, :k{n})", f"(metadata -> :k{n})"
+            clauses.append(test.format(t=t, v=v, j=j))
+            params[f"k{n}"] = f'$."{key}"'
+    return " AND ".join(clauses) or "1", params, exact
+
+
+def _escaped_in_json(key: str) -> bool:
+    """Whether json.dumps writes ``key`` escaped (a quote, a backslash, a control or non-ASCII character): a JSON
+    path compares the stored, escaped text, so ``$."é"`` never finds the stored ``"\\u00e9"``."""
+    return not key.isascii() or '"' in key or "\\" in key or any(ord(ch) < 0x20 for ch in key)
+
+
+def _json_test(value: Any, raw: bool) -> tuple[str, bool, bool]:
+    """(condition on a JSON value's type ``{t}``, SQL value ``{v}`` and, when ``raw``, JSON text ``{j}`` for
+    ``== value``, whether it binds ``value`` as ``:v``, exact)."""
+    if value is None:
+        return "{t} = 'null'", False, True
+    if isinstance(value, bool):
+        return ("{t} = 'true'" if value else "{t} = 'false'"), False, True
+    if isinstance(value, str) and "\x00" in value:  # SQLite's JSON functions cut strings at NUL
+        return f"{{t}} = 'text' AND {_HOLDS_NUL}", False, False
+    if isinstance(value, str):
+        return "{v} = :v AND {t} = 'text'", True, True
+    if _huge(value) and raw:  # SQLite cannot bind it: its digits, or a real close to it (matches() decides)
+        return "(({t} = 'integer' AND {j} = :v) OR ({t} = 'real' AND {v} = CAST(:v AS REAL)))", True, False
+    if _huge(value):
+        return "{t} IN ('integer', 'real')", False, False
+    if isinstance(value, float) and not abs(value) < 2**63:
+        return "{v} = :v AND {t} IN ('integer', 'real')", True, False
+    # within 64 bits, a JSON integer beyond them (an SQL real) equals no number, as in Python. The value first:
+    # it rules out most rows, and the type is then read only for the few left
+    return "{v} = :v AND ({t} = 'real' OR ({t} = 'integer' AND typeof({v}) = 'integer'))", True, True
+
+
+def _huge(value: Any) -> bool:
+    """An integer SQLite cannot bind (beyond 64 bits)."""
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
+
+
+def _really_matching(rows: list[tuple], where: dict[str, Any], exact: bool, at: int) -> list[tuple]:
+    """The rows SQLite selected whose metadata (column ``at``) matches ``where``: all of them when its test is
+    exact, but for rows holding a NUL in a string (SQLite's JSON functions cut strings there)."""
+    return [r for r in rows if (exact and _NUL not in r[at]) or matches(json.loads(r[at]), where)]
+
+
+def _matching(rows: list[tuple], where: dict[str, Any], exact: bool) -> Matching:
+    rows = _really_matching(rows, where, exact, 3)
+    n_bytes = len(rows[0][2]) if rows else 0
+    return Matching(
+        np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+        [r[1] for r in rows],
+        np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), n_bytes),
+        [r[3] for r in rows],
+    )

@@ -31,12 +31,21 @@ def check_ids(ids: Sequence[str], n: int) -> list[str]:
     if len(ids) != n:
         raise InvalidItemsError(f"got {len(ids)} ids for {n} codes")
     for i, item_id in enumerate(ids):
-        if not isinstance(item_id, str) or not item_id:
-            raise InvalidItemsError(f"ids[{i}] must be a non-empty string, got {item_id!r}")
+        check_id(item_id, f"ids[{i}]")
     if len(set(ids)) != n:
         duplicate = next(i for i, count in Counter(ids).items() if count > 1)
         raise InvalidItemsError(f"id {duplicate!r} appears more than once in one call")
     return ids
+
+
+def check_id(item_id: object, what: str = "an id") -> str:
+    """A non-empty string without NUL (SQLite's JSON and C string functions stop at it, so one id could match
+    another) and without lone surrogates (not UTF-8: SQLite cannot store them)."""
+    if not isinstance(item_id, str) or not item_id:
+        raise InvalidItemsError(f"{what} must be a non-empty string, got {item_id!r}")
+    if "\x00" in item_id or not _is_utf8(item_id):
+        raise InvalidItemsError(f"{what} must not hold NUL or a lone surrogate, got {item_id!r}")
+    return item_id
 
 
 def metadata_texts(metadata: Sequence[dict | None] | None, n: int) -> list[str]:
@@ -53,10 +62,47 @@ def metadata_text(meta: dict | None, i: int) -> str:
         return "{}"
     if not isinstance(meta, dict):
         raise InvalidItemsError(f"metadata[{i}] must be a dict or None, got {type(meta).__name__}")
+    problem = metadata_problem(meta)  # what would be stored but not read back the same (or circular: too deep)
+    if problem is not None:
+        raise InvalidItemsError(f"metadata[{i}] {problem}")
     try:
         return json.dumps(meta, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:  # unserialisable value, NaN, circular reference
+    except (TypeError, ValueError, RecursionError) as exc:  # unserialisable value, NaN
         raise InvalidItemsError(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
+
+
+MAX_METADATA_DEPTH = 64  # nested objects / arrays; far deeper fails to serialise back (recursion limits: 500s)
+
+
+def metadata_problem(meta: object, max_depth: int = MAX_METADATA_DEPTH) -> str | None:
+    """Why ``meta`` would not read back as written (a lone surrogate in a key or string, nesting deeper than
+    ``max_depth``), or None. Walks with a stack: a deep value cannot raise RecursionError here."""
+    stack = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth > max_depth:
+                return f"nests deeper than {max_depth} levels"
+            if isinstance(value, dict):
+                for key in value:
+                    if not isinstance(key, str):  # JSON would turn it into a string
+                        return f"key {key!r} is not a string"
+                    if not _is_utf8(key):
+                        return f"key {key!r} holds a lone surrogate (not UTF-8)"
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+        elif isinstance(value, str) and not _is_utf8(value):
+            return f"string {value[:40]!r} holds a lone surrogate (not UTF-8)"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_codes(codes: object, n_bytes: int, what: str) -> np.ndarray:

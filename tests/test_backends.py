@@ -18,6 +18,7 @@ from index import (
     Collection,
     CollectionError,
     Hit,
+    InvalidItemsError,
     InvalidManifestError,
     UpsertResult,
     create_collection,
@@ -164,6 +165,21 @@ def test_metadata_round_trip_and_odd_ids(make: Make) -> None:
     assert sorted(collection.ids()) == sorted(odd_ids)
     assert {h.id for h in collection.search(codes, len(odd_ids))[0]} == set(odd_ids)
     assert collection.delete(["a'b", "new\nline"]) == 2 and len(collection) == len(odd_ids) - 2
+
+
+@pytest.mark.parametrize("bad", ["victim\x00zzz", "\ud800"])
+def test_ids_with_nul_or_lone_surrogates_touch_no_other_item(make: Make, bad: str) -> None:
+    """A NUL cuts strings in SQLite's and Milvus's expression parsers: such an id must never reach them."""
+    collection = make()
+    collection.upsert(["victim"], random_codes(1, N_BITS, seed=4))
+    for call in (
+        lambda: collection.delete([bad]),
+        lambda: collection.get(bad),
+        lambda: collection.upsert([bad], random_codes(1, N_BITS)),
+    ):
+        with pytest.raises(InvalidItemsError):
+            call()
+    assert collection.ids() == ["victim"]
 
 
 FILTER_CASES = [  # (where, the ids it selects); one collection for all of them keeps the Milvus runs short
