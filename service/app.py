@@ -1,6 +1,6 @@
 """The FastAPI app: assembles routers and error handlers. The lifespan makes the cheap start-up checks, then
 loads the model and the default collection in a background thread (see service.state) and, on shutdown, closes
-every collection."""
+every collection. With API keys set, /openapi.json, /docs and /redoc need a read key unless HAMDEX_OPEN_DOCS."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.auth import ApiKeys
+from service.deps import check_key
 from service.engine import Engine
 from service.errors import ErrorBody, install_handlers
 from service.fast_search import FastSearch
 from service.metrics import Metrics
-from service.middleware import ServiceMiddleware
+from service.middleware import BatchGuard, ServiceMiddleware
+from service.openapi import install_links
 from service.routes import bulk, collections, encode, items, meta, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
 LOG = logging.getLogger(__name__)
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 413, 422, 429, 503, 504)}
+ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503, 504)}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,20 +49,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.engine.close()
             await asyncio.to_thread(state.close)
 
+    keyed_docs = api_keys.enabled and not settings.open_docs
     app = FastAPI(
         title="hamdex",
         summary="Semantic hashing retrieval",
         version="0.1.0",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        **({"openapi_url": None, "docs_url": None, "redoc_url": None} if keyed_docs else {}),
     )
     app.state.metrics = metrics
     app.add_middleware(FastSearch, settings=settings)  # inside ServiceMiddleware: added first
+    app.add_middleware(BatchGuard, settings=settings)  # between the two: FastSearch never sees an oversized batch
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_handlers(app)
     for module in (meta, encode, items, bulk, search, collections):
         app.include_router(module.router)
+    install_links(app)
+    if keyed_docs:
+        _add_keyed_docs(app, api_keys)
     return app
+
+
+def _add_keyed_docs(app: FastAPI, keys: ApiKeys) -> None:
+    """FastAPI's /openapi.json, /docs and /redoc, behind a read key. (A browser sends no key, so its /docs page
+    cannot load the schema: browse with HAMDEX_OPEN_DOCS=true, or fetch /openapi.json with the key.)"""
+
+    async def check(request: Request) -> None:
+        check_key(keys, "read", request.scope["headers"])
+
+    keyed = {"include_in_schema": False, "dependencies": [Depends(check)]}
+
+    @app.get("/openapi.json", **keyed)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", **keyed)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    @app.get("/redoc", **keyed)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def _open_counts(app: FastAPI) -> dict[str, int]:

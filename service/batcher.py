@@ -10,7 +10,8 @@ batches run at once (each in its own thread): for a batch function that uses one
 search.
 
 Backpressure: at most ``max_queue`` items wait at once; a request that would exceed it fails at once with
-:class:`QueueFull` (the service answers 429 with ``Retry-After``) instead of waiting without bound.
+:class:`QueueFull` (the service answers 429 with ``Retry-After``) instead of waiting without bound. A request
+cancelled while it waits (its timeout passed, or its client went away) is dropped, never run.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class MicroBatcher:
             if not self._pending or self._pending[0] is not first:  # another worker took it meanwhile
                 continue
             batch = self._take(first.key)
-            await self._execute(first.key, batch)
+            if batch:
+                await self._execute(first.key, batch)
 
     def _same_key_items(self, key: Hashable) -> int:
         return sum(p.size for p in self._pending if p.key == key)
@@ -134,6 +136,9 @@ class MicroBatcher:
         batch, n, keep = [], 0, deque()
         while self._pending:
             p = self._pending.popleft()
+            if p.future.done():  # cancelled while it waited (timed out, or its client left): never run it
+                self._queued_items -= p.size
+                continue
             if p.key == key and (not batch or n + p.size <= self.max_batch):
                 batch.append(p)
                 n += p.size

@@ -19,7 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from index import Collection
 from index.registry import check_name
+from index.validation import metadata_problem
 from models.hasher import Hasher
+from service.auth import ApiKeys
 from service.errors import ApiError
 from service.hashers import DEFAULT
 from service.settings import Settings
@@ -80,6 +82,19 @@ async def get_target(
         await run_in_threadpool(use.__exit__, None, None, None)
 
 
+async def get_loose_target(request: Request, state: Annotated[ServiceState, Depends(get_ready_state)]) -> Target:
+    """The collection and its model as :func:`get_target` finds them, but not held past this call: for a request
+    that may last long (a bulk upload), which holds the collection one step at a time so that a drop waits for one
+    step, not for the whole request."""
+    name = request.path_params.get("name", DEFAULT)
+
+    def find() -> Target:
+        with state.registry.use(name) as collection:
+            return Target(name, collection, state.hasher_for(name, collection))
+
+    return await run_in_threadpool(find)
+
+
 async def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:
     return check_name(name)
 
@@ -90,6 +105,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[Hasher, Depends(get_hasher)]
 CollectionDep = Annotated[Collection, Depends(get_collection)]
 TargetDep = Annotated[Target, Depends(get_target)]
+LooseTargetDep = Annotated[Target, Depends(get_loose_target)]
 
 # Where the collection routes (items, search) are mounted: the foundation's paths for the default collection, and
 # the same routes under /v1/collections/{name} (whose dependency declares and checks the name).
@@ -110,31 +126,49 @@ def check_batch(n: int, settings: Settings, what: str) -> None:
 # ---- API keys ---------------------------------------------------------------------------------------------------
 
 
-def require(scope: str) -> Any:
+Headers = list[tuple[bytes, bytes]]  # an ASGI scope's raw headers
+
+
+def require(scope: str, *, open_read: bool = False) -> Any:
     """Dependency: the request carries ``Authorization: Bearer <key>`` for a key with ``scope`` (see service.auth).
-    Open when no keys are configured, and for ``read`` when HAMDEX_OPEN_READS is set."""
+    Open when no keys are configured; ``open_read``: also when HAMDEX_OPEN_READS is set (encode and search)."""
 
     async def check(request: Request) -> None:
-        authorize(request.app.state.service, scope, request.headers.get("authorization", ""))
+        authorize(request.app.state.service, scope, request.scope["headers"], open_read=open_read)
 
     return Depends(check)
 
 
 READ, WRITE, ADMIN = require("read"), require("write"), require("admin")
+OPEN_READ = require("read", open_read=True)  # the reads HAMDEX_OPEN_READS opens: encode and search
 
 
-def authorize(state: ServiceState, scope: str, authorization: str) -> None:
-    """Raise 401 ``unauthorized`` / 403 ``forbidden`` unless the ``Authorization`` header value grants ``scope``."""
-    keys = state.api_keys
-    if not keys.enabled or (scope == "read" and state.settings.open_reads):
-        return
-    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+def authorize(state: ServiceState, scope: str, headers: Headers, *, open_read: bool = False) -> None:
+    """Raise 400 ``invalid_header`` / 401 ``unauthorized`` / 403 ``forbidden`` unless the request's headers grant
+    ``scope``. The routes and service.fast_search both call this, so they read the same header the same way."""
+    if state.api_keys.enabled and not (open_read and state.settings.open_reads):
+        check_key(state.api_keys, scope, headers)
+
+
+def check_key(keys: ApiKeys, scope: str, headers: Headers) -> None:
+    """Raise unless ``headers`` hold exactly one ``Authorization: Bearer <key>`` of a key with ``scope``."""
+    token = bearer_token(headers)
     key = keys.authenticate(token)
     if key is None:
         message = "missing API key" if token is None else "unknown API key"
         raise ApiError("unauthorized", f"{message}: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
     if scope not in key.scopes:
         raise ApiError("forbidden", f"this API key (id {key.name}) lacks the {scope!r} scope")
+
+
+def bearer_token(headers: Headers) -> str | None:
+    """The key of the request's one ``Authorization: Bearer`` header, or None. Two such headers are refused:
+    proxies and frameworks disagree on which one counts (first, last, joined)."""
+    values = [value for name, value in headers if name.lower() == b"authorization"]
+    if len(values) > 1:
+        raise ApiError("invalid_header", f"the request has {len(values)} Authorization headers; send one")
+    text = values[0].decode("latin-1") if values else ""
+    return text[7:].strip() if text[:7].lower() == "bearer " else None
 
 
 # ---- size limits ------------------------------------------------------------------------------------------------
@@ -149,10 +183,14 @@ def check_texts(inputs: Any, settings: Settings, what: str) -> None:
 
 
 def check_metadata(metadata: Any, settings: Settings) -> None:
-    """Metadata larger than HAMDEX_MAX_METADATA_BYTES (as compact JSON) is refused before any write."""
+    """Metadata that would not read back as written (index.validation.metadata_problem: 422 invalid_metadata) or
+    larger than HAMDEX_MAX_METADATA_BYTES as compact JSON (422 metadata_too_large) is refused before any write."""
     limit = settings.max_metadata_bytes
     for i, meta in enumerate(metadata):
         if meta is not None:
+            problem = metadata_problem(meta)
+            if problem is not None:
+                raise ApiError("invalid_metadata", f"items[{i}].metadata {problem}")
             size = metadata_bytes(meta)
             if size > limit:
                 raise ApiError("metadata_too_large", f"items[{i}].metadata is {size} bytes as JSON; at most {limit}")

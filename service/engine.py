@@ -5,15 +5,22 @@ options (search), become one model call or one batched FAISS search.
 Featurizing (tokenizing, TF-IDF, parsing pixels) stays in the request's own worker thread: it validates the
 input, so a bad input fails its own request only, and it spreads over the thread pool. Only the model call and the
 FAISS call are batched, each in the batcher's own thread. On a GPU the model call runs there.
+
+Filtered and radius searches cannot be coalesced (each has its own filter or radius) and may cost far more than a
+top-k search; they go through a third batcher anyway, one request per batch, for its bounded concurrency
+(``heavy_search_workers`` threads, of lower CPU priority) and its bounded queue (429 ``queue_full`` beyond it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Hashable, Sequence
+import sys
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -25,6 +32,8 @@ from models.hasher import EncodeResult, Hasher
 from service.batcher import BatchStats, MicroBatcher, QueueFull
 from service.metrics import Metrics
 from service.settings import Settings
+
+T = TypeVar("T")
 
 
 def search_threads(settings: Settings) -> int:
@@ -74,10 +83,22 @@ class Engine:
             workers=settings.search_workers,
             thread_init=partial(faiss.omp_set_num_threads, search_threads(settings)),
         )
+        # filtered and radius searches: one request per batch (nothing to coalesce), a bounded number at once
+        self.heavy = MicroBatcher(
+            _run_alone,
+            name="heavy",
+            max_batch=1,
+            max_wait_ms=0,
+            max_queue=settings.queue_max_items,
+            on_batch=metrics.observe_batch("heavy"),
+            workers=settings.heavy_search_workers,
+            thread_init=partial(_heavy_thread_init, search_threads(settings)),
+        )
 
     async def close(self) -> None:
         await self.encoder.close()
         await self.searcher.close()
+        await self.heavy.close()
 
     # ---- encode -------------------------------------------------------------------------------------------
 
@@ -135,6 +156,19 @@ class Engine:
         timings.add(stats, "search")
         return hits
 
+    async def heavy_search(self, work: Callable[[], T], n_queries: int, timings: Timings) -> T:
+        """Run ``work`` (a filtered or radius search of ``n_queries`` queries) in one of ``heavy_search_workers``
+        threads; it waits in a queue of at most ``queue_max_items`` queries, beyond which QueueFull (429)."""
+        self.metrics.queued.labels("heavy").set(self.heavy.queued_items)
+        try:
+            result, stats = await self.heavy.submit(object(), work, n_queries)  # a key of its own: never coalesced
+        except QueueFull:
+            self.metrics.rejected.labels("heavy").inc()
+            raise
+        self.metrics.queue_wait.labels("heavy").observe(stats.queue_s)
+        timings.add(stats, "search")
+        return result
+
     @staticmethod
     def _search_blocks(key: Hashable, blocks: list[tuple[Collection, np.ndarray, int, bool, dict]]) -> list:
         collection, _, k, include_metadata, params = blocks[0]
@@ -145,3 +179,20 @@ class Engine:
             out.append(hits[start : start + len(b[1])])
             start += len(b[1])
         return out
+
+
+HEAVY_NICENESS = 10  # added to a heavy-search thread's nice value: it yields the CPU to the event loop
+
+
+def _heavy_thread_init(omp_threads: int) -> None:
+    """OpenMP threads as for top-k searches, and, on Linux (where the nice value is per thread), a lower CPU
+    priority: a long filtered scan then takes the cores the event loop and top-k searches leave."""
+    faiss.omp_set_num_threads(omp_threads)
+    if sys.platform == "linux":
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):  # lowering a priority is always allowed; if not, run as is
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + HEAVY_NICENESS))
+
+
+def _run_alone(key: Hashable, blocks: list[Callable[[], Any]]) -> list[Any]:
+    return [work() for work in blocks]  # max_batch=1: one request per batch

@@ -38,6 +38,8 @@ STATUS: dict[str, int] = {
     "invalid_collection_name": 422,
     "invalid_index_kind": 422,
     "invalid_index_params": 422,
+    "invalid_milvus_uri": 422,  # not a plain .db file name, or a server URI while HAMDEX_MILVUS_REMOTE_URIS is off
+    "invalid_metadata": 422,  # metadata that would not read back: a lone surrogate, nesting deeper than 64
     "item_not_found": 404,
     "collection_not_found": 404,
     "model_not_found": 404,
@@ -48,14 +50,17 @@ STATUS: dict[str, int] = {
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
     "backend_unavailable": 501,  # a collection backend whose client library is not installed (pymilvus)
+    "backend_unreachable": 503,  # a collection backend's server does not answer (a Milvus URI)
     "text_too_long": 422,  # a text input longer than HAMDEX_MAX_TEXT_CHARS
     "metadata_too_large": 422,  # an item's metadata larger than HAMDEX_MAX_METADATA_BYTES as JSON
     # bad rows of a bulk body (service.routes.bulk): skipped and counted under these, or 422 with ?strict=true
     "data_format": 422,  # a line that is not a JSON object of the row fields
-    "bad_id": 422,  # a missing, empty or too long id
+    "bad_id": 422,  # a missing, empty or too long id, or one holding U+0000 or a lone surrogate
     "undecodable": 422,  # a line that is not UTF-8
     "line_too_long": 422,  # a line longer than HAMDEX_MAX_BULK_LINE_BYTES
     "job_not_found": 404,  # no bulk job of that key in the collection
+    "invalid_header": 400,  # e.g. two Authorization headers (which one counts would be a guess)
+    "uri_too_long": 414,  # a path and query longer than HAMDEX_MAX_URL_BYTES
     "unauthorized": 401,  # no API key, or an unknown one
     "forbidden": 403,  # a valid key without the scope the route needs
     "body_too_large": 413,  # larger than HAMDEX_MAX_BODY_BYTES (sent by service.middleware)
@@ -91,6 +96,8 @@ class ApiError(Exception):
 
 
 def error_response(error_type: str, message: str) -> JSONResponse:
+    if not message.isascii():  # a message quoting a lone surrogate of the request must still encode as UTF-8
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": message, "error_type": error_type}, status_code=STATUS.get(error_type, 500))
 
 

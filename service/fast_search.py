@@ -74,7 +74,7 @@ class FastSearch:
         app = scope["app"]
         state = app.state.service
         state.check_ready()
-        authorize(state, "read", dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+        authorize(state, "read", scope["headers"], open_read=True)
         name = DEFAULT if name is None else check_name(name)
         req = SearchRequest.model_validate_json(body)
         if req.radius is not None or req.filter or req.nprobe is not None or req.ef_search is not None:

@@ -3,11 +3,17 @@ and the structured access log. Plain ASGI (not Starlette's BaseHTTPMiddleware) t
 
 - ``X-Request-ID``: taken from the request when it is a sane token, else generated; returned on every response and
   written on every log line of the request.
+- URL size: a path and query string longer than ``max_url_bytes``: 414 ``uri_too_long``.
 - Body size: a ``Content-Length`` above ``max_body_bytes`` is refused before reading; a chunked body is counted
   while read. Either way: 413 ``body_too_large``.
 - Timeout: a request still running after ``request_timeout_s`` gets 504 ``timeout`` (the work it started, such as
-  a write, may still complete; a write is durable once acknowledged, and never half-applied).
+  a write, may still complete; a write is durable once acknowledged, and never half-applied). A search stops too:
+  each request carries an :class:`index.deadline.Deadline` (``request.state.deadline``) that expires with the
+  timeout and is cancelled whenever the request ends, and the collection checks it between blocks of work.
 - ``X-Queue-Ms``, ``X-Encode-Ms``, ``X-Search-Ms``: time in the micro-batchers' queues and in model / FAISS calls.
+- Batch size (:class:`BatchGuard`, just inside): a JSON body whose ``queries`` / ``items`` / ``inputs`` list holds
+  more than ``max_batch`` elements gets 422 ``batch_too_large`` before it is parsed and validated (counting
+  stops at max_batch + 1 elements; the answer comes before the API key is checked, as a 413 does).
 - Streaming routes, those whose path ends in ``:bulk`` (``POST .../items:bulk``, service.routes.bulk), are exempt
   from the body-size limit and the timeout: they take bodies of any size, block by block, and bound each line and
   the wait for each chunk themselves.
@@ -16,15 +22,19 @@ and the structured access log. Plain ASGI (not Starlette's BaseHTTPMiddleware) t
 from __future__ import annotations
 
 import asyncio
+import codecs
+import json
 import logging
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from index.deadline import Deadline
 from service.engine import Timings
 from service.metrics import Metrics
 from service.settings import Settings
@@ -64,7 +74,11 @@ class ServiceMiddleware:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else secrets.token_hex(16)
         timings = Timings()
-        scope.setdefault("state", {}).update(request_id=request_id, timings=timings)
+        streaming = scope.get("path", "").endswith(STREAMING_SUFFIX)
+        limit = None if streaming else self.settings.max_body_bytes
+        timeout = None if streaming else self.settings.request_timeout_s
+        deadline = Deadline(timeout)
+        scope.setdefault("state", {}).update(request_id=request_id, timings=timings, deadline=deadline)
         state = {"status": 500, "started": False}
         id_header = [(b"x-request-id", request_id.encode())]
 
@@ -79,9 +93,6 @@ class ServiceMiddleware:
                 message["headers"] = [*message.get("headers", []), *id_header, *extra]
             await send(message)
 
-        streaming = scope.get("path", "").endswith(STREAMING_SUFFIX)
-        limit = None if streaming else self.settings.max_body_bytes
-        timeout = None if streaming else self.settings.request_timeout_s
         received = 0
 
         async def counted_receive() -> dict:
@@ -94,6 +105,11 @@ class ServiceMiddleware:
             return message
 
         try:
+            url_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            if url_bytes > self.settings.max_url_bytes:  # uvicorn itself answers beyond ~64 KiB (plain text)
+                message = f"the path and query string exceed {self.settings.max_url_bytes} bytes"
+                await self._fail(send, state, 414, "uri_too_long", message, id_header)
+                return
             length = headers.get(b"content-length")
             if limit is not None and length is not None and length.isdigit() and int(length) > limit:
                 raise BodyTooLarge(limit)
@@ -104,6 +120,7 @@ class ServiceMiddleware:
             message = f"the request took longer than {self.settings.request_timeout_s} s"
             await self._fail(send, state, 504, "timeout", message, id_header)
         finally:
+            deadline.cancel()  # answered, timed out or abandoned: work still running for it stops at its next check
             self._account(scope, state["status"], time.perf_counter() - start, request_id)
 
     @staticmethod
@@ -128,3 +145,146 @@ class ServiceMiddleware:
             seconds * 1000,
             extra={"request_id": request_id, "route": template, "status": status, "ms": round(seconds * 1000, 2)},
         )
+
+
+INLINE_COUNT_BYTES = 256 * 1024  # BatchGuard counts shorter bodies on the event loop (about a millisecond at most)
+# POST routes whose JSON body is a batch, and the list that holds it (service.routes.search / items / encode)
+_BATCH_ROUTES = {
+    re.compile(r"^/v1/search$"): ("queries", "/v1/search"),
+    re.compile(r"^/v1/collections/[^/]+/search$"): ("queries", "/v1/collections/{name}/search"),
+    re.compile(r"^/v1/items$"): ("items", "/v1/items"),
+    re.compile(r"^/v1/collections/[^/]+/items$"): ("items", "/v1/collections/{name}/items"),
+    re.compile(r"^/v1/encode$"): ("inputs", "/v1/encode"),
+}
+
+
+class _Route(NamedTuple):
+    path: str  # the route template, for the metrics' route label (ServiceMiddleware reads scope["route"].path)
+
+
+class BatchGuard:
+    """422 ``batch_too_large`` for a batch route's body that lists more than ``max_batch`` elements, decided by
+    :func:`batch_exceeds` before FastAPI (or service.fast_search) parses and validates the whole body: an
+    oversized body would otherwise be parsed and validated on the event loop, twice, before the route's own
+    check. Every other request passes untouched (its body replayed)."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        route = _batch_route(scope)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        key, template = route
+        messages = await read_body(receive)
+        body = b"".join(m.get("body", b"") for m in messages) if messages[-1]["type"] == "http.request" else b""
+        limit = self.settings.max_batch
+        if len(body) <= 2 * limit:  # too short to list limit + 1 elements
+            over = False
+        elif len(body) <= INLINE_COUNT_BYTES:
+            over = batch_exceeds(body, key, limit)
+        else:  # a long body within the limit is decoded whole: in a thread, one element per GIL slice at most
+            over = await run_in_threadpool(batch_exceeds, body, key, limit)
+        if over:
+            scope["route"] = _Route(template)
+            message = f"'{key}' holds more than {limit} elements; at most {limit} per request"
+            for msg in _error(422, "batch_too_large", message, []):
+                await send(msg)
+            return
+        await self.app(scope, replay(messages, receive), send)
+
+
+def _batch_route(scope: dict) -> tuple[str, str] | None:
+    if scope["type"] != "http" or scope.get("method") != "POST":
+        return None
+    path = scope.get("path", "")
+    return next((route for pattern, route in _BATCH_ROUTES.items() if pattern.match(path)), None)
+
+
+_DECODER = json.JSONDecoder()
+_UTF8 = codecs.getincrementaldecoder("utf-8")  # keeps a character cut by the prefix's end for later: no error
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def batch_exceeds(body: bytes, key: str, limit: int) -> bool:
+    """Whether ``body``, a JSON object, holds under ``key`` a list of more than ``limit`` elements. The list's
+    elements are decoded one at a time (the json module's C scanner, which reads what FastAPI reads: NaN, integers
+    of any size) and counting stops at limit + 1, on a prefix of the body 8x longer at each try, so the work is
+    bounded by the limit, not by the body. A body that is not such an object answers False (the route answers it).
+    """
+    size = 1 << 16
+    while True:
+        try:
+            return _exceeds(_UTF8().decode(memoryview(body)[:size]), key, limit)
+        except RecursionError:  # nested past the json module's depth: the route refuses it
+            return False
+        except (ValueError, IndexError):  # cut short (or not UTF-8, or not JSON)
+            if size >= len(body):
+                return False
+            size *= 8
+
+
+def _exceeds(text: str, key: str, limit: int) -> bool:
+    pos = _skip(text, 0)
+    if text[pos] != "{":
+        return False
+    pos = _skip(text, pos + 1)
+    while text[pos] != "}":
+        name, pos = _DECODER.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if not isinstance(name, str) or text[pos] != ":":
+            return False
+        pos = _skip(text, pos + 1)
+        if name == key and text[pos] == "[":
+            count, pos = _count(text, pos, limit)
+            if count > limit:
+                return True
+        else:
+            _, pos = _DECODER.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+        elif text[pos] != "}":
+            return False
+    return False
+
+
+def _count(text: str, pos: int, limit: int) -> tuple[int, int]:
+    """Elements of the list that opens at ``text[pos]``, up to limit + 1, and where reading stopped."""
+    pos, n = _skip(text, pos + 1), 0
+    while text[pos] != "]":
+        _, pos = _DECODER.raw_decode(text, pos)
+        n += 1
+        if n > limit:
+            break
+        pos = _skip(text, pos)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+        elif text[pos] != "]":
+            raise ValueError("not a JSON list")
+    else:
+        pos += 1
+    return n, pos
+
+
+def _skip(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string at least
+
+
+async def read_body(receive: Any) -> list[dict]:
+    """The request's messages up to the end of the body (or the client's disconnect)."""
+    messages = [await receive()]
+    while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
+        messages.append(await receive())
+    return messages
+
+
+def replay(messages: list[dict], receive: Any) -> Any:
+    """A receive that gives the app the messages already read, then whatever the connection sends next."""
+    pending = list(messages)
+
+    async def replayed() -> dict:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed

@@ -5,8 +5,10 @@ A row is one JSON object per line: ``{"id": str, "input": <text or list of numbe
 "input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
 raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.SkipReport):
 ``data_format`` (not JSON, not an object, unknown fields, neither or both inputs), ``undecodable``,
-``line_too_long``, ``bad_id``, ``input_type``, ``invalid_input`` (bad base64), ``input_shape``, ``non_finite``,
-``text_too_long``, ``metadata_too_large``. A missing or empty id is left to service.bulk (``bad_id``).
+``line_too_long``, ``bad_id`` (too long, or holding U+0000 or a lone surrogate), ``input_type``, ``invalid_input``
+(bad base64), ``input_shape``, ``non_finite``, ``text_too_long``, ``invalid_metadata`` (would not read back: a lone
+surrogate, nesting deeper than index.validation.MAX_METADATA_DEPTH), ``metadata_too_large``. A missing or empty id
+is left to service.bulk (``bad_id``). A line nested too deep to parse at all is ``data_format``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from index.validation import metadata_problem
 from service.deps import metadata_bytes
+from service.schemas import MAX_ID_CHARS, check_item_id
 from service.settings import Settings
 
 FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
-MAX_ID_CHARS = 512  # as service.schemas.ItemIn
 
 
 class BadLine(ValueError):
@@ -85,19 +88,19 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
     try:
         record, checked = orjson.loads(text), True
     except orjson.JSONDecodeError:
-        try:  # NaN, Infinity and integers beyond 64 bits are not JSON to orjson
+        try:  # NaN, Infinity, integers beyond 64 bits and lone surrogates are not JSON to orjson
             record, checked = json.loads(text), False
         except ValueError as exc:
             raise BadLine("data_format", f"line is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # nested deeper than the json module's recursion allows
+            raise BadLine("data_format", "line is nested too deeply to parse") from exc
     if not isinstance(record, dict):
         raise BadLine("data_format", f"expected a JSON object, got {type(record).__name__}")
     item_id = record.get("id")
-    known_id = item_id if isinstance(item_id, str) else None
+    known_id = _check_id(item_id) if isinstance(item_id, str) else None
     unknown = sorted(set(record) - FIELDS)
     if unknown:
         raise BadLine("data_format", f"unknown fields {unknown}; a row has id, input or input_b64, metadata", known_id)
-    if known_id is not None and len(known_id) > MAX_ID_CHARS:
-        raise BadLine("bad_id", f"id has {len(known_id)} characters; at most {MAX_ID_CHARS}", known_id[:40] + "...")
     has_input, has_b64 = record.get("input") is not None, record.get("input_b64") is not None
     if has_input == has_b64:
         raise BadLine("data_format", "a row needs exactly one of 'input' or 'input_b64'", known_id)
@@ -108,6 +111,22 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
         bad.id = known_id
         raise
     return Row(item_id, value, metadata)
+
+
+def _check_id(item_id: str) -> str:
+    """``item_id`` if it can be stored; else BadLine ``bad_id``, carrying the id shortened and with any lone
+    surrogate escaped (the report goes back as JSON)."""
+    if len(item_id) > MAX_ID_CHARS:
+        short = _printable(item_id[:40]) + "..."
+        raise BadLine("bad_id", f"id has {len(item_id)} characters; at most {MAX_ID_CHARS}", short)
+    try:
+        return check_item_id(item_id)
+    except ValueError as exc:
+        raise BadLine("bad_id", str(exc), _printable(item_id)) from None
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _input(value: Any, settings: Settings) -> str | np.ndarray:
@@ -141,6 +160,9 @@ def _metadata(meta: Any, settings: Settings, checked: bool) -> dict | None:
         return None
     if not isinstance(meta, dict):
         raise BadLine("data_format", f"'metadata' must be an object, got {type(meta).__name__}")
+    problem = metadata_problem(meta)
+    if problem is not None:
+        raise BadLine("invalid_metadata", f"'metadata' {problem}")
     if not checked:  # parsed by the json module: may hold NaN, which the collection refuses to store
         try:
             json.dumps(meta, allow_nan=False)

@@ -1,15 +1,53 @@
-"""Request and response schemas of the REST API (separate from the internal types of models/ and index/)."""
+"""Request and response schemas of the REST API (separate from the internal types of models/ and index/).
+
+Numbers and flags are strict (``k: true``, ``"k": "5"`` and a bit ``1.0`` are refused, not coerced). Ids and filter
+fields and values may not hold a lone surrogate (JSON's ``"\\ud800"`` escape makes one): SQLite cannot take it, and
+what is stored could not be read back. Ids may not hold U+0000 either (SQLite's JSON functions end a string there).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
+from index.validation import check_id
+
+MAX_ID_CHARS = 512
+
+
+def check_utf8(value: str, what: str = "text") -> str:
+    """``value``, unless it holds a lone surrogate (then ValueError: a 422)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {value[:40]!r} holds a lone surrogate (not UTF-8)") from None
+    return value
+
+
+def check_item_id(value: str) -> str:
+    """``value`` if a collection takes it as an id (index.validation.check_id: no U+0000, no lone surrogate);
+    otherwise a ValueError (InvalidItemsError is one), which pydantic reports as a 422."""
+    return check_id(value, "id")
+
+
+ItemId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(check_item_id)]
 # A raw input: a text, a float vector, or an image as rows of pixel values.
-RawInput = str | list[float] | list[list[float]]
-# A code on the wire: hex or base64 string, or a list of 0/1 bits (see models.bits).
-WireCode = str | list[int]
+RawInput = str | list[StrictFloat] | list[list[StrictFloat]]
+# A code on the wire: hex or base64 string, or a list of 0/1 bits (see models.bits; 2 is its code_format error).
+WireCode = str | list[StrictInt]
 CodeFormat = Literal["hex", "base64", "bits"]
 # A metadata value a search filter can match (equality; true is not 1 and "1" is not 1).
 FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
@@ -25,7 +63,7 @@ class PackedVectors(_Strict):
     """Vectors or images as one base64 string of little-endian float32 values, row-major."""
 
     data: str = Field(..., description="base64 of the float32 values, little-endian.")
-    shape: list[Annotated[int, Field(ge=1, le=1 << 24)]] = Field(
+    shape: list[Annotated[StrictInt, Field(ge=1, le=1 << 24)]] = Field(
         ..., min_length=2, max_length=4, description="[items, dim] or [items, height, width(, channels)]."
     )
 
@@ -36,7 +74,7 @@ class EncodeRequest(_Strict):
     )
     inputs_b64: PackedVectors | None = Field(None, description="Vectors or images packed as float32 (large batches).")
     format: CodeFormat = "hex"
-    latent: bool = Field(False, description="Also return the continuous pre-binarization latent.")
+    latent: StrictBool = Field(False, description="Also return the continuous pre-binarization latent.")
 
     @model_validator(mode="after")
     def _one_source(self) -> EncodeRequest:
@@ -54,7 +92,7 @@ class EncodeResponse(BaseModel):
 
 
 class ItemIn(_Strict):
-    id: str = Field(..., min_length=1, max_length=512)
+    id: ItemId
     input: RawInput | None = None
     code: WireCode | None = None
     metadata: dict[str, Any] | None = None
@@ -114,7 +152,7 @@ class BulkJob(BaseModel):
 class Query(_Strict):
     input: RawInput | None = None
     code: WireCode | None = None
-    id: str | None = None
+    id: ItemId | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Query:
@@ -125,18 +163,27 @@ class Query(_Strict):
 
 class SearchRequest(_Strict):
     queries: list[Query]
-    k: int = Field(10, description="Most hits per query.")
-    radius: int | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
-    include_metadata: bool = True
+    k: StrictInt = Field(10, description="Most hits per query.")
+    radius: StrictInt | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
+    include_metadata: StrictBool = True
     filter: dict[str, FilterValue] | None = Field(
         None, description="Only items whose metadata has each of these top-level fields equal to the value."
     )
-    nprobe: int | None = Field(
+    nprobe: StrictInt | None = Field(
         None, ge=1, le=MAX_QUERY_PARAM, description="Inverted lists to visit (index kind ivf only)."
     )
-    ef_search: int | None = Field(
+    ef_search: StrictInt | None = Field(
         None, ge=1, le=MAX_QUERY_PARAM, description="Graph search breadth (index kind hnsw only)."
     )
+
+    @field_validator("filter")
+    @classmethod
+    def _utf8_filter(cls, where: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, value in (where or {}).items():
+            check_utf8(key, "filter field")
+            if isinstance(value, str):
+                check_utf8(value, "filter value")
+        return where
 
 
 class Hit(BaseModel):
@@ -209,3 +256,6 @@ class Info(BaseModel):
     count: int
     device: str
     versions: dict[str, str]
+    # the checkpoint's training report (models.train.training_report): steps, validation, code health, the ITQ
+    # comparison and what the safeguard did; None for checkpoints from before it
+    training: dict[str, Any] | None = None

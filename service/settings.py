@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_bulk_line_bytes: int = Field(1024 * 1024, ge=64)  # longer NDJSON lines of a bulk body: skipped rows
     max_text_chars: int = Field(1_000_000, ge=1)  # longer texts: 422 text_too_long (20NG has a 160k-char post)
     max_metadata_bytes: int = Field(16_384, ge=2)  # larger metadata (as JSON): 422 metadata_too_large
+    # longer paths + query strings: 414 uri_too_long (uvicorn itself answers a plain-text 400 beyond ~64 KiB)
+    max_url_bytes: int = Field(8192, ge=256)
     request_timeout_s: float = Field(30.0, gt=0)  # slower requests: 504 timeout
     # micro-batching (service.engine): concurrent encodes / searches are coalesced into one call
     encode_max_batch: int = Field(512, ge=1)  # most inputs per model call
@@ -44,10 +46,14 @@ class Settings(BaseSettings):
     # plain top-k searches by code skip FastAPI's routing and dependencies (service.fast_search)
     fast_search: bool = True
     queue_max_items: int = Field(8192, ge=1)  # waiting items beyond this: 429 with Retry-After
+    # filtered and radius searches that may run at once, each in its own thread; more wait in a queue of
+    # queue_max_items queries (service.engine)
+    heavy_search_workers: int = Field(2, ge=1)
     # API keys: "<key> <scope>[,<scope>]" lines, ";"-separated here, or one per line in the file (service.auth)
     api_keys: str | None = Field(None, repr=False)
     api_keys_file: Path | None = None
-    open_reads: bool = False  # with keys configured: encode and search need no key
+    open_reads: bool = False  # with keys configured: encode and search need no key (nothing else that reads)
+    open_docs: bool = False  # with keys configured: /docs, /redoc and /openapi.json need no key
     allow_unauthenticated: bool = False  # with no keys: allow binding to a non-loopback host anyway
     # uvicorn's event loop and HTTP parser: "auto" takes uvloop and httptools when installed (they are in the
     # dependencies), else asyncio and h11; benchmarks/http_bench.py compares them
@@ -60,6 +66,9 @@ class Settings(BaseSettings):
     # unset for a milvus-lite file inside the collection directory
     backend: Literal["faiss", "milvus"] = "faiss"
     milvus_uri: str | None = None
+    # POST /v1/collections may name a Milvus server (http, https, tcp, grpc, unix URIs): off by default, since the
+    # server would connect wherever an admin key says
+    milvus_remote_uris: bool = False
 
 
 @lru_cache

@@ -9,6 +9,10 @@ with ``strict=true`` the first one answers 422 with its reason instead: earlier 
 its block is written. The route is exempt from the body-size limit and the request timeout (service.middleware):
 lines are bounded by HAMDEX_MAX_BULK_LINE_BYTES, and a body that sends nothing for HAMDEX_REQUEST_TIMEOUT_S gets 504.
 
+The collection is held (``Registry.use``) only while a block is written, not for the whole body: a drop during a
+slow upload waits for one block at most, and the upload then stops with 404 ``collection_not_found``, even if a
+collection of the same name was created meanwhile.
+
 Resumable: with ``job=<key>`` each block's upsert stores ``{"items": start + lines consumed}`` under ``bulk:<key>``
 in the same SQLite transaction as its items, and the end of the body ``{"items": n, "done": true}``. A client that
 was cut off asks the GET route how far it got, and sends the rest with ``start=<items>``.
@@ -19,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -27,8 +32,11 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from index.backends import AnyCollection
+from index.errors import CollectionNotFoundError
+from index.registry import Registry
 from service.bulk import BadRowError, SkipReport, good_rows
-from service.deps import COLLECTION_PREFIXES, WRITE, SettingsDep, Target, TargetDep
+from service.deps import COLLECTION_PREFIXES, WRITE, LooseTargetDep, ReadyStateDep, SettingsDep, Target, TargetDep
 from service.errors import ApiError, error_response
 from service.ndjson import BadLine, parse_line, split_lines
 from service.schemas import BulkJob, BulkResponse
@@ -45,43 +53,71 @@ NDJSON_BODY = {
     }
 }
 RawBlock = list[bytes | None]  # a block's lines as received; None: a line too long
+MAX_START = 2**53  # rows: past any real body, and still exact as a JSON number in every client
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """Where a bulk upload writes: ``target``'s collection, held one block at a time (see the module docstring)."""
+
+    registry: Registry
+    target: Target
+
+    @contextmanager
+    def hold(self) -> Iterator[AnyCollection]:
+        with self.registry.use(self.target.name) as collection:
+            if collection is not self.target.collection:  # dropped, and created again, since the upload began
+                raise CollectionNotFoundError(f"collection {self.target.name!r} was dropped during the upload")
+            yield collection
 
 
 async def bulk_upsert(
     request: Request,
-    target: TargetDep,
+    target: LooseTargetDep,
+    state: ReadyStateDep,
     settings: SettingsDep,
     strict: Annotated[bool, Query(description="Answer 422 at the first bad row instead of skipping it.")] = False,
     job: Annotated[str | None, Query(pattern=JOB, description="Record progress under this key (resumable).")] = None,
-    start: Annotated[int, Query(ge=0, description="Rows the client already sent in earlier requests.")] = 0,
+    start: Annotated[
+        int, Query(ge=0, le=MAX_START, description="Rows the client already sent in earlier requests.")
+    ] = 0,
 ) -> Any:
     """Upsert the rows of an NDJSON body, block by block (see the module docstring)."""
     t0 = time.perf_counter()
+    upload = _Upload(state.registry, target)
     report, key = SkipReport(strict=strict), None if job is None else JOB_PREFIX + job
     items, done = 0, start  # items written; rows consumed, start included
     try:
         async for block in _blocks(request, settings):
             record = None if key is None else (key, {"items": done + len(block)})
-            items += await run_in_threadpool(_write_block, block, done, target, settings, report, record)
+            items += await run_in_threadpool(_write_block, block, done, upload, settings, report, record)
             done += len(block)
+        count = await run_in_threadpool(_finish, upload, key, done)
     except BadRowError as exc:
         kept = _kept(items, start, done)
         raise ApiError(exc.error_type, f"{exc}; nothing of its block was written (strict); {kept}") from exc
+    except CollectionNotFoundError as exc:
+        raise ApiError("collection_not_found", f"{exc}; rows from {done} on were not written") from exc
     except ClientDisconnect:
         LOG.warning("bulk upload into %r cut off by the client; %s", target.name, _kept(items, start, done))
         return error_response("client_closed", "the client closed the connection during the upload")
-    collection = target.collection
-    if key is not None:
-        await run_in_threadpool(collection.set_progress, key, {"items": done, "done": True})
     return BulkResponse(
         items=items,
         skipped=report.skipped,
         reasons=dict(report.reasons),
         examples=report.examples,
         seconds=time.perf_counter() - t0,
-        collection_count=len(collection),
+        collection_count=count,
         resumed_from=start,
     )
+
+
+def _finish(upload: _Upload, key: str | None, done: int) -> int:
+    """Mark the job done (with ``key``); the collection's count."""
+    with upload.hold() as collection:
+        if key is not None:
+            collection.set_progress(key, {"items": done, "done": True})
+        return len(collection)
 
 
 def bulk_job(job: Annotated[str, Path(pattern=JOB)], target: TargetDep) -> BulkJob:
@@ -126,9 +162,10 @@ async def _chunks(request: Request, idle_s: float) -> AsyncIterator[bytes]:
 
 
 def _write_block(
-    lines: RawBlock, first_row: int, target: Target, settings: Settings, report: SkipReport, record: Any
+    lines: RawBlock, first_row: int, upload: _Upload, settings: Settings, report: SkipReport, record: Any
 ) -> int:
     """Parse, check, encode and upsert one block (in a worker thread); the number of rows written."""
+    target = upload.target
     ids, inputs, metadata, rows, bad = [], [], [], [], _BadRows()
     for i, line in enumerate(lines):
         try:
@@ -143,8 +180,9 @@ def _write_block(
     good, features = good_rows(ids, inputs, rows, target.hasher, bad)
     bad.report_to(report)  # strict: raises at the block's first bad row
     if not len(good):
-        if record is not None:
-            target.collection.set_progress(*record)
+        with upload.hold() as collection:
+            if record is not None:
+                collection.set_progress(*record)
         return 0
     codes = target.hasher.encode_features(features).codes  # (m, n_bits // 8)
     ids, metadata = [ids[i] for i in good], [metadata[i] for i in good]
@@ -152,7 +190,8 @@ def _write_block(
     if len(last) < len(ids):  # the same id twice: the later row replaces the earlier one, as two upserts would
         keep = sorted(last.values())
         ids, codes, metadata = [ids[i] for i in keep], codes[keep], [metadata[i] for i in keep]
-    target.collection.upsert(ids, codes, metadata, progress=record)
+    with upload.hold() as collection:
+        collection.upsert(ids, codes, metadata, progress=record)
     return len(good)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from index import Manifest
 from index.errors import InvalidManifestError
 from index.kinds import KINDS
-from index.milvus import check_kind
+from index.milvus import check_kind, check_uri, is_local
 from index.registry import check_name
 from service.deps import ADMIN, READ, ReadyStateDep, collection_name
 from service.errors import ApiError
@@ -19,6 +19,7 @@ from service.schemas import (
     DropResponse,
     UnavailableCollection,
 )
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 NAMED = [Depends(collection_name)]
@@ -57,10 +58,7 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     if req.index_kind not in KINDS:
         raise ApiError("invalid_index_kind", f"index_kind must be one of {sorted(KINDS)}, got {req.index_kind!r}")
     if req.backend == "milvus":
-        try:
-            check_kind(req.index_kind, req.milvus_uri)
-        except InvalidManifestError as exc:
-            raise ApiError("invalid_index_kind", str(exc)) from exc
+        _check_milvus(req, state.settings)
     try:
         KINDS[req.index_kind].check_params(req.index_params)
     except InvalidManifestError as exc:
@@ -71,17 +69,39 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     if req.name in state.registry:
         raise ApiError("collection_exists", f"a collection named {req.name!r} already exists")
     hasher = state.hashers.get(req.model)
-    collection = state.registry.create(
-        req.name,
-        hasher.n_bits,
-        hasher.fingerprint,
-        req.index_kind,
-        req.index_params,
-        model=req.model,
-        backend=req.backend,
-        milvus_uri=req.milvus_uri,
-    )
+    try:
+        collection = state.registry.create(
+            req.name,
+            hasher.n_bits,
+            hasher.fingerprint,
+            req.index_kind,
+            req.index_params,
+            model=req.model,
+            backend=req.backend,
+            milvus_uri=req.milvus_uri,
+        )
+    except InvalidManifestError as exc:  # parameters that do not fit the model's code length (multihash nhash)
+        raise ApiError("invalid_index_params", str(exc)) from exc
     return _info(req.name, req.model, collection.manifest)
+
+
+def _check_milvus(req: CreateCollectionRequest, settings: Settings) -> None:
+    """The index kind milvus builds there, and a URI allowed here: a plain .db file name (milvus-lite, inside the
+    collection's directory), or a server only where HAMDEX_MILVUS_REMOTE_URIS allows it."""
+    try:
+        check_kind(req.index_kind, req.milvus_uri)
+    except InvalidManifestError as exc:
+        raise ApiError("invalid_index_kind", str(exc)) from exc
+    try:
+        check_uri(req.milvus_uri)
+    except InvalidManifestError as exc:
+        raise ApiError("invalid_milvus_uri", str(exc)) from exc
+    if not is_local(req.milvus_uri) and not settings.milvus_remote_uris:
+        raise ApiError(
+            "invalid_milvus_uri",
+            f"milvus_uri {req.milvus_uri!r} names a Milvus server; this service takes only milvus-lite files "
+            "(HAMDEX_MILVUS_REMOTE_URIS=true allows servers)",
+        )
 
 
 @router.get("/{name}", response_model=CollectionInfo, dependencies=[*NAMED, READ])

@@ -11,11 +11,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from models import bits
-from service.deps import READ, HasherDep, SettingsDep, check_batch, check_texts
+from service.deps import OPEN_READ, HasherDep, SettingsDep, check_batch, check_texts
 from service.errors import ApiError
 from service.schemas import EncodeRequest, EncodeResponse, PackedVectors
 
-router = APIRouter(prefix="/v1", tags=["encode"], dependencies=[READ])
+router = APIRouter(prefix="/v1", tags=["encode"], dependencies=[OPEN_READ])
 
 
 def unpack_vectors(packed: PackedVectors) -> np.ndarray:

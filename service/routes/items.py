@@ -3,7 +3,10 @@ before the reply. Mounted at /v1/items (the default collection) and /v1/collecti
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from models import bits
@@ -19,9 +22,11 @@ from service.deps import (
     check_texts,
 )
 from service.errors import ApiError
-from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse
+from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse, check_item_id
 
 router = APIRouter(tags=["items"])
+# an id in the path: no U+0000 (%00), as in a body (a lone surrogate cannot come through URL decoding)
+PathId = Annotated[str, AfterValidator(check_item_id)]
 
 
 async def upsert(req: ItemsRequest, request: Request, target: TargetDep, settings: SettingsDep) -> ItemsResponse:
@@ -42,14 +47,14 @@ async def upsert(req: ItemsRequest, request: Request, target: TargetDep, setting
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)
 
 
-def get_item(item_id: str, target: TargetDep, format: CodeFormat = "hex") -> ItemOut:
+def get_item(item_id: PathId, target: TargetDep, format: CodeFormat = "hex") -> ItemOut:
     item = target.collection.get(item_id)
     if item is None:
         raise ApiError("item_not_found", f"no item with id {item_id!r}")
     return ItemOut(id=item.id, code=bits.to_wire(item.code, format), metadata=item.metadata)
 
 
-def delete_item(item_id: str, target: TargetDep) -> DeleteResponse:
+def delete_item(item_id: PathId, target: TargetDep) -> DeleteResponse:
     if target.collection.delete([item_id]) == 0:
         raise ApiError("item_not_found", f"no item with id {item_id!r}")
     return DeleteResponse(deleted=item_id)

@@ -47,4 +47,5 @@ def info(hasher: HasherDep, collection: CollectionDep) -> Info:
         count=len(collection),
         device=str(hasher.device),
         versions=library_versions(),
+        training=hasher.info.get("report"),
     )

@@ -4,13 +4,14 @@ an optional metadata filter and per-query index parameters. Mounted at /v1/searc
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
 from index.kinds import KINDS
 from service.codes import codes_for
-from service.deps import COLLECTION_PREFIXES, READ, SettingsDep, Target, TargetDep, check_batch, check_texts
+from service.deps import COLLECTION_PREFIXES, OPEN_READ, SettingsDep, Target, TargetDep, check_batch, check_texts
 from service.errors import ApiError
 from service.schemas import Hit, SearchRequest, SearchResponse
 
@@ -45,7 +46,8 @@ def _index_params(req: SearchRequest, target: Target) -> dict[str, int]:
 
 
 async def search(req: SearchRequest, request: Request, target: TargetDep, settings: SettingsDep) -> SearchResponse:
-    """Plain top-k queries go through the search micro-batcher; filtered and radius queries run on their own."""
+    """Plain top-k queries go through the search micro-batcher; filtered and radius queries through the engine's
+    heavy-search queue (bounded: 429 beyond it), stopping at the request's deadline."""
     check_batch(len(req.queries), settings, "queries")
     check_texts([q.input for q in req.queries], settings, "queries.input")
     n_bits = target.collection.n_bits
@@ -56,15 +58,17 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
     params = _index_params(req, target)
     codes = await _query_codes(req, request, target)
     collection = target.collection
-    options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params}
+    engine, timings = request.app.state.engine, request.state.timings
     if req.radius is None and not req.filter:
-        engine, timings = request.app.state.engine, request.state.timings
         found = await engine.search(target.name, collection, codes, req.k, req.include_metadata, params, timings)
-    elif req.radius is None:
-        found = await run_in_threadpool(lambda: collection.search(codes, req.k, **options))
-    else:  # every item within the radius, nearest first, at most k
-        hits = await run_in_threadpool(lambda: collection.range_search(codes, req.radius, **options))
-        found = [h[: req.k] for h in hits]
+    else:  # the k nearest (within the radius, when given)
+        options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params}
+        deadline = request.state.deadline  # set by service.middleware: the work stops at a 504
+        if req.radius is None:
+            work = partial(collection.search, codes, req.k, deadline=deadline, **options)
+        else:
+            work = partial(collection.range_search, codes, req.radius, k=req.k, deadline=deadline, **options)
+        found = await engine.heavy_search(work, len(codes), timings)
     return SearchResponse(
         results=[[Hit(id=h.id, distance=h.distance, metadata=h.metadata) for h in hits] for hits in found]
     )
@@ -72,5 +76,9 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
 
 for prefix, dependencies in COLLECTION_PREFIXES:
     router.add_api_route(
-        f"{prefix}/search", search, methods=["POST"], response_model=SearchResponse, dependencies=[*dependencies, READ]
+        f"{prefix}/search",
+        search,
+        methods=["POST"],
+        response_model=SearchResponse,
+        dependencies=[*dependencies, OPEN_READ],
     )
