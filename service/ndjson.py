@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from service.schemas import MAX_ID_CHARS, check_item_id
 from service.settings import Settings
 
 FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
+_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 class BadLine(ValueError):
@@ -85,15 +87,7 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadLine("undecodable", "line is not valid UTF-8") from exc
-    try:
-        record, checked = orjson.loads(text), True
-    except orjson.JSONDecodeError:
-        try:  # NaN, Infinity, integers beyond 64 bits and lone surrogates are not JSON to orjson
-            record, checked = json.loads(text), False
-        except ValueError as exc:
-            raise BadLine("data_format", f"line is not valid JSON: {exc}") from exc
-        except RecursionError as exc:  # nested deeper than the json module's recursion allows
-            raise BadLine("data_format", "line is nested too deeply to parse") from exc
+    record, checked = _loads(text)
     if not isinstance(record, dict):
         raise BadLine("data_format", f"expected a JSON object, got {type(record).__name__}")
     item_id = record.get("id")
@@ -111,6 +105,23 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
         bad.id = known_id
         raise
     return Row(item_id, value, metadata)
+
+
+def _loads(text: str) -> tuple[Any, bool]:
+    """(the parsed line, whether orjson parsed it: then it holds no lone surrogate). orjson is fast but reads an
+    integer beyond 64 bits as a float (1e+30), which the items route would store exactly: a line with a run of 19
+    digits, where such an integer may hide, goes to the json module, as do NaN, Infinity and lone surrogates."""
+    try:
+        if not _LONG_DIGITS.search(text):
+            return orjson.loads(text), True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text), False
+    except ValueError as exc:
+        raise BadLine("data_format", f"line is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested deeper than the json module's recursion allows
+        raise BadLine("data_format", "line is nested too deeply to parse") from exc
 
 
 def _check_id(item_id: str) -> str:

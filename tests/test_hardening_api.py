@@ -154,6 +154,31 @@ def test_bad_bulk_rows_are_skipped_and_the_good_rows_of_their_block_kept(
     assert client.get("/info").json()["count"] == 4
 
 
+def test_bulk_and_items_keep_integers_beyond_64_bits_exact(make_client: MakeClient, dense_model_dir: Path) -> None:
+    """orjson reads 10**30 as the float 1e+30: a bulk row used to store what the items route stores exactly."""
+    client = make_client(dense_model_dir)
+    meta = {"big": 10**30, "neg": -(2**64) - 1, "u64": 2**64 - 1, "f": 1e30, "digits": "1234567890123456789012"}
+    row = json.dumps({"id": "bulk", "input": [0.5] * D, "metadata": meta})
+    assert client.post("/v1/items:bulk", content=row.encode(), headers=NDJSON).json()["items"] == 1
+    upsert(client, [{"id": "items", "code": CODE, "metadata": meta}])
+    for item_id in ("bulk", "items"):
+        got = json.loads(client.get(f"/v1/items/{item_id}").text)  # the json module: exact integers
+        assert got["metadata"] == meta and repr(got["metadata"]) == repr(meta)
+
+
+def test_ids_with_line_breaks_are_addressed_whole(make_client: MakeClient, dense_model_dir: Path) -> None:
+    """Starlette's path pattern stopped at a line break: DELETE /v1/items/victim%0A deleted "victim"."""
+    client = make_client(dense_model_dir)
+    upsert(client, [{"id": "victim", "code": CODE}, {"id": "a\nb", "code": CODE}, {"id": "c\r\n", "code": CODE}])
+    assert_error(client.delete("/v1/items/victim%0A"), 404, "item_not_found")
+    assert_error(client.get("/v1/items/victim%0A"), 404, "item_not_found")
+    assert client.get("/v1/items/victim").status_code == 200
+    for item_id, path in (("a\nb", "a%0Ab"), ("c\r\n", "c%0D%0A")):
+        assert client.get(f"/v1/items/{path}").json()["id"] == item_id
+        assert client.delete(f"/v1/collections/default/items/{path}").json() == {"deleted": item_id}
+    assert client.get("/v1/items/victim").status_code == 200
+
+
 # ---- milvus_uri (defect 9) ----------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from models import bits
 from service.codes import codes_for
@@ -24,6 +25,21 @@ from service.deps import (
 from service.errors import ApiError
 from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse, check_item_id
 
+
+class ItemIdConvertor(Convertor[str]):
+    """The rest of the path, line breaks included. Starlette's ``path`` convertor (``.*``) stops at a line break
+    and its ``$`` matches before a final one, so ``/items/victim%0A`` reached the item ``victim``."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("item_id", ItemIdConvertor())
 router = APIRouter(tags=["items"])
 # an id in the path: no U+0000 (%00), as in a body (a lone surrogate cannot come through URL decoding)
 PathId = Annotated[str, AfterValidator(check_item_id)]
@@ -64,6 +80,6 @@ for prefix, dependencies in COLLECTION_PREFIXES:
     route = router.add_api_route
     writes, reads = [*dependencies, WRITE], [*dependencies, READ]
     route(f"{prefix}/items", upsert, methods=["POST"], response_model=ItemsResponse, dependencies=writes)
-    one = f"{prefix}/items/{{item_id:path}}"
+    one = f"{prefix}/items/{{item_id:item_id}}"
     route(one, get_item, methods=["GET"], response_model=ItemOut, dependencies=reads)
     route(one, delete_item, methods=["DELETE"], response_model=DeleteResponse, dependencies=writes)
