@@ -25,6 +25,7 @@ from index.registry import check_name
 from models import bits
 from service.deps import authorize, check_batch
 from service.hashers import DEFAULT
+from service.middleware import read_body, replay
 from service.schemas import SearchRequest
 from service.settings import Settings
 
@@ -49,7 +50,7 @@ class FastSearch:
         if match is None or not self.settings.fast_search:
             await self.app(scope, receive, send)
             return
-        messages = await _read_body(receive)  # the body-size limit (service.middleware) applies as it is read
+        messages = await read_body(receive)  # the body-size limit (service.middleware) applies as it is read
         try:
             complete = messages[-1]["type"] == "http.request"
             body = b"".join(m.get("body", b"") for m in messages) if complete else None
@@ -57,7 +58,7 @@ class FastSearch:
         except Exception:  # noqa: BLE001 - the route answers it, with its own error if it fails again
             response = None
         if response is None:
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         scope["route"] = _ROUTES[match.group(1) is not None]
         await send(
@@ -92,21 +93,3 @@ class FastSearch:
             )
         results = [[{"id": h.id, "distance": h.distance, "metadata": h.metadata} for h in hits] for hits in found]
         return orjson.dumps({"results": results})
-
-
-async def _read_body(receive: Any) -> list[dict]:
-    """The request's messages up to the end of the body (or the client's disconnect)."""
-    messages = [await receive()]
-    while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
-        messages.append(await receive())
-    return messages
-
-
-def _replay(messages: list[dict], receive: Any) -> Any:
-    """A receive that gives the route the messages already read, then whatever the connection sends next."""
-    pending = list(messages)
-
-    async def replay() -> dict:
-        return pending.pop(0) if pending else await receive()
-
-    return replay

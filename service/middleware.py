@@ -133,7 +133,8 @@ class ServiceMiddleware:
 
     def _account(self, scope: dict, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        # the template without convertors: "/v1/items/{item_id}", not "{item_id:item_id}"
+        template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
         self.metrics.requests.labels(template, method, str(status)).inc()
         self.metrics.latency.labels(template, method).observe(seconds)

@@ -64,6 +64,19 @@ def _train_and_save(path: Path, inputs: Any, kind: str, overrides: dict[str, Any
     return path
 
 
+def settings_for(model_dir: Path, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings of an app on ``model_dir`` whose collections live under ``tmp_path``, on the CPU."""
+    values = {
+        "model_path": model_dir,
+        "collection_path": tmp_path / "collection",
+        "collections_dir": tmp_path / "collections",
+        "models_dir": tmp_path / "models",
+        "device": "cpu",
+        **overrides,
+    }
+    return Settings(**values)
+
+
 @pytest.fixture(autouse=True)
 def one_faiss_thread() -> None:
     """One FAISS thread in every test: OpenMP threads spin against each other on a loaded 2-core machine (20 ms

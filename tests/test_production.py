@@ -36,8 +36,7 @@ from service.app import create_app, wait_ready
 from service.auth import KeyConfigError
 from service.errors import STATUS
 from service.logs import JsonFormatter
-from service.settings import Settings
-from tests.conftest import MakeClient, dense_vectors
+from tests.conftest import MakeClient, dense_vectors, settings_for
 
 READER = "reader-key-0123456789"
 WRITER = "writer-key-0123456789"
@@ -68,18 +67,6 @@ def codes_items(n: int, seed: int = 0, prefix: str = "item") -> list[dict[str, A
     """``n`` items with random 16-bit codes (the dense model's length) as hex."""
     codes = np.random.default_rng(seed).integers(0, 256, (n, 2), dtype=np.uint8)
     return [{"id": f"{prefix}-{i}", "code": c.tobytes().hex(), "metadata": {"i": i}} for i, c in enumerate(codes)]
-
-
-def settings_for(model_dir: Path, tmp_path: Path, **overrides: Any) -> Settings:
-    values = {
-        "model_path": model_dir,
-        "collection_path": tmp_path / "collection",
-        "collections_dir": tmp_path / "collections",
-        "models_dir": tmp_path / "models",
-        "device": "cpu",
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @asynccontextmanager
@@ -462,8 +449,8 @@ def test_metrics_exposition(make_client: MakeClient, dense_model_dir: Path) -> N
     requests = "hamdex_requests_total"
     assert metric(text, requests, route="/v1/search", method="POST", status="200") == 1
     assert metric(text, requests, route="/v1/collections/{name}/search", method="POST", status="200") == 1
-    assert metric(text, requests, route="/v1/items/{item_id:path}", method="GET", status="200") == 1
-    assert metric(text, requests, route="/v1/items/{item_id:path}", method="GET", status="404") == 1
+    assert metric(text, requests, route="/v1/items/{item_id}", method="GET", status="200") == 1
+    assert metric(text, requests, route="/v1/items/{item_id}", method="GET", status="404") == 1
     assert metric(text, requests, route="unmatched", method="GET", status="404") == 1
     assert "item-1" not in text and "no-such-item" not in text  # templates, not raw paths
     assert metric(text, "hamdex_request_seconds_count", route="/v1/encode", method="POST") == 1

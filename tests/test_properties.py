@@ -36,8 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from service.app import create_app, wait_ready
 from service.errors import STATUS
-from service.settings import Settings
-from tests.conftest import TOPICS
+from tests.conftest import TOPICS, settings_for
 
 ADMIN_KEY = "properties-admin-key-0123"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -269,16 +268,7 @@ def check_holds(http: Http, base: str, model: dict[str, Stored]) -> None:
 @pytest.fixture(scope="module")
 def http(text_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
     root = tmp_path_factory.mktemp("properties")
-    settings = Settings(
-        model_path=text_model_dir,
-        collection_path=root / "collection",
-        collections_dir=root / "collections",
-        models_dir=root / "models",
-        device="cpu",
-        api_keys=f"{ADMIN_KEY} admin",
-        batch_max_wait_ms=0,
-        max_k=MAX_K,
-    )
+    settings = settings_for(text_model_dir, root, api_keys=f"{ADMIN_KEY} admin", batch_max_wait_ms=0, max_k=MAX_K)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:  # a 500 comes back as one
         wait_ready(client.app, timeout=60)
         yield Http(client)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 
 from service.app import create_app, wait_ready
 from service.settings import Settings
+from tests.conftest import settings_for
 
 ADMIN_KEY = "schemathesis-admin-key-0123"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -38,15 +39,7 @@ schema = schemathesis.openapi.from_dict(
 @pytest.fixture(scope="module")
 def client(text_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("schemathesis")
-    settings = Settings(
-        model_path=text_model_dir,  # a text model: any generated string is a valid input
-        collection_path=root / "collection",
-        collections_dir=root / "collections",
-        models_dir=root / "models",
-        device="cpu",
-        api_keys=f"{ADMIN_KEY} admin",
-        batch_max_wait_ms=0,
-    )
+    settings = settings_for(text_model_dir, root, api_keys=f"{ADMIN_KEY} admin", batch_max_wait_ms=0)
     # a 5xx must reach the checks as a response (not_a_server_error), not be re-raised here
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_ready(client.app, timeout=60)

@@ -22,7 +22,7 @@ from schemathesis.python import asgi
 
 from service.app import create_app, wait_ready
 from service.openapi import links
-from service.settings import Settings
+from tests.conftest import settings_for
 
 ADMIN_KEY = "stateful-admin-key-0123456"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -41,17 +41,7 @@ schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # bulk bodi
 @pytest.fixture(scope="module")
 def app(text_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     root = tmp_path_factory.mktemp("stateful")
-    app = create_app(
-        Settings(
-            model_path=text_model_dir,
-            collection_path=root / "collection",
-            collections_dir=root / "collections",
-            models_dir=root / "models",
-            device="cpu",
-            api_keys=f"{ADMIN_KEY} admin",
-            batch_max_wait_ms=0,
-        )
-    )
+    app = create_app(settings_for(text_model_dir, root, api_keys=f"{ADMIN_KEY} admin", batch_max_wait_ms=0))
     with asgi.get_client(app) as client:  # the first request starts the lifespan in schemathesis's event loop
         assert client.get("/livez").status_code == 200
         wait_ready(app, timeout=60)
