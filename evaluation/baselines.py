@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.decomposition import PCA
 
 from models.bits import check_n_bits, pack
-from models.readout import itq_rotation
+from models.readout import fit_pca, itq_rotation
 
 if TYPE_CHECKING:
     from typing import Self
@@ -73,22 +72,6 @@ def _to_codes(projected: np.ndarray) -> np.ndarray:
 
 def _column_mean(X: Features) -> np.ndarray:
     return np.asarray(X.mean(axis=0), dtype=np.float64).ravel()  # (d,)
-
-
-def fit_pca(X: Features, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean float64 (d,) and top principal directions float64 (d, n_components) of X.
-
-    Sparse input goes through ARPACK with implicit centering (scikit-learn's PCA); dense input through
-    scikit-learn's automatic solver choice. Both are deterministic for a given ``seed``.
-    """
-    n, d = X.shape
-    limit = min(n, d) - 1 if sp.issparse(X) else min(n, d)  # ARPACK needs strictly fewer components
-    if n_components > limit:
-        raise ValueError(f"PCA to {n_components} bits needs more samples and features than {X.shape}")
-    solver = "arpack" if sp.issparse(X) else "auto"
-    pca = PCA(n_components=n_components, svd_solver=solver, random_state=seed).fit(X)
-    mean = np.asarray(pca.mean_, dtype=np.float64).ravel()  # np.matrix for some sparse inputs
-    return mean, np.asarray(pca.components_, dtype=np.float64).T
 
 
 class _Fitted:

@@ -211,10 +211,12 @@ def train_model(
     inputs: list[str] | np.ndarray, featurizer: str, bottleneck: str, n_bits: int, scale: Scale, seed: int = 0
 ) -> tuple[Hasher, float]:
     """The preset model for ``featurizer`` with this bottleneck and width; returns it and its fit seconds."""
-    model_over, train_over = preset(featurizer, n_bits)
+    model_over, train_over = preset(featurizer, n_bits, n_items=len(inputs))
     model_over.update(bottleneck=bottleneck, n_bits=n_bits)
     train_over.update(scale.train_overrides())
-    cfg = TrainConfig(progress=False, seed=seed, **train_over)
+    if scale.epochs is not None:  # a scale's epoch count is the budget (quick mode), as --epochs is for the CLI
+        train_over["min_steps"] = 0
+    cfg = TrainConfig(progress=False, seed=seed, safeguard=True, **train_over)  # as hamdex train
     start = time.perf_counter()
     hasher, result = fit_hasher(inputs, featurizer, model_over, cfg)
     seconds = time.perf_counter() - start

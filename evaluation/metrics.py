@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
-from models.bits import unpack
+from models.health import code_health  # noqa: F401  (re-exported: evaluation.code_health)
 
 LOG = logging.getLogger(__name__)
 
@@ -350,41 +350,8 @@ def float_precision_at_k(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Diagnostics: code health and distance histograms
+# Diagnostics: distance histograms (code_health lives in models.health, which training uses too)
 # ----------------------------------------------------------------------------------------------------
-
-
-def code_health(codes: np.ndarray, block_size: int = 65536) -> dict[str, float]:
-    """Summary of how well a code uses its bits.
-
-    - ``bit_balance``: mean over bits of ``|p_j - 0.5| * 2`` (0: every bit on half the time, 1: constant).
-    - ``mean_abs_bit_correlation``: mean |Pearson correlation| over distinct bit pairs; a pair with a constant
-      bit counts as 0 (its correlation is undefined).
-    - ``distinct_code_fraction``: number of distinct codes / n.
-    """
-    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.ndim != 2 or len(codes) == 0:
-        raise ValueError(f"codes must be a non-empty uint8 (n, n_bits // 8) array, got {_describe(codes)}")
-    n, n_bits = len(codes), codes.shape[1] * 8
-    ones, cross = np.zeros(n_bits), np.zeros((n_bits, n_bits))
-    for rows in _blocks(n, block_size):
-        bits = unpack(codes[rows]).astype(np.float64)  # (b, n_bits)
-        ones += bits.sum(axis=0)
-        cross += bits.T @ bits
-    p = ones / n
-    return {
-        "bit_balance": float(np.mean(np.abs(p - 0.5) * 2.0)),
-        "mean_abs_bit_correlation": _mean_abs_correlation(p, cross / n),
-        "distinct_code_fraction": len(np.unique(codes, axis=0)) / n,
-    }
-
-
-def _mean_abs_correlation(p: np.ndarray, second_moment: np.ndarray) -> float:
-    cov = second_moment - np.outer(p, p)  # (n_bits, n_bits)
-    std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    denom = np.outer(std, std)
-    corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 1e-12)
-    upper = np.triu_indices(len(p), k=1)
-    return float(np.clip(np.mean(np.abs(corr[upper])), 0.0, 1.0))
 
 
 def hamming_distance_histograms(

@@ -109,3 +109,23 @@ def plot_distance_histograms(
     ax.set_title(title or f"Hamming distances of relevant vs irrelevant pairs, {n_bits} bits")
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def plot_ratio_bars(ratios: Mapping[str, float], path: str | Path, title: str, goal: float | None = None) -> Path:
+    """One horizontal bar per cell: a method's score over a baseline's (1.0 = level), green where it reaches
+    ``goal``, red below 1.0, grey in between; dashed lines at 1.0 and at the goal."""
+    cells = list(ratios)
+    values = np.array([ratios[c] for c in cells], dtype=float)
+    colours = ["tab:green" if goal and v >= goal else "tab:red" if v < 1.0 else "tab:gray" for v in values]
+    fig = Figure(figsize=(6.4, 1.2 + 0.22 * len(cells)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.barh(np.arange(len(cells)), values, color=colours)
+    ax.set_yticks(np.arange(len(cells)), labels=cells, fontsize="small")
+    ax.invert_yaxis()  # first cell on top, as in the table
+    for x in (1.0, goal) if goal else (1.0,):
+        ax.axvline(x, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("ratio")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)

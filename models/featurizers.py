@@ -10,6 +10,7 @@ Every featurizer validates raw input and raises :class:`InputError` with a machi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -146,6 +147,23 @@ class DenseFeaturizer:
     @classmethod
     def from_state(cls, params: dict, tensors: dict[str, np.ndarray]) -> DenseFeaturizer:
         return cls(tensors["mean"], tensors["std"])
+
+
+def infer_image_shape(vectors: np.ndarray) -> tuple[int, int] | None:
+    """(side, side) when float rows (n, d) look like flattened square grayscale images: d a square of at least
+    8 x 8 and every value an integer in 0..255, some above 1 (0/1 rows would be read as near-black pixels); else
+    None. Such rows given to the dense featurizer were standardised per pixel and trained like any vector: 4,500
+    28 x 28 images as flat rows got one code for every item (issue 18)."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2 or not len(arr):
+        return None
+    side = math.isqrt(arr.shape[1])
+    if side < 8 or side * side != arr.shape[1]:
+        return None
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0 or high > 255 or high <= 1 or not np.array_equal(arr, np.round(arr)):
+        return None
+    return side, side
 
 
 def _as_array(values: np.ndarray | Sequence[Any], dtype: type) -> np.ndarray:

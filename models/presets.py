@@ -114,6 +114,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "contrastive_weight": 1.0,
             "temperature": 0.3,
             "epochs": 30,
+            "min_steps": 1200,  # 30 epochs of 20 Newsgroups' 11k posts; small sets get as many steps
             "cluster_weight": 0.3,
             "n_clusters": 100,
             "patience": 30,  # the validation loss is reconstruction only; it rises early once the cluster term is on
@@ -131,10 +132,13 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "contrastive_weight": 1.0,
             "lr": 1e-3,
             "epochs": 20,
+            # 20 epochs of 60k images are ~4,200 steps; 4,500 images took ~1,500 steps to reach the probe mAP's
+            # plateau (20 epochs = 320 steps had collapsed codes; docs/robustness.md)
+            "min_steps": 1500,
             "target_features": "scattering",
         },
     ),
-    "dense": ({}, {}),
+    "dense": ({}, {"min_steps": 1000}),
 }
 
 
@@ -145,9 +149,12 @@ NARROW_KL = {"pixels": 0.3}  # kinds whose members narrower than KL_REFERENCE_BI
 MEMBER_BITS = {"text": 32, "pixels": 32}
 
 
-def preset(kind: str, n_bits: int = KL_REFERENCE_BITS, members: int | None = None) -> tuple[dict, dict]:
+def preset(
+    kind: str, n_bits: int = KL_REFERENCE_BITS, members: int | None = None, n_items: int | None = None
+) -> tuple[dict, dict]:
     """(model overrides, training overrides) for a featurizer kind at a code width; copies, safe to update.
-    ``members`` overrides the kind's default ensemble size (the KL weight follows the bits per member).
+    ``members`` overrides the kind's default ensemble size (the KL weight follows the bits per member);
+    ``n_items``, the training set's size, scales what was tuned on a larger one (:func:`for_size`).
 
     Text and pixel codes longer than 32 bits are ensembles of 32-bit members (``ModelConfig.members``,
     models.ensemble), seed 0: 20 Newsgroups P@100 at 64 bits 0.594 (one model) -> 0.616 (two members), at 128
@@ -178,4 +185,19 @@ def preset(kind: str, n_bits: int = KL_REFERENCE_BITS, members: int | None = Non
         model["kl_weight"] = model["kl_weight"] * KL_REFERENCE_BITS / max(member_width, KL_REFERENCE_BITS)
     if kind in NARROW_KL and member_width < KL_REFERENCE_BITS:
         model["kl_weight"] = NARROW_KL[kind]
-    return model, train
+    return model, for_size(kind, train, n_items)
+
+
+def for_size(kind: str, train: dict, n_items: int | None) -> dict:
+    """The pixel preset's neighbourhoods, tuned on 60,000 images, for ``n_items`` training images: k = n / 2,000
+    neighbours within [10, 30] (k=30 is 1.5% of a class at 60,000 images, a third of one at 1,000) and at most
+    n / 10 whitened dimensions (PCA whitening of 400 dimensions from 900 images mostly amplifies noise). Fashion-MNIST
+    at 32 bits, mAP against ITQ's: 1,000 images 1.04 x with k=30 and 400 dimensions, 1.11 x with k=10 and 100;
+    5,000 images 1.18 x with k=30, 1.20 x with k=10 (issue 18, docs/robustness.md). The schedule's share of this
+    is ``min_steps``."""
+    if kind != "pixels" or n_items is None:
+        return train
+    train = dict(train)
+    train["neighbours"] = min(train["neighbours"], max(10, n_items // 2000))
+    train["neighbour_whiten"] = min(train["neighbour_whiten"], max(10, n_items // 10))
+    return train

@@ -17,7 +17,9 @@ tanh(s / 8) 0.598 / 0.603 (more in ``models.presets``).
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from sklearn.decomposition import PCA
 from torch import nn
 
 READOUTS = ("threshold", "itq")
@@ -27,6 +29,30 @@ SCORE_SCALE = 8.0  # scores are soft-clipped as tanh(s / SCORE_SCALE) before the
 
 def squash(scores: torch.Tensor) -> torch.Tensor:
     return torch.tanh(scores.float() / SCORE_SCALE)
+
+
+def fit_pca(x, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean float64 (d,) and top principal directions float64 (d, n_components) of x (n, d), dense or sparse.
+
+    Sparse input goes through ARPACK with implicit centering (scikit-learn's PCA, never densified); dense input
+    through scikit-learn's automatic solver choice. Both are deterministic for a given ``seed``.
+    """
+    n, d = x.shape
+    limit = min(n, d) - 1 if sp.issparse(x) else min(n, d)  # ARPACK needs strictly fewer components
+    if n_components > limit:
+        raise ValueError(f"PCA to {n_components} bits needs more samples and features than {x.shape}")
+    solver = "arpack" if sp.issparse(x) else "auto"
+    pca = PCA(n_components=n_components, svd_solver=solver, random_state=seed).fit(x)
+    mean = np.asarray(pca.mean_, dtype=np.float64).ravel()  # np.matrix for some sparse inputs
+    return mean, np.asarray(pca.components_, dtype=np.float64).T
+
+
+def fit_itq(x, n_bits: int, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
+    """ITQ on features x (n, d): mean float64 (d,) and projection float64 (d, n_bits), bits = (x - mean) @ P >= 0
+    (PCA to ``n_bits``, then :func:`itq_rotation`; evaluation.baselines.ITQ is the same computation)."""
+    mean, pcs = fit_pca(x, n_bits, seed)
+    rotation, _ = itq_rotation(np.asarray(x @ pcs) - mean @ pcs, iterations, seed)
+    return mean, pcs @ rotation
 
 
 def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0) -> tuple[np.ndarray, list[float]]:

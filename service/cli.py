@@ -18,6 +18,7 @@ import sys  # noqa: E402
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -51,13 +52,21 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     )
 
 
-def load_data(spec: str, limit: int | None = None) -> data.Block:
-    """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path); exits on bad data."""
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(help="CSV without a header line: its column names, e.g. label (the other columns: the vector)."),
+]
+
+
+def load_data(spec: str, limit: int | None = None, columns: str | None = None) -> data.Block:
+    """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path); exits on bad data.
+    ``columns``: comma-separated names of a header-less CSV's columns (models.data)."""
+    names = None if columns is None else [c.strip() for c in columns.split(",")]
     try:
         if spec.startswith("demo:"):
             block = data.load_demo_corpus(spec.split(":", 1)[1])
             return block if limit is None else block.head(limit)
-        return data.read_all(spec, limit=limit)
+        return data.read_all(spec, limit=limit, columns=names)
     except (data.DataFormatError, data.DataNotFoundError) as exc:
         raise _fail(str(exc)) from exc
 
@@ -72,6 +81,10 @@ def train(
     data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Training data (path or demo:train).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("var/model"),
     featurizer: Annotated[str, typer.Option(help="auto, text, pixels or dense.")] = "auto",
+    image_shape: Annotated[
+        str | None,
+        typer.Option(help="Vector rows are flattened images of this shape, e.g. 28x28 (auto: square 0-255 rows)."),
+    ] = None,
     bits: Annotated[int, typer.Option(help="Code length (multiple of 8).")] = 32,
     bottleneck: Annotated[str, typer.Option(help="bernoulli (default) or sign.")] = "bernoulli",
     kl_weight: Annotated[
@@ -104,27 +117,39 @@ def train(
         typer.Option(help="What the decoder reconstructs: input, or (images) scattering (default: the preset)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
+    min_steps: Annotated[
+        int | None, typer.Option(help="Fewest optimizer steps, however few the items (default: the preset).")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Items per step (default: the preset, else 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default: the preset, else 5e-3).")] = None,
     seed: int = 0,
     device: DeviceOpt = "auto",
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.")] = None,
+    columns: ColumnsOpt = None,
+    safeguard: Annotated[
+        bool, typer.Option(help="Compare with ITQ on held-out items and fall back when the model does not win.")
+    ] = True,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 (after saving) when the training report warns, e.g. of an ITQ fallback.")
+    ] = False,
 ) -> None:
-    """Train a hashing autoencoder and write a checkpoint."""
+    """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
     from models import checkpoint
     from models.presets import preset
     from models.train import TrainConfig, fit_hasher
 
-    block = load_data(data_spec, limit)
+    block = _as_images(load_data(data_spec, limit, columns), featurizer, image_shape)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     try:
-        model_over, train_over = preset(kind, bits, members)
+        model_over, train_over = preset(kind, bits, members, n_items=len(block.ids))
         model_over.update(
             n_bits=bits,
             bottleneck=bottleneck,
             input_dropout=input_dropout,
             hidden=tuple(int(h) for h in hidden.split(",") if h),
         )
+        if epochs is not None and min_steps is None:
+            min_steps = 0  # an explicit epoch count is what the user wants, however few steps it makes
         if neighbours == 0 and contrastive_weight is None:
             contrastive_weight = 0.0  # its positives are neighbours: no neighbours, no contrastive term
         if neighbours == 0:  # the cluster and teacher terms, and how neighbours are found, go with the kNN graph
@@ -145,19 +170,87 @@ def train(
             "subject_weight": subject_weight,
             "target_features": target_features,
             "epochs": epochs,
+            "min_steps": min_steps,
             "lr": lr,
             "batch_size": batch_size,
         }
         train_over.update({k: v for k, v in flags.items() if v is not None})
-        cfg = TrainConfig(seed=seed, device=device, **train_over)
-        hasher, result = fit_hasher(block.inputs, kind, model_over, cfg)
+        cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)
+        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     fp = checkpoint.save(out, hasher)
+    report = hasher.info["report"]
+    console.print(f"saved {out} (fingerprint {fp})")
+    _print_report(report)
+    if strict and report["safeguard"]["warnings"]:
+        console.print("[red]--strict: exiting with status 1 because of the warning above[/red]")
+        raise typer.Exit(1)
+
+
+def _as_images(block: data.Block, featurizer: str, image_shape: str | None) -> data.Block:
+    """Vector rows as images for the pixels featurizer: reshaped to ``--image-shape``, or with ``--featurizer auto``
+    (or pixels) to the square shape they look like (models.featurizers.infer_image_shape), saying so."""
+    if block.kind != "vector":
+        if image_shape is not None:
+            raise _fail(f"--image-shape reshapes vector rows; this data holds {block.kind} items")
+        return block
+    if image_shape is None and featurizer not in ("auto", "pixels"):
+        return block
+    from models.featurizers import infer_image_shape
+
+    width = block.inputs.shape[1]
+    if image_shape is None:
+        shape = infer_image_shape(block.inputs)
+        if shape is None:
+            return block
+        console.print(
+            f"[yellow]note:[/yellow] the {width} values of each row look like {shape[0]}x{shape[1]} grayscale images "
+            "(integers 0-255), so they train the pixels featurizer as images; --featurizer dense trains them as plain "
+            "vectors, --image-shape HxW gives another shape"
+        )
+    else:
+        shape = _parse_shape(image_shape)
+        if shape[0] * shape[1] != width:
+            raise _fail(f"--image-shape {image_shape} holds {shape[0] * shape[1]} values, the rows have {width}")
+    values = block.inputs
+    if values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values)):
+        raise _fail("images need integer pixel values in 0-255; these rows are vectors (--featurizer dense)")
+    images = values.reshape(len(values), *shape).astype(np.uint8)  # (n, h, w)
+    return data.Block(block.ids, images, block.labels, block.metadata, "image")
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise _fail(f"--image-shape must look like 28x28 (height x width), got {text!r}") from None
+    if height < 1 or width < 1:
+        raise _fail(f"--image-shape sides must be positive, got {text!r}")
+    return height, width
+
+
+def _print_report(report: dict) -> None:
+    """The training report (models.train.training_report) in a few lines; its warnings in red."""
+    validation, health, guard = report["validation"], report["code_health"], report["safeguard"]
     console.print(
-        f"saved {out} (fingerprint {fp}): {len(result.history)} epochs, best {result.best_epoch}, "
-        f"{result.seconds:.1f}s on {result.device}"
+        f"trained {report['steps']:,} steps ({report['epochs']} epochs, best {report['best_epoch']}) in "
+        f"{report['seconds']:.1f}s on {report['device']}; {report['items']:,} items, {report['held_out']:,} held out"
     )
+    signal = validation["signal"]
+    value = validation["probe_map"] if signal == "probe mAP" else validation["val_loss"]
+    console.print(f"validation ({signal}): {value:.4f}")
+    console.print(
+        f"code health: distinct codes {health['distinct_code_fraction']:.1%}, bit balance "
+        f"{health['bit_balance']:.3f} (0 = balanced), mean |bit correlation| {health['mean_abs_bit_correlation']:.3f}"
+    )
+    candidates = guard.get("candidates", {})
+    if "itq" in candidates:
+        scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
+        console.print(f"against ITQ on the same features (probe mAP of held-out items): {scores}")
+    console.print(f"safeguard: {guard['action']}" + (f" ({guard['reason']})" if guard.get("reason") else ""))
+    for warning in guard["warnings"]:
+        console.print(f"[bold red]WARNING:[/bold red] {escape(warning)}")
 
 
 @app.command("index")
@@ -436,16 +529,18 @@ def eval_cmd(
     max_queries: Annotated[int | None, typer.Option(help="Use only the first N queries.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this file.")] = None,
     device: DeviceOpt = "auto",
+    columns: ColumnsOpt = None,
 ) -> None:
     """Precision@k and mAP of the model beside baselines computed in the same run."""
     from models import checkpoint
     from service.evaluate import evaluate_hasher
 
     hasher = checkpoint.load(model, device)
-    db, qs = load_data(database), load_data(queries, max_queries)
+    db, qs = load_data(database, columns=columns), load_data(queries, max_queries, columns)
     rows = evaluate_hasher(hasher, db, qs, k=k, baselines=[b for b in baselines.split(",") if b])
     table = Table(title=f"{len(qs.ids)} queries, {len(db.ids)} database items, {hasher.n_bits} bits")
-    for col in ("method", f"P@{k}", f"P@{k} tie-aware", "mAP", "P(r<=2)", "seconds"):
+    columns = ("method", f"P@{k}", f"P@{k} tie-aware", "mAP", "P(r<=2)", "distinct", "bit bal.", "bit corr.")
+    for col in (*columns, "seconds"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for name, m in rows.items():
         table.add_row(
@@ -454,9 +549,16 @@ def eval_cmd(
             f"{m[f'p@{k}_tie_aware']:.4f}",
             f"{m['map']:.4f}",
             f"{m['p_r2']:.4f}",
+            f"{m['distinct_code_fraction']:.1%}",
+            f"{m['bit_balance']:.3f}",
+            f"{m['mean_abs_bit_correlation']:.3f}",
             f"{m['seconds']:.1f}",
         )
     console.print(table)
+    console.print(
+        "code health of the database codes: distinct = share of distinct codes; bit bal. = mean |share of 1s - 0.5|"
+        " x 2 (0: balanced, 1: constant bits); bit corr. = mean |correlation| of bit pairs"
+    )
     if json_out:
         json_out.write_text(json.dumps({"k": k, "n_bits": hasher.n_bits, "methods": rows}, indent=2))
 

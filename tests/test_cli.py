@@ -119,7 +119,8 @@ def test_pixels_train_with_the_preset_and_without_neighbours(tmp_path):
     path = tmp_path / "digits.npy"
     np.save(path, (load_digits().images[:120] * 255 / 16).astype(np.uint8))
     meta = _train(path, tmp_path / "m", "--epochs", "1")
-    assert meta["train_config"]["neighbour_whiten"] == PRESETS["pixels"][1]["neighbour_whiten"]
+    # the preset's 400 whitened dimensions and 30 neighbours, scaled to 120 images (models.presets.for_size)
+    assert meta["train_config"]["neighbour_whiten"] == 12 and meta["train_config"]["neighbours"] == 10
     assert meta["train_config"]["target_features"] == PRESETS["pixels"][1]["target_features"] == "scattering"
     assert meta["model_config"]["recon"] == "gaussian" and meta["model_config"]["output_dim"] == 81 * 2 * 2
     meta = _train(path, tmp_path / "m0", "--epochs", "1", "--neighbours", "0")

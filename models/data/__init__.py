@@ -12,7 +12,10 @@ Formats (dispatched on suffix or directory layout):
   columns -> metadata.
 - ``.jsonl``: objects with ``id`` (optional), ``text`` or ``vector``, optional ``label``, optional
   ``metadata`` dict; other keys are merged into metadata.
-- ``.csv``: like jsonl; a vector cell is a JSON list (``"[0.1, 0.2]"``) or space-separated floats.
+- ``.csv``: like jsonl; a vector cell is a JSON list (``"[0.1, 0.2]"``) or space-separated floats. Without a
+  ``text`` or ``vector`` column, every column but ``id`` and ``label`` holds one number of the vector (pixel
+  columns). A first line of numbers only is data, not a header; ``columns=`` names the columns of such a file.
+- ``.jsonl.gz``, ``.csv.gz``: the same, gzip-compressed.
 - a directory with one sub-folder per label holding text files (the 20 Newsgroups layout).
 - IDX images (``*-images-idx3-ubyte[.gz]``, the MNIST / Fashion-MNIST format of LeCun et al.) with their
   ``*-labels-idx1-ubyte[.gz]`` next to them.

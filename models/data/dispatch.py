@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from models.data.arrays import _count_npy, _count_npz, _iter_npy, _iter_npz
@@ -23,12 +23,18 @@ _LENIENT_READERS = (_iter_jsonl, _iter_csv, _iter_npy, _iter_npz, _iter_parquet)
 
 
 def iter_blocks(
-    path: str | Path, block_size: int = 4096, *, limit: int | None = None, on_error: OnError | None = None
+    path: str | Path,
+    block_size: int = 4096,
+    *,
+    limit: int | None = None,
+    on_error: OnError | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[Block]:
     """Stream the items of ``path`` in blocks of at most ``block_size``, stopping after ``limit`` items.
 
     ``on_error`` (lenient reading): jsonl/csv hand each bad record to it as a DataFormatError and skip it, and
-    .npy/.npz pass NaN rows through for the caller to validate per row; other formats still raise."""
+    .npy/.npz pass NaN rows through for the caller to validate per row; other formats still raise. ``columns``:
+    the column names of a CSV file without a header line (its first line is then data)."""
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if limit is not None and limit < 0:
@@ -37,6 +43,10 @@ def iter_blocks(
     reader = _reader_for(path)
     if on_error is not None and reader in _LENIENT_READERS:
         reader = functools.partial(reader, on_error=on_error)
+    if columns is not None:
+        if _suffix(path) != ".csv":
+            raise DataFormatError(f"{path}: column names are for CSV files without a header line")
+        reader = functools.partial(reader, columns=list(columns))
     if limit is not None:
         block_size = max(1, min(block_size, limit))  # don't read a big block to keep a few items
     start, n = time.perf_counter(), 0
@@ -46,9 +56,9 @@ def iter_blocks(
     LOG.info("read %d items from %s in %.2f s", n, path, time.perf_counter() - start)
 
 
-def read_all(path: str | Path, *, limit: int | None = None) -> Block:
-    """All items of ``path`` (up to ``limit``) in one block."""
-    blocks = list(iter_blocks(path, limit=limit))
+def read_all(path: str | Path, *, limit: int | None = None, columns: Sequence[str] | None = None) -> Block:
+    """All items of ``path`` (up to ``limit``) in one block; ``columns`` as for :func:`iter_blocks`."""
+    blocks = list(iter_blocks(path, limit=limit, columns=columns))
     if not blocks:
         raise DataFormatError(f"{path}: no items")
     return concat_blocks(blocks)
@@ -94,10 +104,16 @@ def _reader_for(path: Path) -> Reader:
         ".jsonl": _iter_jsonl,
         ".csv": _iter_csv,
     }
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
+    reader = readers.get(_suffix(path))
+    if reader is None or (path.name.lower().endswith(".gz") and reader not in (_iter_jsonl, _iter_csv)):
         raise DataFormatError(_unsupported(path))
     return reader
+
+
+def _suffix(path: Path) -> str:
+    """The format's suffix: ``.jsonl`` for ``x.jsonl`` and for gzip-compressed ``x.jsonl.gz``."""
+    name = path.name.lower()
+    return Path(name.removesuffix(".gz")).suffix
 
 
 def _counter_for(path: Path) -> ItemCounter | None:
@@ -107,7 +123,7 @@ def _counter_for(path: Path) -> ItemCounter | None:
     if "idx3-ubyte" in name:
         return lambda p: _read_idx_header(p, IDX_IMAGES_MAGIC)[1][0]
     counters: dict[str, ItemCounter] = {".npy": _count_npy, ".npz": _count_npz, ".parquet": _count_parquet}
-    if path.suffix.lower() in counters:
+    if path.suffix.lower() in counters:  # not _suffix: a compressed array has no header to read the count from
         return counters[path.suffix.lower()]
     _reader_for(path)  # unsupported formats raise here, as they would when read
     return None
@@ -118,6 +134,6 @@ def _unsupported(path: Path) -> str:
     if "idx1-ubyte" in path.name.lower():
         hint = " (this is an IDX labels file: pass the matching *-images-idx3-ubyte file instead)"
     return (
-        f"{path}: unsupported data format{hint}; expected .npy, .npz, .parquet, .jsonl, .csv, "
+        f"{path}: unsupported data format{hint}; expected .npy, .npz, .parquet, .jsonl[.gz], .csv[.gz], "
         f"a folder of label sub-folders, *-images-idx3-ubyte[.gz] or a 20news-bydate tarball"
     )

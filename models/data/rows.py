@@ -8,8 +8,11 @@ record (malformed JSON, a wrong or ragged vector, NaN, non-string or undecodable
 from __future__ import annotations
 
 import csv
+import gzip
+import itertools
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +21,7 @@ import numpy as np
 
 from models.data.block import Block, DataFormatError, _parse_label
 
+LOG = logging.getLogger(__name__)
 OnError = Callable[[DataFormatError], None]
 
 
@@ -162,23 +166,35 @@ def _jsonl_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
                 yield row
 
 
-def _iter_csv(path: Path, block_size: int, on_error: OnError | None = None) -> Iterator[Block]:
-    yield from _rows_to_blocks(_csv_rows(path, on_error), block_size, on_error)
+def _iter_csv(
+    path: Path, block_size: int, on_error: OnError | None = None, columns: Sequence[str] | None = None
+) -> Iterator[Block]:
+    yield from _rows_to_blocks(_csv_rows(path, on_error, columns), block_size, on_error)
 
 
-def _csv_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
+def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str] | None = None) -> Iterator[Row]:
+    """Rows of a CSV file. Its columns are named by its header line, or by ``columns`` when it has none; a first
+    line of numbers only is taken for data, not a header. Without a ``text`` or ``vector`` column every column but
+    ``id`` and ``label`` is one number of the item's vector (pixel or feature columns, named or not)."""
     with _open_text(path, newline="") as f:  # newline="": the csv module handles quoted multi-line cells
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "text" not in fields and "vector" not in fields:
-            raise DataFormatError(f"{path}: needs a 'text' or 'vector' column, found columns {fields}")
-        for position, record in enumerate(reader):
+        reader = csv.reader(f)
+        first = next(reader, None)
+        if first is None:
+            return
+        header = list(columns) if columns is not None else ([] if _all_numbers(first) else first)
+        pending = [first] if header is not first else []
+        wide = "text" not in header and "vector" not in header
+        rows = itertools.chain(pending, reader)
+        if wide:
+            rows = _check_wide(path, header, rows)
+            if not columns and header is not first:
+                LOG.info("%s: no header line; every column is a vector value (name leading ones with columns)", path)
+        for position, cells in enumerate(rows):
             where = f"{path}:{reader.line_num}"
             try:
-                if None in record:  # DictReader puts surplus cells under the key None
-                    raise DataFormatError(f"{where}: row has more cells than the header has columns")
-                if any(isinstance(v, str) and _undecodable(v) for v in record.values()):
+                if any(_undecodable(v) for v in cells):
                     raise DataFormatError(f"{where}: row is not valid UTF-8", "undecodable")
+                record = _wide_record(header, cells, where) if wide else _named_record(header, cells, where)
                 row = _row_from_record(record, position, where)
             except DataFormatError as err:
                 if on_error is None:
@@ -186,6 +202,54 @@ def _csv_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
                 on_error(err)
                 continue
             yield row
+
+
+def _check_wide(path: Path, header: list[str], rows: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The rows again, once the first shows that the columns besides id and label are numbers: a file of other
+    columns is one error, not one skipped row per line."""
+    first = next(rows, None)
+    if first is None:
+        return
+    others = [c for i, c in enumerate(first) if i >= len(header) or header[i] not in ("id", "label")]
+    if not others or not _all_numbers(others):
+        raise DataFormatError(
+            f"{path}: needs a 'text' or 'vector' column, or numeric columns besides 'id' and 'label' (one vector "
+            f"value each); found columns {header}"
+        )
+    yield first
+    yield from rows
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return bool(cells)
+
+
+def _named_record(header: list[str], cells: list[str], where: str) -> dict[str, Any]:
+    if len(cells) > len(header):
+        raise DataFormatError(f"{where}: row has more cells than the header has columns")
+    return dict(zip(header, cells, strict=False))  # missing trailing cells are absent, as csv.DictReader has it
+
+
+def _wide_record(header: list[str], cells: list[str], where: str) -> dict[str, Any]:
+    """id and label from their columns, the vector from every other cell (those past the named columns too)."""
+    names = header + [""] * (len(cells) - len(header))
+    record: dict[str, Any] = {n: c for n, c in zip(names, cells, strict=False) if n in ("id", "label")}
+    values = [(n, c) for n, c in zip(names, cells, strict=False) if n not in ("id", "label")]
+    try:
+        record["vector"] = [float(c) for _, c in values]
+    except ValueError:
+        name, cell = next((n, c) for n, c in values if not _all_numbers([c]))
+        column = f"column {name!r}" if name else f"column {names.index(name) + 1}"
+        raise DataFormatError(
+            f"{where}: {column} holds {cell[:40]!r}, not a number; a CSV without a 'text' or 'vector' column is read "
+            "as vectors, one number per column besides 'id' and 'label'",
+            "input_type",
+        ) from None
+    return record
 
 
 def _undecodable(text: str) -> bool:
@@ -196,4 +260,6 @@ def _undecodable(text: str) -> bool:
 def _open_text(path: Path, newline: str | None = None) -> IO[str]:
     # utf-8-sig: tolerate the byte-order mark that spreadsheet exports put at the start. surrogateescape: an
     # invalid byte becomes a lone surrogate, reported per record (``_undecodable``) rather than ending the read.
+    if path.name.lower().endswith(".gz"):  # .jsonl.gz, .csv.gz: decompressed as they are read
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline, errors="surrogateescape")
     return open(path, encoding="utf-8-sig", newline=newline, errors="surrogateescape")

@@ -1,0 +1,138 @@
+"""The label-free retrieval signal that selects the training checkpoint and judges the finished model against ITQ.
+
+A probe is a set of held-out items (queries) and training items (database) with pseudo-labels: k-means clusters
+of the spectral embedding of their kNN graph in the model's input features (``models.teacher.cluster_labels``).
+The signal is the mean average precision of the queries' Hamming ranking of the database, an item being relevant
+when it shares the query's cluster: the mAP of the benchmarks, with clusters standing in for the classes a user
+has not given. Plain nearest-neighbour recall (the share of each query's 10 exact neighbours among its 100
+Hamming-nearest) ranked ITQ above a model with a far better label mAP in every space tried (raw, whitened and
+scattering features of Fashion-MNIST): codes that group an item with its class rather than with its closest
+pixels lose on it. The clusters are found in the input features rather than in a model's own neighbour space
+(whitened pixels, BM25 text), which would favour the model that was trained on that space's neighbours.
+Measurements in docs/robustness.md.
+
+Queries and database are capped (``MAX_QUERIES``, ``MAX_DATABASE``) so that one score costs about a second
+whatever the training set's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from models.bits import pack
+from models.ensemble import Model, parts
+from models.featurizers import Features
+from models.hasher import to_tensor
+from models.health import hamming
+from models.neighbours import nearest_neighbours
+from models.teacher import cluster_labels
+
+LOG = logging.getLogger(__name__)
+
+MAX_QUERIES = 500
+MAX_DATABASE = 10_000
+CLUSTERS = 10  # pseudo-classes; fewer on small probes (models.teacher.MIN_CLUSTER_SIZE)
+GRAPH_NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class Probe:
+    queries: np.ndarray  # int64 (q,) rows of the features: held-out items
+    database: np.ndarray  # int64 (m,) rows of the features: training items
+    labels: np.ndarray  # int64 (q + m,) pseudo-labels of queries then database
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.concatenate([self.queries, self.database])
+
+    def score(self, codes: np.ndarray) -> ProbeScore:
+        """Packed codes uint8 (q + m, B) of :attr:`rows` -> the probe mAP in [0, 1] and its standard error."""
+        q = len(self.queries)
+        ap = average_precisions(codes[:q], codes[q:], self.labels[:q], self.labels[q:])  # (q,)
+        return ProbeScore(float(ap.mean()), float(ap.std(ddof=1) / np.sqrt(q)))
+
+
+class ProbeScore(NamedTuple):
+    map: float
+    stderr: float  # of the mean over the queries: differences within a few of it are noise
+
+
+def build_probe(x: Features, queries: np.ndarray, database: np.ndarray, seed: int = 0) -> Probe | None:
+    """A probe over (subsets of) the given rows of the features x (n, d); None with too few items to cluster."""
+    rng = np.random.default_rng(seed)
+    queries = _at_most(queries, MAX_QUERIES, rng)
+    database = _at_most(database, MAX_DATABASE, rng)
+    if len(queries) < 2 or len(database) < 2 * GRAPH_NEIGHBOURS:
+        return None
+    t0 = time.perf_counter()
+    rows = np.concatenate([queries, database])
+    sub = x[rows]
+    labels = cluster_labels(sub, nearest_neighbours(sub, GRAPH_NEIGHBOURS), CLUSTERS, seed=seed)
+    LOG.info("probe: %d queries, %d database items in %.1fs", len(queries), len(database), time.perf_counter() - t0)
+    return Probe(queries, database, labels)
+
+
+def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    rows = np.asarray(rows, np.int64)
+    return rows if len(rows) <= n else np.sort(rng.choice(rows, n, replace=False))
+
+
+def average_precisions(
+    q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray
+) -> np.ndarray:
+    """float (q,): each query's average precision of Hamming ranking, ties broken by one fixed random order of the
+    database (as evaluation.metrics, whose mean_average_precision is their mean)."""
+    order = np.random.default_rng(0).permutation(len(db_codes))
+    db_codes, db_labels = db_codes[order], db_labels[order]
+    ranks = np.arange(1, len(db_codes) + 1)
+    out = []
+    for start in range(0, len(q_codes), 256):
+        dist = hamming(q_codes[start : start + 256], db_codes)  # (b, m)
+        relevant = db_labels[np.argsort(dist, axis=1, kind="stable")] == q_labels[start : start + 256, None]
+        hits = np.cumsum(relevant, axis=1)
+        out.append((relevant * hits / ranks).sum(axis=1) / np.maximum(relevant.sum(axis=1), 1))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def encode_rows(model: Model, x: Features, rows: np.ndarray, device: torch.device, batch: int = 2048) -> np.ndarray:
+    """Packed codes uint8 (len(rows), n_bits // 8) of the given rows, in eval mode."""
+    model.eval()
+    codes = [
+        pack(model.encode(to_tensor(x[rows[s : s + batch]], device, sparse=True))[0].cpu().numpy())
+        for s in range(0, len(rows), batch)
+    ]
+    return np.concatenate(codes)
+
+
+@torch.no_grad()
+def calibrate(model: Model, x: Features, device, seed: int = 0, batch_size: int = 2048) -> list[float] | None:
+    """What is fitted on the training set after training: bottleneck thresholds (gaussian: per-bit medians) on the
+    logits, and the itq read-out's rotation (models.readout) on all members' scores; returns ITQ's loss history
+    when there is a rotation."""
+    model.eval()
+
+    def over_x(fn) -> torch.Tensor:
+        return torch.cat(
+            [
+                fn(to_tensor(x[s : s + batch_size], device, sparse=True)).float()
+                for s in range(0, x.shape[0], batch_size)
+            ]
+        )
+
+    for part in parts(model):
+        if hasattr(part.bottleneck, "calibrate"):
+            part.bottleneck.calibrate(over_x(part.logits))
+    return model.readout.fit(over_x(model.scores), seed) if model.readout is not None else None
+
+
+def probe_score(model: Model, x: Features, probe: Probe, device, seed: int = 0) -> ProbeScore:
+    """The probe mAP of a model as it would be shipped: calibrated on the probe's database items first."""
+    calibrate(model, x[probe.database], device, seed)
+    return probe.score(encode_rows(model, x, probe.rows, device))

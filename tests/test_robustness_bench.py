@@ -1,0 +1,72 @@
+"""benchmarks/robustness.py wiring: cell selection, one real cell through the CLI's own train command (cut to two
+epochs here), the JSON layout, the markdown table and the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tests.scripts import load_script
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("robustness")
+
+
+def test_cells_are_selected_by_pattern_in_matrix_order(bench):
+    assert bench.select_cells(["trec-32", "digits-*"]) == ["digits-16", "digits-32", "digits-64", "trec-32"]
+    assert "fashion-5k-flat-64" in bench.select_cells(["fashion-5k-*"])
+    assert len(bench.all_cells()) == len(bench.DATASETS) * 3
+    with pytest.raises(SystemExit, match="no cell matches 'mnist-\\*'"):
+        bench.select_cells(["mnist-*"])
+
+
+def _tiny_digits(bench, flat: bool = False):
+    d = load_digits()
+    images, labels = np.round(d.images[:240] * (255 / 16)).astype(np.uint8), d.target[:240]
+    inputs, kind = (images.reshape(240, -1).astype(np.float32), "vector") if flat else (images, "image")
+    return bench.Split(bench._block(inputs[:200], labels[:200], kind), bench._block(inputs[200:], labels[200:], kind))
+
+
+def test_a_cell_trains_through_the_cli_and_scores_against_the_baselines(bench, monkeypatch, tmp_path):
+    from service import cli
+
+    real_train = cli.train
+    seen = []
+
+    def short_train(data_spec, **options):  # the defaults, but two epochs and a small encoder: CI seconds
+        seen.append(options)
+        return real_train(data_spec, epochs=2, hidden="16", **options)
+
+    monkeypatch.setattr(cli, "train", short_train)
+    monkeypatch.setitem(bench.DATASETS, "digits", lambda: _tiny_digits(bench, flat=True))
+    results = bench.run(["digits-16"], tmp_path / "r.json")
+    assert seen == [{"out": seen[0]["out"], "bits": 16, "device": "cpu"}]  # nothing else is set per cell
+    cell = json.loads((tmp_path / "r.json").read_text())["digits-16"]
+    assert set(cell) == {"hamdex", "itq", "lsh_centered"}
+    for method in cell.values():
+        assert {"p@100", "map", "distinct_code_fraction", "train_seconds"} <= set(method)
+        assert all(0 <= method[k] <= 1 for k in ("p@100", "map", "distinct_code_fraction"))
+    assert cell["hamdex"]["featurizer"] == "pixels"  # the flat rows were taken for 8x8 images
+    assert cell["hamdex"]["safeguard"] == "unchecked"  # 20 held out: too few to judge
+    assert results["digits-16"] == cell
+
+
+def test_markdown_and_plot(bench, tmp_path):
+    row = {"p@100": 0.5, "map": 0.4, "distinct_code_fraction": 0.9, "train_seconds": 3.0}
+    results = {
+        "digits-16": {"hamdex": {**row, "map": 0.5, "safeguard": "kept"}, "itq": row, "lsh_centered": row},
+        "trec-16": {"hamdex": {**row, "safeguard": "itq fallback"}, "itq": row, "lsh_centered": row},
+    }
+    table = bench.format_markdown(results)
+    assert "| digits-16 | 0.500 | 0.500 | 0.500 | 0.500 | 0.400 | 1.25 x | 90.0% | kept | 3 | met |" in table
+    assert "| trec-16 |" in table and "| 1.00 x |" in table and table.rstrip().endswith("missed |")
+    path = bench.plot(results, tmp_path / "ratios.png")
+    assert Path(path).read_bytes().startswith(PNG_SIGNATURE)
