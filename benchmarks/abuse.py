@@ -293,7 +293,7 @@ async def _trickle(seconds: float) -> AsyncIterator[bytes]:
     """NDJSON rows, ten every 0.25 s for ``seconds``."""
     end, i = time.monotonic() + seconds, 0
     while time.monotonic() < end:
-        yield b"".join(b'{"id":"slow-%d","code":"%08x"}\n' % (i + j, i + j) for j in range(10))
+        yield b"".join(b'{"id":"slow-%d","input":[%d,0,0,0,0,0,0,1]}\n' % (i + j, i + j) for j in range(10))
         i += 10
         await asyncio.sleep(0.25)
 
@@ -347,7 +347,7 @@ async def warm_up(url: str, pool: np.ndarray) -> None:
         for body in ({**search, "radius": 0}, {**search, "filter": {"g": 0}}):
             (await client.post("/v1/search", json=body)).raise_for_status()
         (await client.post("/v1/items", json={"items": [{"id": "warm-up", "code": code}]})).raise_for_status()
-        row = orjson.dumps({"id": "warm-up", "code": code}) + b"\n"
+        row = orjson.dumps({"id": "warm-up", "input": [0.0] * 8}) + b"\n"  # a bulk row takes inputs, not codes
         headers = {"content-type": "application/x-ndjson"}
         (await client.post("/v1/items:bulk", content=row, headers=headers)).raise_for_status()
 

@@ -20,7 +20,7 @@ from service.errors import ErrorBody, install_handlers
 from service.fast_search import FastSearch
 from service.metrics import Metrics
 from service.middleware import BatchGuard, ServiceMiddleware
-from service.openapi import install_links
+from service.openapi import install_openapi
 from service.routes import bulk, collections, encode, items, meta, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     for module in (meta, encode, items, bulk, search, collections):
         app.include_router(module.router)
-    install_links(app)
+    install_openapi(app, settings)
     if keyed_docs:
         _add_keyed_docs(app, api_keys)
     return app

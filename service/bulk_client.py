@@ -11,6 +11,7 @@ job is not sent again unless ``restart``. The summary adds the rows the reader s
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 from collections import Counter
@@ -71,9 +72,12 @@ class BulkClient:
         if job is not None:
             params["job"] = job
         headers = {"content-type": NDJSON}
-        return self._call("POST", f"{self.prefix}/items:bulk", params=params, content=body, headers=headers)
+        # 422 rows_skipped: the good rows are written, and the body is the report (service.routes.bulk)
+        path = f"{self.prefix}/items:bulk"
+        return self._call("POST", path, params=params, content=body, headers=headers, report=("rows_skipped",))
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, report: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        """The JSON answer; RemoteError for an error, unless its error type is one of ``report``."""
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -85,6 +89,8 @@ class BulkClient:
             error_type, message = body["error_type"], body["error"]
         except (ValueError, KeyError, TypeError):
             error_type, message = None, resp.text[:500]
+        if error_type in report:
+            return body
         raise RemoteError(f"{resp.status_code} {error_type}: {message}", error_type, resp.status_code)
 
 
@@ -125,11 +131,18 @@ def index_blocks(
     job: str | None = None,
     start: int = 0,
 ) -> IndexSummary:
-    """Send every block as one request; ``report`` holds the rows the reader skipped."""
+    """Send every block as one request; ``report`` holds the rows the reader skipped. Nothing to send (the rest
+    of a resumed job, or only rows the reader skipped) sends nothing: the server refuses a body with no rows."""
     report = report or SkipReport(strict=strict)
     t0 = time.perf_counter()
-    with tqdm(total=total, initial=start, unit="item", desc="sending", disable=not progress, smoothing=0.1) as bar:
-        reply = client.send(_body(blocks, bar), job=job, start=start, strict=report.strict)
+    blocks = iter(blocks)
+    first = next(blocks, None)
+    if first is None:
+        reply = {"items": 0, "reasons": {}, "examples": {}, "collection_count": client.collection()["count"]}
+    else:
+        with tqdm(total=total, initial=start, unit="item", desc="sending", disable=not progress, smoothing=0.1) as bar:
+            body = _body(itertools.chain([first], blocks), bar)
+            reply = client.send(body, job=job, start=start, strict=report.strict)
     reasons = report.reasons + Counter(reply["reasons"])
     examples = {reason: list(report.examples.get(reason, [])) for reason in reasons}
     for reason, seen in reply["examples"].items():

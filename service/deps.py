@@ -24,6 +24,7 @@ from models.hasher import Hasher
 from service.auth import ApiKeys
 from service.errors import ApiError
 from service.hashers import DEFAULT
+from service.schemas import NAME_REGEX
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -95,8 +96,10 @@ async def get_loose_target(request: Request, state: Annotated[ServiceState, Depe
     return await run_in_threadpool(find)
 
 
-async def collection_name(name: Annotated[str, Path(description="Collection name.")]) -> str:
-    return check_name(name)
+async def collection_name(
+    name: Annotated[str, Path(description="Collection name.", json_schema_extra={"pattern": NAME_REGEX})],
+) -> str:
+    return check_name(name)  # the document's pattern, checked here for its own error type
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from index.errors import CollectionError
 from models.bits import CodeFormatError
@@ -32,20 +33,25 @@ STATUS: dict[str, int] = {
     "non_finite": 422,  # NaN or infinite values
     "code_format": 422,  # malformed code, or a code of the wrong length
     "code_length": 422,
-    "invalid_items": 422,  # e.g. the same id twice in one request
-    "invalid_query": 422,  # e.g. a radius search on an hnsw collection
-    "unsupported_search_param": 422,  # nprobe / ef_search on a collection whose index kind does not take it
+    "invalid_items": 422,  # e.g. metadata that is not JSON (NaN)
+    "invalid_query": 422,  # e.g. a filter field that is an empty string
     "invalid_collection_name": 422,
     "invalid_index_kind": 422,
     "invalid_index_params": 422,
     "invalid_milvus_uri": 422,  # not a plain .db file name, or a server URI while HAMDEX_MILVUS_REMOTE_URIS is off
     "invalid_metadata": 422,  # metadata that would not read back: a lone surrogate, nesting deeper than 64
     "item_not_found": 404,
+    # a query by id naming no item: the URL's collection exists (a 404 would say it does not), its content does not
+    # hold the item
+    "query_id_not_found": 409,
     "collection_not_found": 404,
     "model_not_found": 404,
     "not_found": 404,
     "method_not_allowed": 405,
     "fingerprint_mismatch": 409,  # codes of another model than the collection's
+    # nprobe / ef_search / radius on a collection whose index kind does not take it: the collection decides, so a
+    # request the API document calls valid may meet it (a conflict with the collection's state, as above)
+    "unsupported_search_param": 409,
     "collection_exists": 409,
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
@@ -58,6 +64,7 @@ STATUS: dict[str, int] = {
     "bad_id": 422,  # a missing, empty or too long id, or one holding U+0000 or a lone surrogate
     "undecodable": 422,  # a line that is not UTF-8
     "line_too_long": 422,  # a line longer than HAMDEX_MAX_BULK_LINE_BYTES
+    "rows_skipped": 422,  # bad rows of a bulk body skipped (not strict): the others written; the body is the report
     "job_not_found": 404,  # no bulk job of that key in the collection
     "invalid_header": 400,  # e.g. two Authorization headers (which one counts would be a guess)
     "uri_too_long": 414,  # a path and query longer than HAMDEX_MAX_URL_BYTES
@@ -109,6 +116,21 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: each method some route takes on the request's path. (Starlette's names only
+    the methods of the first route that matched the path: ``GET`` for /v1/collections, which takes POST too.)"""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
@@ -141,12 +163,14 @@ def install_handlers(app: FastAPI) -> None:
         return error_response("validation_error", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = _HTTP_ERROR_TYPES.get(exc.status_code)
         resp = error_response(error_type or "invalid_input", str(exc.detail))
         if error_type is None:  # a status the table does not know keeps Starlette's code
             resp.status_code = exc.status_code
-        resp.headers.update(exc.headers or {})  # e.g. the Allow header a 405 must carry
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            resp.headers["Allow"] = allowed_methods(request)
         return resp
 
     @app.exception_handler(Exception)

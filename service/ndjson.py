@@ -5,10 +5,11 @@ A row is one JSON object per line: ``{"id": str, "input": <text or list of numbe
 "input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
 raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.SkipReport):
 ``data_format`` (not JSON, not an object, unknown fields, neither or both inputs), ``undecodable``,
-``line_too_long``, ``bad_id`` (too long, or holding U+0000 or a lone surrogate), ``input_type``, ``invalid_input``
-(bad base64), ``input_shape``, ``non_finite``, ``text_too_long``, ``invalid_metadata`` (would not read back: a lone
-surrogate, nesting deeper than index.validation.MAX_METADATA_DEPTH), ``metadata_too_large``. A missing or empty id
-is left to service.bulk (``bad_id``). A line nested too deep to parse at all is ``data_format``.
+``line_too_long``, ``bad_id`` (too long, or holding U+0000 or a lone surrogate), ``input_type`` (a null input
+too: null is not "absent"), ``invalid_input`` (bad base64), ``input_shape``, ``non_finite``, ``text_too_long``,
+``invalid_metadata`` (would not read back: a lone surrogate, nesting deeper than
+index.validation.MAX_METADATA_DEPTH), ``metadata_too_large``. A missing or empty id is left to service.bulk
+(``bad_id``). A line nested too deep to parse at all is ``data_format``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
     unknown = sorted(set(record) - FIELDS)
     if unknown:
         raise BadLine("data_format", f"unknown fields {unknown}; a row has id, input or input_b64, metadata", known_id)
-    has_input, has_b64 = record.get("input") is not None, record.get("input_b64") is not None
+    has_input, has_b64 = "input" in record, "input_b64" in record  # null is given, and not an input
     if has_input == has_b64:
         raise BadLine("data_format", "a row needs exactly one of 'input' or 'input_b64'", known_id)
     try:

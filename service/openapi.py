@@ -1,6 +1,7 @@
 """OpenAPI links (OpenAPI 3.1, "Link Object"): which values of one response the next requests take, so stateful
 tools such as schemathesis chain create -> upsert -> get -> search -> delete -> drop instead of guessing names and
-ids. FastAPI cannot declare links on a route; :func:`install_links` adds them to the document it generates.
+ids. FastAPI cannot declare links on a route; :func:`install_openapi` adds them to the document it generates, with
+the server's limits (service.openapi_limits).
 
 An upsert answers counts, not ids: its links read the ids from the request (``$request.body#/items/0/id``).
 """
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+
+from service.openapi_limits import add_limits, served_specs
+from service.settings import Settings
 
 NAMED = "/v1/collections/{name}"
 SAME_NAME = {"path.name": "$request.path.name"}
@@ -93,16 +97,30 @@ def add_links(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install_links(app: FastAPI) -> None:
-    """Serve the app's OpenAPI document with :func:`links` added (once: FastAPI caches the document)."""
+def json_errors(document: dict[str, Any]) -> None:
+    """Every error answer as JSON (service.errors): FastAPI documents a route's errors in the route's own media
+    type, text/plain for /metrics, whose errors are JSON like any other."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status, response in operation["responses"].items():
+                content = response.get("content", {})
+                if status[0] in "45" and "application/json" not in content and content:
+                    response["content"] = {"application/json": next(iter(content.values()))}
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """Serve the app's OpenAPI document with ``settings``' limits (service.openapi_limits) and :func:`links` added:
+    built once per app, from that app's settings, so a server with other limits publishes other numbers."""
     build: Callable[[], dict[str, Any]] = app.openapi
     done = False
 
     def openapi() -> dict[str, Any]:
         nonlocal done
-        document = build()
+        document = build()  # FastAPI's, cached on the app: edited in place once
         if not done:
+            add_limits(document, settings, served_specs(settings))
             add_links(document)
+            json_errors(document)
             done = True
         return document
 

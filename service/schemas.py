@@ -1,6 +1,7 @@
 """Request and response schemas of the REST API (separate from the internal types of models/ and index/).
 
-Numbers and flags are strict (``k: true``, ``"k": "5"`` and a bit ``1.0`` are refused, not coerced). Ids and filter
+Numbers and flags are strict (``k: true``, ``"k": "5"``, ``5.5`` and a bit ``true`` are refused, not coerced); an
+integer may be written ``5.0``, which JSON, and the OpenAPI document's JSON Schema, call the same number. Ids and filter
 fields and values may not hold a lone surrogate (JSON's ``"\\ud800"`` escape makes one): SQLite cannot take it, and
 what is stored could not be read back. Ids may not hold U+0000 either (SQLite's JSON functions end a string there).
 """
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -21,10 +23,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
+from index.registry import NAME_PATTERN
 from index.validation import check_id
 
 MAX_ID_CHARS = 512
+# An id for the OpenAPI document: no U+0000. No lone surrogate either (check_item_id), which the document says in
+# words: a pattern naming surrogates is not a regex to JSON Schema tools built on Rust or UTF-8 (schemathesis's)
+ID_PATTERN = r"^[^\x00]*$"
+NO_SURROGATES = "No lone surrogates (a '\\ud800' escape without its pair)."
+NAME_REGEX = f"^{NAME_PATTERN.pattern}$"  # a collection or model name (index.registry.check_name)
 
 
 def check_utf8(value: str, what: str = "text") -> str:
@@ -43,43 +52,75 @@ def check_item_id(value: str) -> str:
     return check_id(value, "id")
 
 
-ItemId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(check_item_id)]
+def _whole(value: Any) -> Any:
+    """A number without a fraction as the integer it is (``5.0`` -> 5); anything else as given."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer: a JSON number without a fraction (5 or 5.0), never a boolean or a string
+JsonInt = Annotated[StrictInt, BeforeValidator(_whole)]
+ItemId = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=MAX_ID_CHARS, description=NO_SURROGATES, json_schema_extra={"pattern": ID_PATTERN}),
+    AfterValidator(check_item_id),
+]
 # A raw input: a text, a float vector, or an image as rows of pixel values.
 RawInput = str | list[StrictFloat] | list[list[StrictFloat]]
 # A code on the wire: hex or base64 string, or a list of 0/1 bits (see models.bits; 2 is its code_format error).
-WireCode = str | list[StrictInt]
+WireCode = str | list[JsonInt]
 CodeFormat = Literal["hex", "base64", "bits"]
 # A metadata value a search filter can match (equality; true is not 1 and "1" is not 1).
 FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
 # Most nprobe / ef_search per query: FAISS takes C ints, and a larger breadth only burns time.
 MAX_QUERY_PARAM = 1 << 16
+QueryParam = Annotated[StrictInt, Field(ge=1, le=MAX_QUERY_PARAM), BeforeValidator(_whole)]  # bounds first: see shape
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _source(description: str | None = None) -> Any:
+    """A field of an exactly-one-of group (:func:`_exactly_one`): absent or given, never null, so the document
+    shows it without null and without a default."""
+    return Field(None, description=description, json_schema_extra=lambda schema: schema.pop("default", None))
+
+
+def _one_of(*names: str) -> dict[str, Any]:
+    """The document's statement of :func:`_exactly_one`: each branch requires one of the fields."""
+    return {"oneOf": [{"required": [name]} for name in names]}
+
+
+def _exactly_one(model: BaseModel, names: tuple[str, ...], what: str) -> None:
+    """ValueError (a 422) unless exactly one of ``names`` was given, and not as null: the document shows these
+    fields without null, and an explicit null that counted as absent would be a request it calls invalid."""
+    given = [name for name in names if name in model.model_fields_set]
+    if len(given) != 1 or getattr(model, given[0]) is None:
+        listed = ", ".join(f"'{name}'" for name in names[:-1]) + f" or '{names[-1]}'"
+        raise ValueError(f"{what} needs exactly one of {listed}, not null")
+
+
 class PackedVectors(_Strict):
     """Vectors or images as one base64 string of little-endian float32 values, row-major."""
 
     data: str = Field(..., description="base64 of the float32 values, little-endian.")
-    shape: list[Annotated[StrictInt, Field(ge=1, le=1 << 24)]] = Field(
+    # the bounds before the validator: after it, pydantic cannot write them as minimum / maximum
+    shape: list[Annotated[StrictInt, Field(ge=1, le=1 << 24), BeforeValidator(_whole)]] = Field(
         ..., min_length=2, max_length=4, description="[items, dim] or [items, height, width(, channels)]."
     )
 
 
 class EncodeRequest(_Strict):
-    inputs: list[RawInput] | None = Field(
-        None, description="Texts, vectors or images, as the model's featurizer takes."
-    )
-    inputs_b64: PackedVectors | None = Field(None, description="Vectors or images packed as float32 (large batches).")
+    model_config = ConfigDict(json_schema_extra=_one_of("inputs", "inputs_b64"))
+
+    inputs: list[RawInput] | SkipJsonSchema[None] = _source("Texts, vectors or images, as the model takes them.")
+    inputs_b64: PackedVectors | SkipJsonSchema[None] = _source("Vectors or images packed as float32 (large batches).")
     format: CodeFormat = "hex"
     latent: StrictBool = Field(False, description="Also return the continuous pre-binarization latent.")
 
     @model_validator(mode="after")
     def _one_source(self) -> EncodeRequest:
-        if (self.inputs is None) == (self.inputs_b64 is None):
-            raise ValueError("give exactly one of 'inputs' or 'inputs_b64'")
+        _exactly_one(self, ("inputs", "inputs_b64"), "a request")
         return self
 
 
@@ -92,15 +133,16 @@ class EncodeResponse(BaseModel):
 
 
 class ItemIn(_Strict):
+    model_config = ConfigDict(json_schema_extra=_one_of("input", "code"))
+
     id: ItemId
-    input: RawInput | None = None
-    code: WireCode | None = None
+    input: RawInput | SkipJsonSchema[None] = _source()
+    code: WireCode | SkipJsonSchema[None] = _source()
     metadata: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ItemIn:
-        if (self.input is None) == (self.code is None):
-            raise ValueError("each item needs exactly one of 'input' or 'code'")
+        _exactly_one(self, ("input", "code"), "each item")
         return self
 
 
@@ -112,9 +154,9 @@ class ItemsRequest(_Strict):
 
 
 class ItemsResponse(BaseModel):
-    upserted: int
-    inserted: int
-    updated: int
+    upserted: int = Field(..., description="Items of the request, applied in order.")
+    inserted: int = Field(..., description="Items whose id was new.")
+    updated: int = Field(..., description="Items that replaced one of the same id (an earlier one of the request too).")
 
 
 class ItemOut(BaseModel):
@@ -143,6 +185,13 @@ class BulkResponse(BaseModel):
     resumed_from: int = Field(..., description="The 'start' of the request: rows a previous request did.")
 
 
+class BulkRowsSkipped(BulkResponse):
+    """The 422 of a bulk body with bad rows (not strict): the good rows are written; this is the report."""
+
+    error: str
+    error_type: Literal["rows_skipped"]
+
+
 class BulkJob(BaseModel):
     job: str
     items: int = Field(..., description="Rows consumed (committed, good or skipped), 'start' included.")
@@ -150,31 +199,30 @@ class BulkJob(BaseModel):
 
 
 class Query(_Strict):
-    input: RawInput | None = None
-    code: WireCode | None = None
-    id: ItemId | None = None
+    model_config = ConfigDict(json_schema_extra=_one_of("input", "code", "id"))
+
+    input: RawInput | SkipJsonSchema[None] = _source()
+    code: WireCode | SkipJsonSchema[None] = _source()
+    id: ItemId | SkipJsonSchema[None] = _source("The id of a stored item, whose code is the query.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Query:
-        if sum(v is not None for v in (self.input, self.code, self.id)) != 1:
-            raise ValueError("each query needs exactly one of 'input', 'code' or 'id'")
+        _exactly_one(self, ("input", "code", "id"), "each query")
         return self
 
 
 class SearchRequest(_Strict):
     queries: list[Query]
-    k: StrictInt = Field(10, description="Most hits per query.")
-    radius: StrictInt | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
+    k: JsonInt = Field(10, description="Most hits per query.")
+    radius: JsonInt | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
     include_metadata: StrictBool = True
     filter: dict[str, FilterValue] | None = Field(
-        None, description="Only items whose metadata has each of these top-level fields equal to the value."
+        None,
+        description="Only items whose metadata has each of these top-level fields equal to the value. " + NO_SURROGATES,
+        json_schema_extra={"propertyNames": {"minLength": 1}},
     )
-    nprobe: StrictInt | None = Field(
-        None, ge=1, le=MAX_QUERY_PARAM, description="Inverted lists to visit (index kind ivf only)."
-    )
-    ef_search: StrictInt | None = Field(
-        None, ge=1, le=MAX_QUERY_PARAM, description="Graph search breadth (index kind hnsw only)."
-    )
+    nprobe: QueryParam | None = Field(None, description="Inverted lists to visit (index kind ivf only).")
+    ef_search: QueryParam | None = Field(None, description="Graph search breadth (index kind hnsw only).")
 
     @field_validator("filter")
     @classmethod
@@ -201,14 +249,27 @@ class Health(BaseModel):
 
 
 class CreateCollectionRequest(_Strict):
-    name: str = Field(..., description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.")
-    model: str = Field("default", description="Model the collection's codes come from (a name under models_dir).")
+    name: str = Field(
+        ...,
+        description="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+        json_schema_extra={"pattern": NAME_REGEX},
+    )
+    model: str = Field(
+        "default",
+        description="Model the collection's codes come from (a name under models_dir).",
+        json_schema_extra={"pattern": NAME_REGEX},
+    )
     index_kind: str = Field("flat", description="flat, ivf, hnsw, hash or multihash.")
     index_params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters (positive ints).")
     backend: Literal["faiss", "milvus"] = Field("faiss", description="Where the items live: FAISS or Milvus.")
     milvus_uri: str | None = Field(
         None, description="backend milvus: a Milvus server's URL; unset: a milvus-lite file in the collection."
     )
+
+    @field_validator("index_params")
+    @classmethod
+    def _whole_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return {key: _whole(value) for key, value in params.items()}  # the kind checks the rest (ints in bounds)
 
     @model_validator(mode="after")
     def _uri_for_milvus(self) -> CreateCollectionRequest:

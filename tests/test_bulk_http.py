@@ -116,7 +116,7 @@ def test_text_rows(make_client: MakeClient, text_model_dir: Path) -> None:
     client = make_client(text_model_dir)
     texts = ["rocket orbit launch", "recipe oven flour", "stock market bond"]
     resp = post(client, [{"id": f"t{i}", "input": t} for i, t in enumerate(texts)] + [{"id": "x", "input": 5}])
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 422 and resp.json()["error_type"] == "rows_skipped", resp.text  # a bad row: not 2xx
     assert resp.json()["items"] == 3 and resp.json()["reasons"] == {"input_type": 1}
     hits = client.post("/v1/search", json={"queries": [{"input": texts[1]}], "k": 3}).json()["results"][0]
     assert any(h["id"] == "t1" and h["distance"] == 0 for h in hits)
@@ -150,7 +150,7 @@ def test_bad_rows_are_skipped_and_reported_by_reason(make_client: MakeClient, de
         {"id": "g19", "input": v.tolist(), "metadata": {"ok": True}},  # 19
     ]
     resp = post(client, lines, start=100)
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 422, resp.text  # rows_skipped: the good rows written, the body the report
     summary = resp.json()
     expected = {
         "data_format": [101, 103, 116, 117],

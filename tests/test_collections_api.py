@@ -298,13 +298,13 @@ def test_index_parameters_per_kind(client: TestClient, kind: str) -> None:
             assert resp.status_code == 200, resp.text
             assert pairs(resp.json()["results"][0]) == oracle_hits(codes[0], ids, codes)  # small: still exact
         else:
-            assert error_of(resp) == (422, "unsupported_search_param")
+            assert error_of(resp) == (409, "unsupported_search_param")
             assert kind in resp.json()["error"] and param in resp.json()["error"]
     for param in ("nprobe", "ef_search"):
         assert error_of(search(client, base, codes[0], **{param: 0})) == (422, "validation_error")
     radius = search(client, base, codes[0], k=16, radius=16)
     if kind == "hnsw":
-        assert error_of(radius) == (422, "invalid_query")
+        assert error_of(radius) == (409, "unsupported_search_param")
     elif kind in ("flat", "ivf"):  # exact radius search
         assert pairs(radius.json()["results"][0]) == oracle_hits(codes[0], ids, codes)
     else:

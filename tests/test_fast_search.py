@@ -102,9 +102,9 @@ FALL_THROUGH = [  # (path, body, status, error_type or None for success)
     ("/v1/search", {"queries": [{"code": code(0) + "00"}]}, 422, "code_format"),
     ("/v1/search", {"queries": [{"code": code(0)}], "k": 0}, 422, "k_out_of_range"),
     ("/v1/search", {"queries": [{"code": code(0)}], "extra": 1}, 422, "validation_error"),
-    ("/v1/search", {"queries": [{"code": code(0)}], "nprobe": 4}, 422, "unsupported_search_param"),
+    ("/v1/search", {"queries": [{"code": code(0)}], "nprobe": 4}, 409, "unsupported_search_param"),
     ("/v1/search", {"queries": [{"id": "doc/3"}], "k": 4}, 200, None),
-    ("/v1/search", {"queries": [{"id": "doc/none"}]}, 404, "item_not_found"),
+    ("/v1/search", {"queries": [{"id": "doc/none"}]}, 409, "query_id_not_found"),
     ("/v1/search", {"queries": [{"code": code(0)}], "radius": 3}, 200, None),
     ("/v1/search", {"queries": [{"code": code(0)}], "filter": {"z": -3}}, 200, None),
     ("/v1/collections/nope/search", {"queries": [{"code": code(0)}]}, 404, "collection_not_found"),
@@ -123,7 +123,7 @@ def test_everything_else_reaches_the_route(
     assert got.content == want.content
     if error_type is not None:
         assert got.json()["error_type"] == error_type
-    if status == 200 or error_type in ("unsupported_search_param", "item_not_found"):
+    if status == 200 or error_type in ("unsupported_search_param", "query_id_not_found"):
         assert len(route_calls) == 2  # the route ran for both services
 
 

@@ -137,8 +137,9 @@ def test_bad_bulk_rows_are_skipped_and_the_good_rows_of_their_block_kept(
     client = make_client(dense_model_dir)
     content, good = _bulk_body("g")
     resp = client.post("/v1/items:bulk", content=content, headers=NDJSON)
-    assert resp.status_code == 200, resp.text  # used to be 500, the whole block lost
+    assert resp.status_code == 422, resp.text  # used to be 500, the whole block lost
     summary = resp.json()
+    assert summary["error_type"] == "rows_skipped"  # the good rows written, the body the report
     assert summary["items"] == 4 and summary["skipped"] == 6
     assert summary["reasons"] == {"bad_id": 3, "data_format": 1, "invalid_metadata": 2}
     assert [e["row"] for e in summary["examples"]["bad_id"]] == [1, 4, 5]
@@ -251,11 +252,11 @@ def test_docs_need_a_key_when_keys_are_set(make_client: MakeClient, dense_model_
     [
         ("/v1/items", {"items": [{"id": "a", "code": [True] + [0] * 15}]}),
         ("/v1/items", {"items": [{"id": "a", "code": ["1"] + [0] * 15}]}),
-        ("/v1/search", {"queries": [{"code": [1.0] + [0] * 15}]}),  # a bit list through the fast path
+        ("/v1/search", {"queries": [{"code": [1.5] + [0] * 15}]}),  # a bit list through the fast path
         ("/v1/search", {"queries": [{"code": [True] + [0] * 15}]}),
         ("/v1/search", {"queries": [{"code": CODE}], "k": True}),  # used to search with k = 1
         ("/v1/search", {"queries": [{"code": CODE}], "k": "5"}),
-        ("/v1/search", {"queries": [{"code": CODE}], "k": 5.0}),
+        ("/v1/search", {"queries": [{"code": CODE}], "k": 5.5}),
         ("/v1/search", {"queries": [{"code": CODE}], "radius": "3"}),
         ("/v1/search", {"queries": [{"code": CODE}], "include_metadata": "yes"}),
         ("/v1/encode", {"inputs": [[True] * D]}),

@@ -1,7 +1,7 @@
 """Stateful API tests: schemathesis follows the OpenAPI links (service.openapi) to build sequences such as create
 collection -> upsert -> get -> search -> delete -> drop, with every check it has (``--checks all``: server errors,
-status codes, schemas, headers, use after free, resource availability, ...) but the positive / negative data checks,
-which wait for the schema to state every limit the server enforces (issue 25).
+status codes, schemas, headers, use after free, resource availability, and positive / negative data: a request the
+document calls valid is taken, one it calls invalid refused, since it states every limit the server enforces).
 
 The app runs in-process behind schemathesis's own ASGI client, which starts its lifespan, so the checks that send
 requests of their own (use after free, ignored auth) reach it too. Seeded and bounded to run in CI in seconds.
@@ -22,6 +22,7 @@ from schemathesis.python import asgi
 
 from service.app import create_app, wait_ready
 from service.openapi import links
+from tests import schemathesis_hooks  # noqa: F401  (the NDJSON serializer)
 from tests.conftest import settings_for
 
 ADMIN_KEY = "stateful-admin-key-0123456"
@@ -34,8 +35,6 @@ STATEFUL = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-
-schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # bulk bodies: generated as a string
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +77,10 @@ def test_every_link_resolves(app: FastAPI) -> None:
         assert all(served[source][name]["operationId"] in operation_ids for name in named)
 
 
-ISSUE_25_CHECKS = ["positive_data_acceptance", "negative_data_rejection"]
-
-
 def test_stateful_sequences_conform(app: FastAPI) -> None:
     """Every response of every linked sequence passes every schemathesis check."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH)
-    # every check but the two that compare the schema's constraints with the server's: the schema does not state
-    # them yet (collection-name pattern, "exactly one of input or code", the NDJSON body), which is issue 25's work
-    schema.config.checks.update(included_check_names=["all"], excluded_check_names=ISSUE_25_CHECKS)
+    schema.config.checks.update(included_check_names=["all"])
     assert schema.statistic.transitions.total >= sum(len(named) for named in links().values())
 
     class Workflow(schema.as_state_machine()):

@@ -209,7 +209,7 @@ def test_delete_hides_item_at_once_and_reinsert_works(make_client: MakeClient, d
     assert pairs(hits) == oracle_hits(codes[1], ["a", "c"], codes[[0, 2]])
     radius_hits = client.post("/v1/search", json={**query, "radius": 16}).json()["results"][0]
     assert "b" not in {h["id"] for h in radius_hits}
-    assert client.post("/v1/search", json={"queries": [{"id": "b"}]}).json()["error_type"] == "item_not_found"
+    assert client.post("/v1/search", json={"queries": [{"id": "b"}]}).json()["error_type"] == "query_id_not_found"
     assert client.delete("/v1/items/b").status_code == 404
     assert count(client) == 2
 
@@ -439,7 +439,7 @@ ERROR_CASES = [
     # unknown ids
     case("get-unknown-id", "GET /v1/items/missing", "404 item_not_found"),
     case("delete-unknown-id", "DELETE /v1/items/missing", "404 item_not_found"),
-    case("search-unknown-id", SEARCH, "404 item_not_found", queries(KNOWN, {"id": "missing"})),
+    case("search-unknown-id", SEARCH, "409 query_id_not_found", queries(KNOWN, {"id": "missing"})),
     case("get-unknown-format", "GET /v1/items/known?format=octal", "422 validation_error"),
     # k and radius
     case("k-zero", SEARCH, "422 k_out_of_range", queries(KNOWN, k=0)),
@@ -457,7 +457,6 @@ ERROR_CASES = [
     case("item-metadata-a-list", ITEMS, "422 validation_error", items({"id": "a", "code": CODE, "metadata": [1]})),
     case("item-metadata-nan", ITEMS, "422 invalid_items",
          raw='{"items": [{"id": "a", "code": "0f0f", "metadata": {"x": NaN}}]}'),
-    case("duplicate-ids", ITEMS, "422 invalid_items", items({"id": "a", "code": CODE}, {"id": "a", "input": VEC})),
     case("query-two-sources", SEARCH, "422 validation_error", queries({"id": "known", "code": CODE})),
     case("query-no-source", SEARCH, "422 validation_error", queries({})),
     # request bodies

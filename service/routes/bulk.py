@@ -4,10 +4,12 @@ and /v1/collections/{name}; write scope.
 
 The body is read as it arrives and cut into blocks of HAMDEX_MAX_BATCH lines (fewer when they reach
 HAMDEX_MAX_BODY_BYTES). Each block is parsed, featurized, encoded and upserted in a worker thread, and is durable
-before the next one is read. Bad rows are skipped and counted by reason, as in the file bulk job (service.bulk);
-with ``strict=true`` the first one answers 422 with its reason instead: earlier blocks stay committed, nothing of
-its block is written. The route is exempt from the body-size limit and the request timeout (service.middleware):
-lines are bounded by HAMDEX_MAX_BULK_LINE_BYTES, and a body that sends nothing for HAMDEX_REQUEST_TIMEOUT_S gets 504.
+before the next one is read. Bad rows are skipped and counted by reason, as in the file bulk job (service.bulk),
+and the answer is then 422 ``rows_skipped`` whose body is the report (the good rows are written): 2xx means every
+row was written. With ``strict=true`` the first bad row answers 422 with its reason instead: earlier blocks stay
+committed, nothing of its block is written. A body with no rows answers 422 ``empty_batch``. The route is exempt
+from the body-size limit and the request timeout (service.middleware): lines are bounded by
+HAMDEX_MAX_BULK_LINE_BYTES, and a body that sends nothing for HAMDEX_REQUEST_TIMEOUT_S gets 504.
 
 The collection is held (``Registry.use``) only while a block is written, not for the whole body: a drop during a
 slow upload waits for one block at most, and the upload then stops with 404 ``collection_not_found``, even if a
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -37,21 +40,17 @@ from index.errors import CollectionNotFoundError
 from index.registry import Registry
 from service.bulk import BadRowError, SkipReport, good_rows
 from service.deps import COLLECTION_PREFIXES, WRITE, LooseTargetDep, ReadyStateDep, SettingsDep, Target, TargetDep
-from service.errors import ApiError, error_response
+from service.errors import ApiError, ErrorBody, error_response
 from service.ndjson import BadLine, parse_line, split_lines
-from service.schemas import BulkJob, BulkResponse
+from service.schemas import BulkJob, BulkResponse, BulkRowsSkipped
 from service.settings import Settings
 
 router = APIRouter(tags=["items"])
 LOG = logging.getLogger(__name__)
 JOB = r"^[A-Za-z0-9_-]{1,64}$"
 JOB_PREFIX = "bulk:"  # the collection's progress records of local bulk jobs have no prefix
-NDJSON_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/x-ndjson": {"schema": {"type": "string", "description": "One row per line."}}},
-    }
-}
+# the body's schema, an array of rows (one per line), is the app's own: service.openapi_limits writes it
+NDJSON_BODY = {"requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "array"}}}}}
 RawBlock = list[bytes | None]  # a block's lines as received; None: a line too long
 MAX_START = 2**53  # rows: past any real body, and still exact as a JSON number in every client
 
@@ -76,7 +75,9 @@ async def bulk_upsert(
     target: LooseTargetDep,
     state: ReadyStateDep,
     settings: SettingsDep,
-    strict: Annotated[bool, Query(description="Answer 422 at the first bad row instead of skipping it.")] = False,
+    strict: Annotated[
+        bool, Query(description="Stop with 422 at the first bad row, instead of writing the good rows first.")
+    ] = False,
     job: Annotated[str | None, Query(pattern=JOB, description="Record progress under this key (resumable).")] = None,
     start: Annotated[
         int, Query(ge=0, le=MAX_START, description="Rows the client already sent in earlier requests.")
@@ -92,6 +93,8 @@ async def bulk_upsert(
             record = None if key is None else (key, {"items": done + len(block)})
             items += await run_in_threadpool(_write_block, block, done, upload, settings, report, record)
             done += len(block)
+        if done == start:  # nothing happened: the job, if any, is not marked done
+            raise ApiError("empty_batch", "the body holds no rows; send one JSON object per line")
         count = await run_in_threadpool(_finish, upload, key, done)
     except BadRowError as exc:
         kept = _kept(items, start, done)
@@ -101,7 +104,7 @@ async def bulk_upsert(
     except ClientDisconnect:
         LOG.warning("bulk upload into %r cut off by the client; %s", target.name, _kept(items, start, done))
         return error_response("client_closed", "the client closed the connection during the upload")
-    return BulkResponse(
+    summary = BulkResponse(
         items=items,
         skipped=report.skipped,
         reasons=dict(report.reasons),
@@ -110,6 +113,11 @@ async def bulk_upsert(
         collection_count=count,
         resumed_from=start,
     )
+    if not report.skipped:
+        return summary
+    # a bad row makes the body one the API document calls invalid: never a 2xx, though the good rows are written
+    message = f"{report.skipped} of {done - start} rows were bad and skipped; the other {items} are written"
+    return JSONResponse({"error": message, "error_type": "rows_skipped", **summary.model_dump()}, status_code=422)
 
 
 def _finish(upload: _Upload, key: str | None, done: int) -> int:
@@ -219,6 +227,7 @@ for prefix, dependencies in COLLECTION_PREFIXES:
         response_model=BulkResponse,
         dependencies=writes,
         openapi_extra=NDJSON_BODY,
+        responses={422: {"model": BulkRowsSkipped | ErrorBody, "description": "Bad rows (or a bad request)"}},
     )
     router.add_api_route(
         f"{prefix}/items:bulk/{{job}}", bulk_job, methods=["GET"], response_model=BulkJob, dependencies=writes

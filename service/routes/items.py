@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -23,7 +23,17 @@ from service.deps import (
     check_texts,
 )
 from service.errors import ApiError
-from service.schemas import CodeFormat, DeleteResponse, ItemOut, ItemsRequest, ItemsResponse, check_item_id
+from service.schemas import (
+    ID_PATTERN,
+    MAX_ID_CHARS,
+    NO_SURROGATES,
+    CodeFormat,
+    DeleteResponse,
+    ItemOut,
+    ItemsRequest,
+    ItemsResponse,
+    check_item_id,
+)
 
 
 class ItemIdConvertor(Convertor[str]):
@@ -41,12 +51,20 @@ class ItemIdConvertor(Convertor[str]):
 
 register_url_convertor("item_id", ItemIdConvertor())
 router = APIRouter(tags=["items"])
-# an id in the path: no U+0000 (%00), as in a body (a lone surrogate cannot come through URL decoding)
-PathId = Annotated[str, AfterValidator(check_item_id)]
+# an id in the path: no U+0000 (%00), as in a body (a lone surrogate cannot come through URL decoding); a longer
+# one than a body may hold names no item (404)
+PathId = Annotated[
+    str,
+    Path(
+        description=NO_SURROGATES, json_schema_extra={"minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": ID_PATTERN}
+    ),
+    AfterValidator(check_item_id),
+]
 
 
 async def upsert(req: ItemsRequest, request: Request, target: TargetDep, settings: SettingsDep) -> ItemsResponse:
-    """Insert or replace items; with "fingerprint", codes of another model than the collection's are refused."""
+    """Insert or replace items, in order (an id given twice: the later item stays); with "fingerprint", codes of
+    another model than the collection's are refused."""
     check_batch(len(req.items), settings, "items")
     check_texts([it.input for it in req.items], settings, "items.input")
     check_metadata([it.metadata for it in req.items], settings)
@@ -59,8 +77,13 @@ async def upsert(req: ItemsRequest, request: Request, target: TargetDep, setting
         )
     codes = await codes_for(request, target.hasher, [it.input for it in req.items], [it.code for it in req.items])
     ids, metadata = [it.id for it in req.items], [it.metadata for it in req.items]
+    last = {item_id: i for i, item_id in enumerate(ids)}
+    repeats = len(ids) - len(last)
+    if repeats:  # an id given twice: the later item replaces the earlier, as two upserts in turn would (and bulk)
+        keep = sorted(last.values())
+        ids, codes, metadata = [ids[i] for i in keep], codes[keep], [metadata[i] for i in keep]
     result = await run_in_threadpool(collection.upsert, ids, codes, metadata)  # durable (fsync) before the reply
-    return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated)
+    return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated + repeats)
 
 
 def get_item(item_id: PathId, target: TargetDep, format: CodeFormat = "hex") -> ItemOut:

@@ -25,15 +25,21 @@ async def _query_codes(req: SearchRequest, request: Request, target: Target) -> 
         if q.id is not None:
             item = target.collection.get(q.id)
             if item is None:
-                raise ApiError("item_not_found", f"query {i}: no item with id {q.id!r}")
+                raise ApiError("query_id_not_found", f"query {i}: no item with id {q.id!r}")
             codes[i] = item.code
     return codes
 
 
 def _index_params(req: SearchRequest, target: Target) -> dict[str, int]:
-    """nprobe / ef_search as given; one the collection's index kind does not take is an error, not ignored."""
+    """nprobe / ef_search as given; one the collection's index kind does not take, or a radius on a kind without
+    radius search, is an error (409: the collection's kind decides, which a request cannot know), not ignored."""
     params = {k: v for k, v in (("nprobe", req.nprobe), ("ef_search", req.ef_search)) if v is not None}
     kind = target.collection.manifest.index_kind
+    if req.radius is not None and not KINDS[kind].supports_range:
+        raise ApiError(
+            "unsupported_search_param",
+            f"collection {target.name!r} has index kind {kind!r}, which has no radius search; use k alone",
+        )
     unsupported = sorted(set(params) - KINDS[kind].query_params)
     if unsupported:
         takes = ", ".join(sorted(KINDS[kind].query_params)) or "none"
@@ -51,6 +57,8 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
     check_batch(len(req.queries), settings, "queries")
     check_texts([q.input for q in req.queries], settings, "queries.input")
     n_bits = target.collection.n_bits
+    if "k" not in req.model_fields_set:  # the default, 10, is at most HAMDEX_MAX_K (as the API document says)
+        req.k = min(req.k, settings.max_k)
     if not 1 <= req.k <= settings.max_k:
         raise ApiError("k_out_of_range", f"k must be between 1 and {settings.max_k}, got {req.k}")
     if req.radius is not None and not 0 <= req.radius <= n_bits:
