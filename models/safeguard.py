@@ -28,10 +28,11 @@ from models.readout import fit_itq
 
 LOG = logging.getLogger(__name__)
 
-# the model must beat ITQ's probe mAP by this share to count as a clear win. Probe mAP of model / ITQ (32 bits):
-# 4,500 Fashion-MNIST images 1.12 x where label mAP says 1.22 x; WebKB 1.035 x and TREC 1.03 x where label mAP
-# says 0.89 x and 0.68 x: the probe flatters a text model a little, so a win must be clear
-MARGIN = 0.05
+# the model must beat ITQ's probe mAP by this share to count as a clear win. Probe mAP ratio model / ITQ against
+# label mAP ratio (robustness matrix, issue 18): every image cell 1.12-1.27 x where labels say 1.09-1.30 x; 20
+# Newsgroups 1.33 x (labels 1.65 x); but TREC 1.05 x where labels say 0.58-0.70 x, WebKB 1.035 x (0.89 x), R8 at
+# 64 bits 1.05 x (1.04 x): the probe flatters a text model by a few per cent, so a win must be clear
+MARGIN = 0.10
 COLLAPSE = 0.1  # codes are collapsed when their distinct fraction is under this share of ITQ's
 
 

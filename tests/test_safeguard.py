@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from evaluation.baselines import ITQ
 from evaluation.metrics import mean_average_precision
-from models import checkpoint
+from models import checkpoint, safeguard
 from models.autoencoder import HashingAutoencoder, ModelConfig
 from models.bits import pack
 from models.featurizers import make_featurizer
@@ -106,10 +106,12 @@ def test_a_model_that_clearly_wins_is_kept(digits, probe):
     assert decide(winner, itq).action == "kept"
 
 
-def test_fallback_path_gives_a_model_that_beats_itq_on_digits(digits):
+def test_fallback_path_gives_a_model_that_beats_itq_on_digits(digits, monkeypatch):
     """The pixel preset cut to 120 steps does not clearly beat ITQ on digits (probe mAP 0.580 against 0.564): the
     safeguard trains on from its weights, and the model it then keeps beats ITQ by label mAP on digits it never
-    saw (measured 0.730 against 0.613)."""
+    saw (measured 0.730 against 0.613). The path is under test, not the margin: at the default 10% the kept model
+    (probe 0.633, 1.12 x) would pass by a hair that another CPU's float sums could take away."""
+    monkeypatch.setattr(safeguard, "MARGIN", 0.05)
     images, labels, _ = digits
     order = np.random.default_rng(0).permutation(len(images))
     q, db = order[:300], order[300:]
@@ -190,3 +192,15 @@ def test_pixel_preset_scales_its_neighbourhoods_with_the_training_set():
     assert (small["neighbours"], small["neighbour_whiten"]) == (10, 100)
     assert preset("pixels", 32)[1] == preset("pixels", 32, n_items=None)[1] == full  # size unknown: as tuned
     assert preset("text", 32, n_items=1000) == preset("text", 32)  # text neighbourhoods are not scaled
+
+
+def test_training_goes_on_only_while_the_probe_still_rises():
+    from models.train import TrainResult, _still_improving
+
+    def result(peak: int, stopped: str = "budget") -> TrainResult:
+        rows = [{"epoch": e, "probe_map": 0.6 if e == peak else 0.5} for e in range(1, 11)]
+        return TrainResult(None, rows, peak, 1.0, "cpu", stopped=stopped)
+
+    assert _still_improving(result(9))
+    assert not _still_improving(result(3))  # levelled off early: more of the same would not help
+    assert not _still_improving(result(9, stopped="patience"))
