@@ -8,7 +8,7 @@ One run:
 1. A small 32-bit dense model (seeded, trained in seconds) and a flat collection of ``--n`` structured codes (random
    centres, each bit flipped with probability 0.1, as benchmarks/http_bench.py) with metadata ``{"g": i % 10}``,
    written in this process and closed.
-2. The server: ``python -m service.cli serve`` with ``HAMDEX_REQUEST_TIMEOUT_S=--timeout-s`` and one heavy-search
+2. The server: ``python -m hamdex.service.cli serve`` with ``HAMDEX_REQUEST_TIMEOUT_S=--timeout-s`` and one heavy-search
    worker (``HAMDEX_HEAVY_SEARCH_WORKERS=1``), so that a filtered or radius search still running after its answer
    delays the probe that follows it.
 3. Steady load: ``--clients`` workers sending plain top-k searches (one query by code, k=10) back to back, for
@@ -52,10 +52,9 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
-
-from index.collection import Collection
-from models import checkpoint
-from models.train import TrainConfig, fit_hasher
+from hamdex.index.collection import Collection
+from hamdex.models import checkpoint
+from hamdex.models.train import TrainConfig, fit_hasher
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("benchmarks.abuse")
@@ -138,7 +137,7 @@ class Server:
             HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"),
             HAMDEX_MODELS_DIR=str(workdir / "models"),
         )
-        command = [sys.executable, "-m", "service.cli", "serve", "-m", str(model), "-c", str(collection)]
+        command = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection)]
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
                 [*command, "--port", str(self.port), "--device", "cpu"],

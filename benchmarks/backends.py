@@ -37,8 +37,7 @@ from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-from index import create_collection, open_collection  # noqa: E402
+from hamdex.index import create_collection, open_collection  # noqa: E402
 
 LOG = logging.getLogger("benchmarks.backends")
 FINGERPRINT = "bench-backends"

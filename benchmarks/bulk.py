@@ -107,9 +107,9 @@ def make_data(cfg: Config) -> Path:
 
 def train_model(cfg: Config, data: Path) -> Path:
     """The default dense MLP, trained briefly on the first items; saved as a checkpoint in the workdir."""
-    from models import checkpoint
-    from models.presets import preset
-    from models.train import TrainConfig, fit_hasher
+    from hamdex.models import checkpoint
+    from hamdex.models.presets import preset
+    from hamdex.models.train import TrainConfig, fit_hasher
 
     out = cfg.workdir / f"model-{cfg.bits}"
     x = np.load(data, mmap_mode="r")[: cfg.train_items]
@@ -123,8 +123,8 @@ def train_model(cfg: Config, data: Path) -> Path:
 
 def encode_only(cfg: Config, data: Path, model: Path, device: str) -> float:
     """items/s of read + featurize + encode of the whole file, nothing written."""
-    from models import checkpoint
-    from models.data import iter_blocks
+    from hamdex.models import checkpoint
+    from hamdex.models.data import iter_blocks
 
     hasher = checkpoint.load(model, device)
     for block in itertools.islice(iter_blocks(data, cfg.batch), WARMUP_BLOCKS):  # first calls are slow (kernels)
@@ -141,7 +141,7 @@ def index_run(cfg: Config, data: Path, model: Path, limit: int | None, name: str
     coll, report = cfg.workdir / f"collection-{name}", cfg.workdir / f"report-{name}.json"
     shutil.rmtree(coll, ignore_errors=True)
     report.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "service.cli", "index", str(data), "-m", str(model), "-c", str(coll)]
+    cmd = [sys.executable, "-m", "hamdex.service.cli", "index", str(data), "-m", str(model), "-c", str(coll)]
     cmd += ["--batch-size", str(cfg.batch), "--report", str(report), "--device", "cpu"]
     if limit is not None:
         cmd += ["--limit", str(limit)]

@@ -43,9 +43,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-from index import kinds
-from index.collection import Collection
+from hamdex.index import kinds
+from hamdex.index.collection import Collection
 
 LOG = logging.getLogger("benchmarks.churn")
 FINGERPRINT = "bench-churn"
@@ -274,7 +273,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("index").setLevel(logging.WARNING)
+    logging.getLogger("hamdex.index").setLevel(logging.WARNING)
     results = run(config_from_args(args))
     print(format_table(results))
     if args.json:

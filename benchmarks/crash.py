@@ -22,7 +22,7 @@ Exit status 1 when either is non-zero.
     python benchmarks/crash.py --kills 100 --json var/crash.json
     python benchmarks/crash.py --kills 20 --launcher fork -v       # fast restarts (forked from a warm process)
 
-Launchers. ``exec`` (default) starts every server as a new ``hamdex serve`` process (``python -m service.cli
+Launchers. ``exec`` (default) starts every server as a new ``hamdex serve`` process (``python -m hamdex.service.cli
 serve``), the way production does; start-up (imports of torch, scikit-learn, FAISS) takes 3-6 s on a busy 2-core
 machine. ``fork`` imports all that once in a helper process and forks each server from it: the same
 ``create_app`` + ``uvicorn.run`` as ``hamdex serve``, in its own process and process group, on the same files,
@@ -196,7 +196,7 @@ def _service_env(spec: ServerSpec) -> dict[str, str]:
 
 
 class ExecLauncher:
-    """Each server is a fresh ``hamdex serve`` process (``python -m service.cli serve``) in a new session."""
+    """Each server is a fresh ``hamdex serve`` process (``python -m hamdex.service.cli serve``) in a new session."""
 
     name = "exec"
 
@@ -207,7 +207,7 @@ class ExecLauncher:
         if spec.crash_point:  # the same CLI, after the crash hook is set
             cmd = [sys.executable, str(SCRIPT), "_serve", *_spec_args(spec), "--", *serve]
         else:
-            cmd = [sys.executable, "-m", "service.cli", *serve]
+            cmd = [sys.executable, "-m", "hamdex.service.cli", *serve]
         with open(spec.log, "ab") as log:
             popen = subprocess.Popen(
                 cmd,
@@ -289,8 +289,8 @@ def _die(point: str) -> None:
 def _install_crash_point(point: str, at: int) -> None:
     """Wrap one step of index/ so that the process SIGKILLs itself there: in the first upsert of at least ``at``
     items (upsert points), or in the ``at``-th snapshot (snapshot points; at >= 2 leaves an older snapshot)."""
-    from index import snapshot
-    from index.store import Store
+    from hamdex.index import snapshot
+    from hamdex.index.store import Store
 
     seen = {"snapshots": 0}
 
@@ -369,7 +369,7 @@ def _serve_main(argv: list[str]) -> None:
     """``crash.py _serve [hooks] -- serve ...``: the hooks, then the ``hamdex serve`` CLI in this process."""
     hooks, rest = _hook_args(argv)
     _apply_hooks(hooks.crash_point, hooks.crash_at)
-    from service.cli import app
+    from hamdex.service.cli import app
 
     app(args=[a for a in rest if a != "--"], prog_name="hamdex")
 
@@ -378,13 +378,12 @@ def _fork_helper_main() -> None:
     """Import everything a server needs, then fork one server per JSON spec read from stdin; reply with its pid."""
     import logging
 
+    import hamdex.index.collection  # noqa: F401
     import uvicorn
     import uvicorn.lifespan.on  # noqa: F401  (imported lazily by uvicorn.run otherwise)
     import uvicorn.protocols.http.h11_impl  # noqa: F401
-
-    import index.collection  # noqa: F401
-    from service.app import create_app
-    from service.settings import Settings
+    from hamdex.service.app import create_app
+    from hamdex.service.settings import Settings
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel: no zombies
     threads = len(os.listdir("/proc/self/task")) if Path("/proc/self/task").exists() else 1
@@ -1078,9 +1077,8 @@ def _big_batch_outcome(url: str, model: Model, w: Write, tally: Tally, rng: np.r
 def make_model(path: Path, n_bits: int = 64) -> Path:
     """A tiny dense checkpoint (random vectors, one epoch, about a second): the server needs one, not its quality."""
     import torch
-
-    from models import checkpoint
-    from models.train import TrainConfig, fit_hasher
+    from hamdex.models import checkpoint
+    from hamdex.models.train import TrainConfig, fit_hasher
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

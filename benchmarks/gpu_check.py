@@ -27,17 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from evaluation.harness import Scale, load_20ng
-from evaluation.metrics import precision_at_k
-from models import checkpoint
-from models.autoencoder import ModelConfig
-from models.checkpoint import compute_fingerprint
-from models.ensemble import build_model
-from models.featurizers import PixelFeaturizer
-from models.hasher import Hasher
-from models.presets import preset
-from models.train import TrainConfig, fit_hasher
+from hamdex.evaluation.harness import Scale, load_20ng
+from hamdex.evaluation.metrics import precision_at_k
+from hamdex.models import checkpoint
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.checkpoint import compute_fingerprint
+from hamdex.models.ensemble import build_model
+from hamdex.models.featurizers import PixelFeaturizer
+from hamdex.models.hasher import Hasher
+from hamdex.models.presets import preset
+from hamdex.models.train import TrainConfig, fit_hasher
 
 
 def _sync(device: str) -> None:

@@ -6,7 +6,7 @@ concurrency, and compare items/s and the codes. Never part of CI; about 3 minute
 
 Two models: the 20 Newsgroups text model (32 bits, sparse TF-IDF input; requests of 32 posts) and a pixel model
 (784-d images, 64 bits; requests of 256 images sent as base64 float32, the wire format for large vector
-batches). For each model and device: one real server process (``python -m service.cli serve``), then each
+batches). For each model and device: one real server process (``python -m hamdex.service.cli serve``), then each
 concurrency level for a few seconds; then the same 1,000 inputs encoded through each device's server, codes
 compared bit for bit.
 """
@@ -32,9 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from models import checkpoint, data  # noqa: E402
-from models.presets import preset  # noqa: E402
-from models.train import TrainConfig, fit_hasher  # noqa: E402
+from hamdex.models import checkpoint, data  # noqa: E402
+from hamdex.models.presets import preset  # noqa: E402
+from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
 
 
 def free_port() -> int:
@@ -55,7 +55,7 @@ class Server:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
         env.update(HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"), HAMDEX_MODELS_DIR=str(workdir / "models"))
-        cmd = [sys.executable, "-m", "service.cli", "serve", "-m", str(model), "-c", str(collection)]
+        cmd = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection)]
         cmd += ["--port", str(self.port), "--device", device]
         self.log = open(workdir / f"server-{device}-{model.name}.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)

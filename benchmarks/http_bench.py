@@ -13,7 +13,7 @@ One run:
    centres, each bit flipped with probability 0.1; as benchmarks/store.py) written with ``Collection.upsert`` in
    batches of 50k under the model's fingerprint, then closed (snapshot). Before closing: in-process
    ``Collection.search`` QPS (the cost of the id map and the SQLite id lookup, without HTTP).
-2. The server: ``python -m service.cli serve -m MODEL -c COLLECTION --port P --device cpu`` with
+2. The server: ``python -m hamdex.service.cli serve -m MODEL -c COLLECTION --port P --device cpu`` with
    ``OMP_NUM_THREADS=--omp-threads`` (default: every CPU); ready when /readyz answers 200.
 3. Search by code over HTTP, one query per request, k=10, no metadata, at each ``--concurrency``: that many
    asyncio workers, each with its own keep-alive connection, sending requests back to back for ``--phase-s``
@@ -76,13 +76,12 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import torch  # noqa: E402
-
-from index.collection import Collection  # noqa: E402
-from models import checkpoint  # noqa: E402
-from models.data import DataNotFoundError, load_demo_corpus  # noqa: E402
-from models.presets import preset  # noqa: E402
-from models.train import TrainConfig, fit_hasher  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from hamdex.index.collection import Collection  # noqa: E402
+from hamdex.models import checkpoint  # noqa: E402
+from hamdex.models.data import DataNotFoundError, load_demo_corpus  # noqa: E402
+from hamdex.models.presets import preset  # noqa: E402
+from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
+from hamdex.service.settings import Settings  # noqa: E402
 
 LOG = logging.getLogger("benchmarks.http")
 REPO = Path(__file__).resolve().parents[1]
@@ -325,7 +324,7 @@ class Server:
             HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"),
             HAMDEX_MODELS_DIR=str(workdir / "models"),
         )
-        serve = ["-m", "service.cli", "serve", "-m", str(model), "-c", str(collection), "--port", str(self.port)]
+        serve = ["-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection), "--port", str(self.port)]
         serve += ["--device", "cpu"]
         if cfg.profile_server:  # the same CLI under cProfile (the event-loop thread only)
             serve = ["-c", PROFILE_LAUNCHER, str(Path(cfg.profile_server).resolve()), *serve[2:]]
@@ -394,7 +393,7 @@ class Server:
 PROFILE_LAUNCHER = """
 import cProfile, signal, sys
 signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises SIGTERM after its graceful shutdown
-from service.cli import app
+from hamdex.service.cli import app
 profile = cProfile.Profile()
 profile.enable()
 try:
@@ -1113,7 +1112,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("index").setLevel(logging.WARNING)
+    logging.getLogger("hamdex.index").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     results = run(config_from_args(args))
     text = format_tables(results)

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from hamdex.evaluation import harness
 from tqdm.contrib.logging import logging_redirect_tqdm
-
-from evaluation import harness
 
 DEFAULT_PLOTS = Path(__file__).resolve().parent / "out"
 
@@ -59,7 +58,7 @@ def _bits(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> harness.Results:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("evaluation.metrics").setLevel(logging.WARNING)  # one line per metric call is noise here
+    logging.getLogger("hamdex.evaluation.metrics").setLevel(logging.WARNING)  # one line per metric call is noise here
     if args.threads:
         torch.set_num_threads(args.threads)
     names = list(harness.DATASETS) if args.dataset == "all" else [args.dataset]

@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.harness import DATASETS, code_metrics  # noqa: E402
-from models.bits import pack  # noqa: E402
-from models.ensemble import parts  # noqa: E402
-from models.hasher import Hasher, to_tensor  # noqa: E402
-from models.presets import preset  # noqa: E402
-from models.train import TrainConfig, fit_hasher  # noqa: E402
+from hamdex.evaluation.harness import DATASETS, code_metrics  # noqa: E402
+from hamdex.models.bits import pack  # noqa: E402
+from hamdex.models.ensemble import parts  # noqa: E402
+from hamdex.models.hasher import Hasher, to_tensor  # noqa: E402
+from hamdex.models.presets import preset  # noqa: E402
+from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
 
 SHOWN = (("p@100", "P@100"), ("map", "mAP"), ("bit_balance", "bit balance"), ("distinct_code_fraction", "distinct"))
 

@@ -42,9 +42,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # a progress bar per epoch of every 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.harness import FASHION_DIR, class_balanced, random_subset  # noqa: E402
-from models import checkpoint, data  # noqa: E402
-from service.evaluate import evaluate_hasher  # noqa: E402
+from hamdex.evaluation.harness import FASHION_DIR, class_balanced, random_subset  # noqa: E402
+from hamdex.models import checkpoint, data  # noqa: E402
+from hamdex.service.evaluate import evaluate_hasher  # noqa: E402
 
 LOG = logging.getLogger("robustness")
 ROBUSTNESS_DIR = ROOT.parent / "shared" / "data" / "robustness"
@@ -161,7 +161,7 @@ def _save_for_cli(block: data.Block, folder: Path) -> Path:
 
 def run_cell(split: Split, bits: int, folder: Path) -> dict[str, dict[str, float | str]]:
     """Train with the CLI's defaults at this width, then score hamdex and the baselines on the queries."""
-    from service import cli
+    from hamdex.service import cli
 
     data_path, model_dir = _save_for_cli(split.train, folder), folder / f"model-{bits}"
     start = time.perf_counter()
@@ -226,7 +226,7 @@ def format_markdown(results: dict[str, dict]) -> str:
 
 
 def plot(results: dict[str, dict], path: Path) -> Path:
-    from evaluation.plots import plot_ratio_bars
+    from hamdex.evaluation.plots import plot_ratio_bars
 
     ratios = {cell: r["hamdex"]["map"] / r["itq"]["map"] for cell, r in results.items()}
     return plot_ratio_bars(ratios, path, "hamdex mAP / ITQ mAP per cell (CLI defaults)", goal=MAP_GOAL)
@@ -247,7 +247,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("evaluation.metrics").setLevel(logging.WARNING)
+    logging.getLogger("hamdex.evaluation.metrics").setLevel(logging.WARNING)
     if args.list:
         print("\n".join(all_cells()))
         return {}

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.harness import DATASETS, baseline_codes  # noqa: E402
-from evaluation.metrics import mean_average_precision  # noqa: E402
-from models.featurizers import make_featurizer  # noqa: E402
-from models.scattering import scattering_features  # noqa: E402
+from hamdex.evaluation.harness import DATASETS, baseline_codes  # noqa: E402
+from hamdex.evaluation.metrics import mean_average_precision  # noqa: E402
+from hamdex.models.featurizers import make_featurizer  # noqa: E402
+from hamdex.models.scattering import scattering_features  # noqa: E402
 
 METHODS = ("itq", "lsh_centered")
 

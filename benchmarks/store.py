@@ -52,11 +52,10 @@ from typing import Any
 
 import faiss
 import numpy as np
+from hamdex.index.collection import Collection
+from hamdex.index.kinds import KINDS
+from hamdex.index.snapshot import MANIFEST_FILE, SNAPSHOT_GLOB
 from tqdm import tqdm
-
-from index.collection import Collection
-from index.kinds import KINDS
-from index.snapshot import MANIFEST_FILE, SNAPSHOT_GLOB
 
 LOG = logging.getLogger("benchmarks.store")
 REPO = Path(__file__).resolve().parents[1]
@@ -688,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         print(json.dumps(probe_open(args.probe_open)), flush=True)
         os._exit(0)  # skip tearing down the index: only the numbers above matter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("index").setLevel(logging.WARNING)
+    logging.getLogger("hamdex.index").setLevel(logging.WARNING)
     results = run(config_from_args(args))
     text = format_tables(results)
     print(text)

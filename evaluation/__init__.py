@@ -1,7 +1,7 @@
 """Retrieval evaluation: Hamming-ranking metrics and classic hashing baselines."""
 
-from evaluation.baselines import BASELINE_NAMES, ITQ, LSH, Hasher, PCAHash, fit_pca, make_baseline
-from evaluation.metrics import (
+from hamdex.evaluation.baselines import BASELINE_NAMES, ITQ, LSH, Hasher, PCAHash, fit_pca, make_baseline
+from hamdex.evaluation.metrics import (
     DistanceHistograms,
     code_health,
     float_precision_at_k,

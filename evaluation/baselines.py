@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
-
-from models.bits import check_n_bits, pack
-from models.readout import fit_pca, itq_rotation
+from hamdex.models.bits import check_n_bits, pack
+from hamdex.models.readout import fit_pca, itq_rotation
 
 if TYPE_CHECKING:
     from typing import Self

@@ -39,10 +39,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from evaluation.baselines import make_baseline
-from evaluation.metrics import (
+from hamdex.evaluation.baselines import make_baseline
+from hamdex.evaluation.metrics import (
     DistanceHistograms,
     code_health,
     float_precision_at_k,
@@ -53,13 +51,14 @@ from evaluation.metrics import (
     precision_at_ks,
     precision_within_radius,
 )
-from models import data
-from models.autoencoder import ModelConfig
-from models.bottlenecks import BOTTLENECKS
-from models.featurizers import Features
-from models.hasher import Hasher
-from models.presets import preset
-from models.train import TrainConfig, fit_hasher
+from hamdex.models import data
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.bottlenecks import BOTTLENECKS
+from hamdex.models.featurizers import Features
+from hamdex.models.hasher import Hasher
+from hamdex.models.presets import preset
+from hamdex.models.train import TrainConfig, fit_hasher
+from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
 
@@ -380,7 +379,7 @@ def _summary(rows: dict[str, Metrics]) -> str:
 
 def write_plots(dataset: str, run: DatasetRun, plots_dir: Path) -> list[Path]:
     """The three PNGs of one dataset's run; imported lazily so the harness works without a display stack."""
-    from evaluation import plots
+    from hamdex.evaluation import plots
 
     b = run.curve_bits
     paths = [

@@ -23,9 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+from hamdex.models.health import code_health  # noqa: F401  (re-exported: evaluation.code_health)
 from sklearn.preprocessing import normalize
-
-from models.health import code_health  # noqa: F401  (re-exported: evaluation.code_health)
 
 LOG = logging.getLogger(__name__)
 

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from hamdex.evaluation.metrics import DistanceHistograms
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
-from evaluation.metrics import DistanceHistograms
 
 # The headline metric of each benchmark (../shared/notes/benchmarks.md); anything else plots precision@100.
 HEADLINE_METRIC = {"20ng": "p@100", "fashion-mnist": "map"}

@@ -1,7 +1,7 @@
 """Storage and Hamming-distance search of packed binary codes; knows no model."""
 
-from index.backends import AnyCollection, create_collection, open_collection, open_or_create_collection
-from index.collection import (
+from hamdex.index.backends import AnyCollection, create_collection, open_collection, open_or_create_collection
+from hamdex.index.collection import (
     BACKENDS,
     SUPPORTED_INDEX_KINDS,
     Collection,
@@ -10,7 +10,7 @@ from index.collection import (
     Manifest,
     UpsertResult,
 )
-from index.errors import (
+from hamdex.index.errors import (
     BackendUnavailableError,
     CodeLengthError,
     CollectionError,
@@ -23,7 +23,7 @@ from index.errors import (
     InvalidManifestError,
     InvalidQueryError,
 )
-from index.milvus import MilvusCollection
+from hamdex.index.milvus import MilvusCollection
 
 __all__ = [
     "BACKENDS",

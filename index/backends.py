@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from index import snapshot
-from index.collection import SNAPSHOT_EVERY, Collection, _exists
-from index.errors import InvalidManifestError
-from index.milvus import MilvusCollection, destroy
+from hamdex.index import snapshot
+from hamdex.index.collection import SNAPSHOT_EVERY, Collection, _exists
+from hamdex.index.errors import InvalidManifestError
+from hamdex.index.milvus import MilvusCollection, destroy
 
 AnyCollection = Collection | MilvusCollection
 

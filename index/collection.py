@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from index import legacy, snapshot
-from index.deadline import Deadline, check
-from index.errors import (
+from hamdex.index import legacy, snapshot
+from hamdex.index.deadline import Deadline, check
+from hamdex.index.errors import (
     CodeLengthError,
     CollectionError,
     CollectionExistsError,
@@ -47,11 +46,11 @@ from index.errors import (
     InvalidManifestError,
     InvalidQueryError,
 )
-from index.kinds import KINDS, HammingIndex, make_hamming_index
-from index.rwlock import RWLock
-from index.scan import TopK
-from index.store import DB_FILE, Matching, Store
-from index.validation import (
+from hamdex.index.kinds import KINDS, HammingIndex, make_hamming_index
+from hamdex.index.rwlock import RWLock
+from hamdex.index.scan import TopK
+from hamdex.index.store import DB_FILE, Matching, Store
+from hamdex.index.validation import (
     Scalar,
     check_codes,
     check_filter,

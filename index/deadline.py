@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from index.errors import SearchTimeoutError
+from hamdex.index.errors import SearchTimeoutError
 
 
 class Deadline:

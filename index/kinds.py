@@ -34,8 +34,7 @@ from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-
-from index.errors import InvalidIndexParamsError, InvalidManifestError, InvalidQueryError
+from hamdex.index.errors import InvalidIndexParamsError, InvalidManifestError, InvalidQueryError
 
 REBUILD_FRACTION = 0.1  # rebuild a tombstoned index when this fraction of its entries are dead
 WAIT_FRACTION = 0.5  # past this dead fraction, writes wait for the rebuild in flight (churn outpacing rebuilds)

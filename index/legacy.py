@@ -12,8 +12,7 @@ from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
-
-from index.errors import CorruptCollectionError
+from hamdex.index.errors import CorruptCollectionError
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.jsonl"

@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from index import snapshot
-from index.collection import (
+from hamdex.index import snapshot
+from hamdex.index.collection import (
     SNAPSHOT_EVERY,
     CollectionBase,
     Hit,
@@ -50,8 +49,8 @@ from index.collection import (
     _lock,
     _settings_from_store,
 )
-from index.deadline import Deadline, check
-from index.errors import (
+from hamdex.index.deadline import Deadline, check
+from hamdex.index.errors import (
     BackendUnavailableError,
     BackendUnreachableError,
     CodeLengthError,
@@ -64,9 +63,9 @@ from index.errors import (
     InvalidManifestError,
     InvalidQueryError,
 )
-from index.kinds import KINDS
-from index.store import DB_FILE, Store
-from index.validation import (
+from hamdex.index.kinds import KINDS
+from hamdex.index.store import DB_FILE, Store
+from hamdex.index.validation import (
     Scalar,
     check_codes,
     check_filter,

@@ -31,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from index import legacy, snapshot
-from index.backends import AnyCollection, create_collection, drop_data, open_collection
-from index.collection import SNAPSHOT_EVERY, Manifest, _lock
-from index.errors import (
+from hamdex.index import legacy, snapshot
+from hamdex.index.backends import AnyCollection, create_collection, drop_data, open_collection
+from hamdex.index.collection import SNAPSHOT_EVERY, Manifest, _lock
+from hamdex.index.errors import (
     CollectionExistsError,
     CollectionLockedError,
     CollectionNotFoundError,
     CollectionProtectedError,
     InvalidCollectionNameError,
 )
-from index.rwlock import RWLock
-from index.store import DB_FILE
+from hamdex.index.rwlock import RWLock
+from hamdex.index.store import DB_FILE
 
 LOG = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from index.deadline import Deadline, check
+from hamdex.index.deadline import Deadline, check
 
 BLOCK_ENTRIES = 1 << 20  # query x row distances computed at once (4 MiB of int32)
 _FAR = np.iinfo(np.int32).max  # a distance that is never kept (beyond the radius)

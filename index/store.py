@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from index.deadline import Deadline
-from index.errors import CorruptCollectionError
-from index.validation import matches
+from hamdex.index.deadline import Deadline
+from hamdex.index.errors import CorruptCollectionError
+from hamdex.index.validation import matches
 
 DB_FILE = "items.sqlite"
 

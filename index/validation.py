@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from index.errors import CodeLengthError, InvalidItemsError, InvalidQueryError
+from hamdex.index.errors import CodeLengthError, InvalidItemsError, InvalidQueryError
 
 Scalar = str | int | float | bool | None
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+from hamdex.models.bits import check_n_bits
+from hamdex.models.bottlenecks import BOTTLENECKS, make_bottleneck
+from hamdex.models.readout import READOUTS, RotationReadout
 from torch import nn
-
-from models.bits import check_n_bits
-from models.bottlenecks import BOTTLENECKS, make_bottleneck
-from models.readout import READOUTS, RotationReadout
 
 RECON_LOSSES = ("multinomial", "bernoulli", "gaussian")
 

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.ensemble import Model, build_model
+from hamdex.models.featurizers import Featurizer, load_featurizer
+from hamdex.models.hasher import Hasher, resolve_device
 from safetensors.numpy import load_file, save_file
-
-from models.autoencoder import ModelConfig
-from models.ensemble import Model, build_model
-from models.featurizers import Featurizer, load_featurizer
-from models.hasher import Hasher, resolve_device
 
 FORMAT_VERSION = 1
 WEIGHTS, META = "model.safetensors", "hamdex.json"

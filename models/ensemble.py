@@ -19,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from hamdex.models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, read_out
+from hamdex.models.readout import RotationReadout
 from torch import nn
-
-from models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, read_out
-from models.readout import RotationReadout
 
 
 class MemberEnsemble(nn.Module):

@@ -14,10 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-from models import bits
-from models.ensemble import Model
-from models.featurizers import Features, Featurizer
+from hamdex.models import bits
+from hamdex.models.ensemble import Model
+from hamdex.models.featurizers import Features, Featurizer
 
 LOG = logging.getLogger(__name__)
 

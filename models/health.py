@@ -5,8 +5,7 @@ training (``models.probe``, ``models.safeguard``) and evaluation (``evaluation.m
 from __future__ import annotations
 
 import numpy as np
-
-from models.bits import unpack
+from hamdex.models.bits import unpack
 
 
 def code_health(codes: np.ndarray, block_size: int = 65536) -> dict[str, float]:

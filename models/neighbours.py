@@ -22,9 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+from hamdex.models.featurizers import Features
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-
-from models.featurizers import Features
 
 LOG = logging.getLogger(__name__)
 

@@ -24,14 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-
-from models.bits import pack
-from models.ensemble import Model, parts
-from models.featurizers import Features
-from models.hasher import to_tensor
-from models.health import hamming
-from models.neighbours import nearest_neighbours
-from models.teacher import cluster_labels
+from hamdex.models.bits import pack
+from hamdex.models.ensemble import Model, parts
+from hamdex.models.featurizers import Features
+from hamdex.models.hasher import to_tensor
+from hamdex.models.health import hamming
+from hamdex.models.neighbours import nearest_neighbours
+from hamdex.models.teacher import cluster_labels
 
 LOG = logging.getLogger(__name__)
 

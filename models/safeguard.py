@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.autoencoder import HashingAutoencoder, ModelConfig
-from models.ensemble import Model, build_model
-from models.featurizers import Features
-from models.health import code_health
-from models.probe import Probe, calibrate, encode_rows, probe_score
-from models.readout import fit_itq
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
+from hamdex.models.ensemble import Model, build_model
+from hamdex.models.featurizers import Features
+from hamdex.models.health import code_health
+from hamdex.models.probe import Probe, calibrate, encode_rows, probe_score
+from hamdex.models.readout import fit_itq
 
 LOG = logging.getLogger(__name__)
 

@@ -19,11 +19,10 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from hamdex.models.featurizers import Features
+from hamdex.models.neighbours import pair_cosines
+from hamdex.models.readout import itq_rotation
 from scipy.sparse.linalg import eigsh
-
-from models.featurizers import Features
-from models.neighbours import pair_cosines
-from models.readout import itq_rotation
 
 LOG = logging.getLogger(__name__)
 

@@ -23,26 +23,25 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
-
-from models.autoencoder import ModelConfig
-from models.checkpoint import compute_fingerprint
-from models.ensemble import Model, build_model, parts
-from models.featurizers import Features, make_featurizer
-from models.hasher import Hasher, resolve_device, to_tensor
-from models.health import code_health
-from models.neighbours import (
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.checkpoint import compute_fingerprint
+from hamdex.models.ensemble import Model, build_model, parts
+from hamdex.models.featurizers import Features, make_featurizer
+from hamdex.models.hasher import Hasher, resolve_device, to_tensor
+from hamdex.models.health import code_health
+from hamdex.models.neighbours import (
     mutual_neighbours,
     nearest_neighbours,
     neighbour_targets,
     text_neighbour_space,
     whitened,
 )
-from models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
-from models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
-from models.safeguard import Verdict, assess, clearly_wins, decide, fit_itq_candidate, with_readout
-from models.scattering import scattering_targets
-from models.teacher import cluster_labels, spectral_teacher_bits
+from hamdex.models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
+from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
+from hamdex.models.safeguard import Verdict, assess, clearly_wins, decide, fit_itq_candidate, with_readout
+from hamdex.models.scattering import scattering_targets
+from hamdex.models.teacher import cluster_labels, spectral_teacher_bits
+from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
 

@@ -12,18 +12,17 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-
-from service.auth import ApiKeys
-from service.deps import check_key
-from service.engine import Engine
-from service.errors import ErrorBody, install_handlers
-from service.fast_search import FastSearch
-from service.metrics import Metrics
-from service.middleware import BatchGuard, ServiceMiddleware
-from service.openapi import install_openapi
-from service.routes import bulk, collections, encode, items, meta, search
-from service.settings import Settings, get_settings
-from service.state import ServiceState
+from hamdex.service.auth import ApiKeys
+from hamdex.service.deps import check_key
+from hamdex.service.engine import Engine
+from hamdex.service.errors import ErrorBody, install_handlers
+from hamdex.service.fast_search import FastSearch
+from hamdex.service.metrics import Metrics
+from hamdex.service.middleware import BatchGuard, ServiceMiddleware
+from hamdex.service.openapi import install_openapi
+from hamdex.service.routes import bulk, collections, encode, items, meta, search
+from hamdex.service.settings import Settings, get_settings
+from hamdex.service.state import ServiceState
 
 LOG = logging.getLogger(__name__)
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503, 504)}

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from hamdex.index import Collection
+from hamdex.models import data
+from hamdex.models.featurizers import InputError
+from hamdex.models.hasher import Hasher
+from hamdex.service.pipeline import Worker, prefetch
 from tqdm.auto import tqdm
-
-from index import Collection
-from models import data
-from models.featurizers import InputError
-from models.hasher import Hasher
-from service.pipeline import Worker, prefetch
 
 LOG = logging.getLogger(__name__)
 MAX_EXAMPLES = 5  # per reason

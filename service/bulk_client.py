@@ -22,10 +22,9 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+from hamdex.models import data
+from hamdex.service.bulk import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
 from tqdm.auto import tqdm
-
-from models import data
-from service.bulk import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
 
 NDJSON = "application/x-ndjson"
 

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
+from hamdex.models import data
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from models import data
-
 if TYPE_CHECKING:
-    from service.bulk import Encoder, IndexSummary
-    from service.bulk_client import BulkClient
+    from hamdex.service.bulk import Encoder, IndexSummary
+    from hamdex.service.bulk_client import BulkClient
 
 app = typer.Typer(
     help="hamdex: semantic hashing retrieval.",
@@ -134,9 +133,9 @@ def train(
     ] = False,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
-    from models import checkpoint
-    from models.presets import preset
-    from models.train import TrainConfig, fit_hasher
+    from hamdex.models import checkpoint
+    from hamdex.models.presets import preset
+    from hamdex.models.train import TrainConfig, fit_hasher
 
     block = _as_images(load_data(data_spec, limit, columns), featurizer, image_shape)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
@@ -197,7 +196,7 @@ def _as_images(block: data.Block, featurizer: str, image_shape: str | None) -> d
         return block
     if image_shape is None and featurizer not in ("auto", "pixels"):
         return block
-    from models.featurizers import infer_image_shape
+    from hamdex.models.featurizers import infer_image_shape
 
     width = block.inputs.shape[1]
     if image_shape is None:
@@ -289,8 +288,8 @@ def index_cmd(
     Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
     resumes after the last committed block; a finished one does nothing unless --restart. With --ray the
     encoding runs on a Ray cluster and the codes are written here."""
-    from index.errors import CollectionError
-    from service import bulk, bulk_client
+    from hamdex.index.errors import CollectionError
+    from hamdex.service import bulk, bulk_client
 
     ray = ray or ray_address is not None
     if ray and server:
@@ -331,9 +330,9 @@ def _index_local(
 ) -> IndexSummary:
     """The job in this process; ``encoder`` (--ray) replaces its encode stage. An existing collection keeps its
     backend; a new one gets ``backend``."""
-    from index import open_or_create_collection
-    from models import checkpoint
-    from service import bulk
+    from hamdex.index import open_or_create_collection
+    from hamdex.models import checkpoint
+    from hamdex.service import bulk
 
     hasher = checkpoint.load(model, "cpu" if encoder else device)  # with --ray: for its fingerprint and width
     with open_or_create_collection(collection, hasher.n_bits, hasher.fingerprint, backend=backend) as coll:
@@ -348,10 +347,10 @@ def _index_local(
 
 def _ray_encoder(model: Path, address: str | None, device: str, actors: int | None, batch_size: int) -> Encoder:
     """The encode stage on Ray (``service.ray_job``), or exit with what to install when Ray is missing."""
-    from models import checkpoint
+    from hamdex.models import checkpoint
 
     try:
-        from service import ray_job
+        from hamdex.service import ray_job
     except ImportError as exc:
         if not (exc.name or "").startswith("ray"):
             raise
@@ -363,14 +362,14 @@ def _ray_encoder(model: Path, address: str | None, device: str, actors: int | No
 def _ray_job_errors() -> tuple[type[Exception], ...]:
     """The --ray job's errors once service.ray_job was imported (an ``except`` clause evaluates this only when
     something was raised)."""
-    module = sys.modules.get("service.ray_job")
+    module = sys.modules.get("hamdex.service.ray_job")
     return (module.RayJobError, ConnectionError) if module else ()
 
 
 def _index_remote(
     spec: str, client: BulkClient, batch_size: int, limit: int | None, strict: bool, restart: bool
 ) -> IndexSummary:
-    from service import bulk, bulk_client
+    from hamdex.service import bulk, bulk_client
 
     if spec.startswith("demo:"):
         block = load_data(spec, limit)
@@ -423,12 +422,11 @@ def serve(
 ) -> None:
     """Serve the REST API. Options override the HAMDEX_* environment variables."""
     import uvicorn
-
-    from service.app import create_app
-    from service.auth import ApiKeys, KeyConfigError
-    from service.demo import ensure_demo
-    from service.logs import configure
-    from service.settings import Settings
+    from hamdex.service.app import create_app
+    from hamdex.service.auth import ApiKeys, KeyConfigError
+    from hamdex.service.demo import ensure_demo
+    from hamdex.service.logs import configure
+    from hamdex.service.settings import Settings
 
     given = {"model_path": model, "collection_path": collection, "host": host, "port": port, "device": device}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
@@ -503,9 +501,8 @@ def _search_remote(url: str, body: dict) -> list[list[dict]]:
 def _search_local(model: Path, collection: Path, body: dict) -> list[list[dict]]:
     """Search the collection on disk through the app in-process, so the semantics equal the server's."""
     from fastapi.testclient import TestClient
-
-    from service.app import create_app, wait_ready
-    from service.settings import Settings
+    from hamdex.service.app import create_app, wait_ready
+    from hamdex.service.settings import Settings
 
     with TestClient(create_app(Settings(model_path=model, collection_path=collection))) as client:
         wait_ready(client.app)  # the collection loads in the background
@@ -532,8 +529,8 @@ def eval_cmd(
     columns: ColumnsOpt = None,
 ) -> None:
     """Precision@k and mAP of the model beside baselines computed in the same run."""
-    from models import checkpoint
-    from service.evaluate import evaluate_hasher
+    from hamdex.models import checkpoint
+    from hamdex.service.evaluate import evaluate_hasher
 
     hasher = checkpoint.load(model, device)
     db, qs = load_data(database, columns=columns), load_data(queries, max_queries, columns)

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from fastapi import Request
-
-from models import bits
-from models.hasher import Hasher
-from service.schemas import RawInput, WireCode
+from hamdex.models import bits
+from hamdex.models.hasher import Hasher
+from hamdex.service.schemas import RawInput, WireCode
 
 
 async def codes_for(

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from index import Collection
-from models import checkpoint, data
-from models.presets import preset
-from models.train import TrainConfig, fit_hasher
-from service.bulk import index_blocks, split_block
+from hamdex.index import Collection
+from hamdex.models import checkpoint, data
+from hamdex.models.presets import preset
+from hamdex.models.train import TrainConfig, fit_hasher
+from hamdex.service.bulk import index_blocks, split_block
 
 LOG = logging.getLogger(__name__)
 

@@ -15,18 +15,17 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Path, Request
+from hamdex.index import Collection
+from hamdex.index.registry import check_name
+from hamdex.index.validation import metadata_problem
+from hamdex.models.hasher import Hasher
+from hamdex.service.auth import ApiKeys
+from hamdex.service.errors import ApiError
+from hamdex.service.hashers import DEFAULT
+from hamdex.service.schemas import NAME_REGEX
+from hamdex.service.settings import Settings
+from hamdex.service.state import ServiceState
 from starlette.concurrency import run_in_threadpool
-
-from index import Collection
-from index.registry import check_name
-from index.validation import metadata_problem
-from models.hasher import Hasher
-from service.auth import ApiKeys
-from service.errors import ApiError
-from service.hashers import DEFAULT
-from service.schemas import NAME_REGEX
-from service.settings import Settings
-from service.state import ServiceState
 
 # The cheap dependencies are ``async def``: FastAPI runs a sync one in its thread pool, a hop that cost ~30% of
 # the event loop's time per search (benchmarks/http_bench.py). Those that may block (opening a collection, loading

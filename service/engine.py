@@ -25,13 +25,12 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 import scipy.sparse as sp
+from hamdex.index import Collection, Hit
+from hamdex.models.hasher import EncodeResult, Hasher
+from hamdex.service.batcher import BatchStats, MicroBatcher, QueueFull
+from hamdex.service.metrics import Metrics
+from hamdex.service.settings import Settings
 from starlette.concurrency import run_in_threadpool
-
-from index import Collection, Hit
-from models.hasher import EncodeResult, Hasher
-from service.batcher import BatchStats, MicroBatcher, QueueFull
-from service.metrics import Metrics
-from service.settings import Settings
 
 T = TypeVar("T")
 

@@ -9,14 +9,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from hamdex.index.errors import CollectionError
+from hamdex.models.bits import CodeFormatError
+from hamdex.models.featurizers import InputError
+from hamdex.service.batcher import QueueFull
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-
-from index.errors import CollectionError
-from models.bits import CodeFormatError
-from models.featurizers import InputError
-from service.batcher import QueueFull
 
 LOG = logging.getLogger(__name__)
 

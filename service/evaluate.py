@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from evaluation.harness import baseline_codes, code_metrics
-from models import data
-from models.hasher import Hasher
+from hamdex.evaluation.harness import baseline_codes, code_metrics
+from hamdex.models import data
+from hamdex.models.hasher import Hasher
 
 
 def _labels(block: data.Block) -> np.ndarray:

@@ -20,14 +20,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-
-from index.registry import check_name
-from models import bits
-from service.deps import authorize, check_batch
-from service.hashers import DEFAULT
-from service.middleware import read_body, replay
-from service.schemas import SearchRequest
-from service.settings import Settings
+from hamdex.index.registry import check_name
+from hamdex.models import bits
+from hamdex.service.deps import authorize, check_batch
+from hamdex.service.hashers import DEFAULT
+from hamdex.service.middleware import read_body, replay
+from hamdex.service.schemas import SearchRequest
+from hamdex.service.settings import Settings
 
 _PATH = re.compile(r"^/v1(?:/collections/([^/]+))?/search$")
 

@@ -10,10 +10,10 @@ import logging
 import threading
 from pathlib import Path
 
-from index.registry import NAME_PATTERN
-from models import checkpoint
-from models.hasher import Hasher
-from service.errors import ApiError
+from hamdex.index.registry import NAME_PATTERN
+from hamdex.models import checkpoint
+from hamdex.models.hasher import Hasher
+from hamdex.service.errors import ApiError
 
 LOG = logging.getLogger(__name__)
 

@@ -31,13 +31,12 @@ import time
 from typing import Any, NamedTuple
 
 import orjson
+from hamdex.index.deadline import Deadline
+from hamdex.service.engine import Timings
+from hamdex.service.metrics import Metrics
+from hamdex.service.settings import Settings
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-
-from index.deadline import Deadline
-from service.engine import Timings
-from service.metrics import Metrics
-from service.settings import Settings
 
 LOG = logging.getLogger("hamdex.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from index.validation import metadata_problem
-from service.deps import metadata_bytes
-from service.schemas import MAX_ID_CHARS, check_item_id
-from service.settings import Settings
+from hamdex.index.validation import metadata_problem
+from hamdex.service.deps import metadata_bytes
+from hamdex.service.schemas import MAX_ID_CHARS, check_item_id
+from hamdex.service.settings import Settings
 
 FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
 _LONG_DIGITS = re.compile(r"\d{19}")

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-
-from service.openapi_limits import add_limits, served_specs
-from service.settings import Settings
+from hamdex.service.openapi_limits import add_limits, served_specs
+from hamdex.service.settings import Settings
 
 NAMED = "/v1/collections/{name}"
 SAME_NAME = {"path.name": "$request.path.name"}

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index.kinds import KINDS, PARAM_BOUNDS
-from index.milvus import INDEX_TYPES, LOCAL_NAME, SERVER_SCHEMES
-from index.validation import MAX_METADATA_DEPTH
-from models import checkpoint
-from service.schemas import MAX_ID_CHARS, NO_SURROGATES
-from service.settings import Settings
+from hamdex.index.kinds import KINDS, PARAM_BOUNDS
+from hamdex.index.milvus import INDEX_TYPES, LOCAL_NAME, SERVER_SCHEMES
+from hamdex.index.validation import MAX_METADATA_DEPTH
+from hamdex.models import checkpoint
+from hamdex.service.schemas import MAX_ID_CHARS, NO_SURROGATES
+from hamdex.service.settings import Settings
 
 FLOAT32_MAX = 3.4028234663852886e38  # larger values become infinite in float32: 422 non_finite
 # A bulk row's id holds something besides blanks (service.bulk strips it, as a file's): str.isspace's characters,

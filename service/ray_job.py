@@ -39,12 +39,11 @@ from typing import Any
 import numpy as np
 import ray
 import ray.data
+from hamdex.models import checkpoint, data
+from hamdex.service import bulk
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 from ray.util.queue import Full, Queue
-
-from models import checkpoint, data
-from service import bulk
 
 LOG = logging.getLogger(__name__)
 QUEUE_BLOCKS = 4  # blocks the feeder may be ahead of the cluster's read task

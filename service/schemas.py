@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from hamdex.index.registry import NAME_PATTERN
+from hamdex.index.validation import check_id
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,9 +26,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
-
-from index.registry import NAME_PATTERN
-from index.validation import check_id
 
 MAX_ID_CHARS = 512
 # An id for the OpenAPI document: no U+0000. No lone surrogate either (check_item_id), which the document says in

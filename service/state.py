@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from index import AnyCollection, FingerprintMismatchError, Manifest, open_or_create_collection
-from index.registry import Registry, peek_fingerprint
-from models import checkpoint
-from models.hasher import Hasher
-from service.auth import ApiKeys
-from service.errors import ApiError
-from service.hashers import DEFAULT, Hashers
-from service.settings import Settings
+from hamdex.index import AnyCollection, FingerprintMismatchError, Manifest, open_or_create_collection
+from hamdex.index.registry import Registry, peek_fingerprint
+from hamdex.models import checkpoint
+from hamdex.models.hasher import Hasher
+from hamdex.service.auth import ApiKeys
+from hamdex.service.errors import ApiError
+from hamdex.service.hashers import DEFAULT, Hashers
+from hamdex.service.settings import Settings
 
 LOG = logging.getLogger(__name__)
 

@@ -20,13 +20,12 @@ import faiss
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.models import checkpoint
+from hamdex.models.train import TrainConfig, fit_hasher
+from hamdex.service.app import create_app
+from hamdex.service.app import wait_ready as wait_until_ready
+from hamdex.service.settings import Settings
 from sklearn.datasets import load_digits
-
-from models import checkpoint
-from models.train import TrainConfig, fit_hasher
-from service.app import create_app
-from service.app import wait_ready as wait_until_ready
-from service.settings import Settings
 
 TRAIN = TrainConfig(epochs=3, progress=False, seed=0, device="cpu")
 TOPICS = {

@@ -6,8 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
-from service.auth import ApiKeys, KeyConfigError
+from hamdex.service.auth import ApiKeys, KeyConfigError
 
 READER = "reader-key-0123456789"
 WRITER = "writer-key-0123456789"

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from index import (
+from hamdex.index import (
     Collection,
     CollectionError,
     Hit,
@@ -24,7 +23,8 @@ from index import (
     create_collection,
     open_collection,
 )
-from index.registry import Registry
+from hamdex.index.registry import Registry
+
 from tests.test_service import oracle_hits, random_codes
 
 FP = "model-a"
@@ -279,7 +279,7 @@ def test_milvus_pages_past_its_cap_on_hits(tmp_path: Path, monkeypatch: pytest.M
     """With the cap lowered to 8, radius search and a large k page through distance bands, and a distance holding
     more than the cap is scanned: the same hits as FAISS."""
     _needs_pymilvus()
-    from index import milvus as milvus_module
+    from hamdex.index import milvus as milvus_module
 
     ids, codes, meta = data(200, seed=6)
     codes[100:140] = codes[0]  # 41 items at distance 0 from codes[0]: more than the cap
@@ -351,8 +351,8 @@ def test_api_milvus_collection(make_client: Any, dense_model_dir: Path) -> None:
     """POST /v1/collections with backend milvus, then the items and search routes: the same answers as on a
     FAISS collection with the same items."""
     _needs_pymilvus()
-    from models import bits
-    from service.errors import STATUS
+    from hamdex.models import bits
+    from hamdex.service.errors import STATUS
 
     client = make_client(dense_model_dir)  # a 16-bit model
     for name, backend in (("m", "milvus"), ("f", "faiss")):
@@ -400,7 +400,7 @@ def test_api_milvus_collection(make_client: Any, dense_model_dir: Path) -> None:
 def test_api_default_collection_on_milvus(make_client: Any, dense_model_dir: Path, tmp_path: Path) -> None:
     """HAMDEX_BACKEND=milvus: the default collection is created in milvus-lite, and reopened after a restart."""
     _needs_pymilvus()
-    from models import bits
+    from hamdex.models import bits
 
     path = tmp_path / "default-milvus"
     client = make_client(dense_model_dir, backend="milvus", collection_path=path)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hamdex.evaluation.baselines import BASELINE_NAMES, ITQ, LSH, Hasher, PCAHash, make_baseline
+from hamdex.evaluation.metrics import precision_at_k
+from hamdex.models.bits import unpack
 from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
-
-from evaluation.baselines import BASELINE_NAMES, ITQ, LSH, Hasher, PCAHash, make_baseline
-from evaluation.metrics import precision_at_k
-from models.bits import unpack
 
 
 def gaussian(n: int = 200, d: int = 40, seed: int = 0) -> np.ndarray:

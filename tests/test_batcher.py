@@ -8,8 +8,7 @@ import threading
 import time
 
 import pytest
-
-from service.batcher import MicroBatcher, QueueFull
+from hamdex.service.batcher import MicroBatcher, QueueFull
 
 
 def run(coro):
@@ -173,9 +172,8 @@ def test_each_batch_thread_gets_its_own_openmp_thread_count() -> None:
     """OpenMP's thread count is per calling thread: one set in the event loop's thread does not reach the batch
     threads, so the engine sets it in each one as it starts (thread_init)."""
     import faiss
-
-    from service.engine import search_threads
-    from service.settings import Settings
+    from hamdex.service.engine import search_threads
+    from hamdex.service.settings import Settings
 
     def fn(key, blocks):
         return [faiss.omp_get_max_threads() for _ in blocks]

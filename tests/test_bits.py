@@ -2,8 +2,7 @@ import base64
 
 import numpy as np
 import pytest
-
-from models import bits
+from hamdex.models import bits
 
 
 @pytest.mark.parametrize("n_bits", [8, 16, 64, 256])

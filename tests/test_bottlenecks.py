@@ -1,7 +1,12 @@
 import pytest
 import torch
-
-from models.bottlenecks import BernoulliBottleneck, GaussianBottleneck, SignBottleneck, bernoulli_kl, make_bottleneck
+from hamdex.models.bottlenecks import (
+    BernoulliBottleneck,
+    GaussianBottleneck,
+    SignBottleneck,
+    bernoulli_kl,
+    make_bottleneck,
+)
 
 
 @pytest.mark.parametrize("name", ["sign", "bernoulli"])

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hamdex.index import Collection
+from hamdex.service.cli import app
 from typer.testing import CliRunner
-
-from index import Collection
-from service.cli import app
 
 D = 12  # the dense fixture model's width
 
@@ -141,13 +140,13 @@ def _codes(coll: Path) -> dict[str, bytes]:
 # The CLI with each upsert slowed by 20 ms (in the child only), so the kill lands mid-run.
 SLOW_CLI = """
 import time
-from index import Collection
+from hamdex.index import Collection
 upsert = Collection.upsert
 def slow_upsert(self, *args, **kwargs):
     time.sleep(0.02)
     return upsert(self, *args, **kwargs)
 Collection.upsert = slow_upsert
-from service.cli import app
+from hamdex.service.cli import app
 app()
 """
 
@@ -161,7 +160,7 @@ def test_a_killed_job_resumes_with_exactly_the_right_items(dense_model_dir, tmp_
     assert _index(*args[1:], "-c", str(clean)).exit_code == 0
 
     coll = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "service.cli", *args, "-c", str(coll)]
+    cmd = [sys.executable, "-m", "hamdex.service.cli", *args, "-c", str(coll)]
     slow = [sys.executable, "-c", SLOW_CLI, *args, "-c", str(coll)]  # ~1.2 s of blocks: time to kill it mid-run
     proc = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     deadline = time.monotonic() + 60
@@ -206,7 +205,7 @@ def test_undecodable_and_empty_id_text_rows_are_skipped(text_model_dir, tmp_path
 @pytest.mark.milvus
 def test_index_into_a_milvus_collection_gives_the_faiss_codes(dense_model_dir, tmp_path):
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install 'hamdex[milvus]'")
-    from index import open_collection
+    from hamdex.index import open_collection
 
     x = np.random.default_rng(4).standard_normal((30, D)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hamdex.index import Collection
+from hamdex.models.hasher import Hasher
+from hamdex.service import bulk_client
+from hamdex.service.app import create_app, wait_ready
+from hamdex.service.cli import app as cli_app
+from hamdex.service.ndjson import split_lines
 from typer.testing import CliRunner
 
-from index import Collection
-from models.hasher import Hasher
-from service import bulk_client
-from service.app import create_app, wait_ready
-from service.cli import app as cli_app
-from service.ndjson import split_lines
 from tests.conftest import MakeClient, dense_vectors
 from tests.test_end_to_end import _free_port, _wait_healthy
 from tests.test_production import ADMIN, KEYS, READER, WRITER, assert_error, bearer, settings_for
@@ -323,7 +323,16 @@ def server(dense_model_dir: Path, tmp_path: Path) -> Any:
         "HAMDEX_MODELS_DIR": str(tmp_path / "models"),
         "HAMDEX_JSON_LOGS": "false",
     }
-    cmd = [sys.executable, "-m", "service.cli", "serve", "-m", str(dense_model_dir), "-c", str(tmp_path / "served")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hamdex.service.cli",
+        "serve",
+        "-m",
+        str(dense_model_dir),
+        "-c",
+        str(tmp_path / "served"),
+    ]
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [*cmd, "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env

@@ -2,11 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from hamdex.models import checkpoint
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.train import TrainConfig, fit_hasher
 from sklearn.datasets import load_digits
-
-from models import checkpoint
-from models.autoencoder import ModelConfig
-from models.train import TrainConfig, fit_hasher
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +88,8 @@ def test_fingerprints_from_before_the_members_field_still_match():  # and output
     """A fixed model's fingerprint as the release before ``ModelConfig.members`` computed it: checkpoints and the
     collections that store their fingerprint must keep opening."""
     import torch
-
-    from models.autoencoder import HashingAutoencoder
-    from models.featurizers import make_featurizer
+    from hamdex.models.autoencoder import HashingAutoencoder
+    from hamdex.models.featurizers import make_featurizer
 
     feat = make_featurizer("dense").fit(np.arange(24, dtype=np.float32).reshape(6, 4))
     model = HashingAutoencoder(ModelConfig(input_dim=4, n_bits=8, recon="gaussian", hidden=(4,)))

@@ -1,10 +1,9 @@
 import json
 
 import pytest
+from hamdex.models.presets import PRESETS, preset
+from hamdex.service.cli import app
 from typer.testing import CliRunner
-
-from models.presets import PRESETS, preset
-from service.cli import app
 
 TOPICS = {"space": "orbit rocket launch nasa shuttle", "cars": "engine wheel brake dealer sedan"}
 

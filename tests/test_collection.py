@@ -18,8 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-
-from index import (
+from hamdex.index import (
     SUPPORTED_INDEX_KINDS,
     CodeLengthError,
     Collection,
@@ -36,7 +35,7 @@ from index import (
     Manifest,
     UpsertResult,
 )
-from index import errors as errors_module
+from hamdex.index import errors as errors_module
 
 N_BITS = (16, 64, 256)
 FP = "model-a"
@@ -617,7 +616,7 @@ def test_writes_are_durable_without_close(tmp_path: Path) -> None:
         f"""
         import os, signal
         import numpy as np
-        from index import Collection
+        from hamdex.index import Collection
         coll = Collection.create({str(path)!r}, 64, "fp")
         rng = np.random.default_rng(0)
         coll.upsert([f"a{{i}}" for i in range(50)], rng.integers(0, 256, (50, 8), dtype=np.uint8),
@@ -765,7 +764,7 @@ def test_format1_migration_keeps_created_at(tmp_path: Path) -> None:
 
 MIGRATION_CRASH = """
 import os, signal, sys
-from index.collection import Collection
+from hamdex.index.collection import Collection
 Collection._write = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # the crash: right after create()
 Collection.open(sys.argv[1])
 """

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.index import Collection, CorruptCollectionError
+from hamdex.models import bits, checkpoint
+from hamdex.service.app import wait_ready
+from hamdex.service.errors import STATUS
 
-from index import Collection, CorruptCollectionError
-from models import bits, checkpoint
-from service.app import wait_ready
-from service.errors import STATUS
 from tests.conftest import MakeClient, synthetic_texts
 from tests.test_service import oracle_hits, pairs, random_codes
 

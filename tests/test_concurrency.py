@@ -18,8 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from hamdex.index import Collection
 
-from index import Collection
 from tests.test_collection import FP, check_search, flip_bits
 
 N_BITS = 64

@@ -2,7 +2,7 @@
 
 Every server here is a separate process (its own process group) serving the real app with uvicorn over HTTP. To
 fit 20+ kills in the CI budget on 2 cores, most are forked from a helper that has imported the service already
-(start-up about 0.1-0.3 s instead of 3-6 s for a fresh ``python -m service.cli serve``, which torch and
+(start-up about 0.1-0.3 s instead of 3-6 s for a fresh ``python -m hamdex.service.cli serve``, which torch and
 scikit-learn imports dominate); one test restarts the real CLI process (``--launcher exec``).
 
 What must hold after every restart: no acknowledged write lost; the write in flight at the kill wholly applied or
@@ -106,7 +106,7 @@ def test_checker_reports_a_lost_write(dense_model_dir: Path, launcher, tmp_path:
 
 
 def test_real_cli_server(dense_model_dir: Path, tmp_path: Path) -> None:
-    """A kill and a restart of the real ``python -m service.cli serve`` process, with no hooks (the service's own
+    """A kill and a restart of the real ``python -m hamdex.service.cli serve`` process, with no hooks (the service's own
     snapshot interval); each start costs seconds of imports, so only one (the fork-based tests cover the rest)."""
     cfg = crash.Config(kills=1, seed=1, pool=100, snapshot_every=0, final_clean_restart=False)
     summary = crash.run_crash_test(dense_model_dir, tmp_path, cfg, crash.ExecLauncher())

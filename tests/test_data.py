@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from models.data import (
+from hamdex.models.data import (
     Block,
     DataFormatError,
     DataNotFoundError,

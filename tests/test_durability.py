@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hamdex.index import Collection, CollectionNotFoundError, CorruptCollectionError
 
-from index import Collection, CollectionNotFoundError, CorruptCollectionError
 from tests.test_collection import FP, REPO, check_hits, check_search, content
 
 N_BITS = 64
@@ -32,7 +32,7 @@ CHILD_HEADER = """
 import os, signal, sys
 import faiss
 import numpy as np
-from index import Collection
+from hamdex.index import Collection
 faiss.omp_set_num_threads(1)
 path = sys.argv[1]
 
@@ -125,12 +125,12 @@ def test_damaged_snapshot_is_rebuilt_from_the_store(
         file.unlink()
     else:
         file.write_bytes(b"")
-    with caplog.at_level(logging.INFO, logger="index"):
+    with caplog.at_level(logging.INFO, logger="hamdex.index"):
         with Collection.open(path, expected_fingerprint=FP) as coll:
             assert "ignoring snapshot" in caplog.text and "snapshot at seq -1" in caplog.text  # a full rebuild
             assert_content(coll, expected, exact=kind == "flat")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="index"):
+    with caplog.at_level(logging.INFO, logger="hamdex.index"):
         with Collection.open(path) as coll:  # close wrote a good snapshot again
             assert "ignoring" not in caplog.text and "snapshot at seq -1" not in caplog.text
             assert_content(coll, expected, exact=kind == "flat")
@@ -152,7 +152,7 @@ def test_missing_or_garbage_manifest_is_rebuilt(tmp_path: Path, damage: str, cap
         manifest_file.write_text(json.dumps({**manifest, "fingerprint": "model-b"}))
     else:
         manifest_file.write_text(json.dumps({**manifest, "snapshot": {**manifest["snapshot"], "file": "x.npz"}}))
-    with caplog.at_level(logging.INFO, logger="index"):
+    with caplog.at_level(logging.INFO, logger="hamdex.index"):
         with Collection.open(path, expected_fingerprint=FP) as coll:  # the store, not the manifest, has settings
             assert "snapshot at seq -1" in caplog.text
             assert_content(coll, expected)
@@ -173,7 +173,7 @@ def test_leftover_temp_files_are_ignored_and_removed(tmp_path: Path, caplog: pyt
     ]
     leftovers[0].write_bytes(os.urandom(5000))
     leftovers[1].write_text('{"snapshot": {"file": "nothing"}}')
-    with caplog.at_level(logging.INFO, logger="index"):
+    with caplog.at_level(logging.INFO, logger="hamdex.index"):
         with Collection.open(path) as coll:
             assert not any(p.exists() for p in leftovers)
             assert f"snapshot at seq {seq}, replayed 0 items" in caplog.text  # the real snapshot was used
@@ -216,7 +216,7 @@ def test_writes_after_the_last_snapshot_are_replayed(
     expected.update({f"a{i:03d}": (codes(2, 5)[i].tobytes(), {"moved": True}) for i in range(5)})
     for gone in ("a010", "a011", "a130"):
         del expected[gone]
-    with caplog.at_level(logging.INFO, logger="index"):
+    with caplog.at_level(logging.INFO, logger="hamdex.index"):
         with Collection.open(path, expected_fingerprint="fp") as coll:
             # 30 items written after the snapshot, 5 replaced, one of the 30 deleted: 34 live rows to replay
             assert f"snapshot at seq {snap_seq}, replayed 34 items up to seq {last_seq}" in caplog.text

@@ -11,10 +11,9 @@ import time
 import httpx
 import numpy as np
 import pytest
+from hamdex.service.cli import app
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
-
-from service.cli import app
 
 
 def _free_port() -> int:
@@ -73,7 +72,7 @@ def _same_class_rate(results: list[list[dict]], query_ids: list[str]) -> tuple[i
 def test_serve_and_search_over_http(built):
     model, coll = built
     port = _free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "-m", str(model), "-c", str(coll), "--port", str(port)]
+    cmd = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(coll), "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
     )

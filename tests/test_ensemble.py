@@ -3,13 +3,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hamdex.models import checkpoint
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
+from hamdex.models.ensemble import MemberEnsemble, build_model, parts
+from hamdex.models.presets import preset
+from hamdex.models.train import TrainConfig, _batch_loss, fit_hasher, training_data
 from sklearn.datasets import load_digits
-
-from models import checkpoint
-from models.autoencoder import HashingAutoencoder, ModelConfig
-from models.ensemble import MemberEnsemble, build_model, parts
-from models.presets import preset
-from models.train import TrainConfig, _batch_loss, fit_hasher, training_data
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def test_presets_use_32_bit_members_from_64_bits():
 
 
 def test_cluster_labels_must_match_the_members(digits):
-    from models.train import train
+    from hamdex.models.train import train
 
     x = digits[0].reshape(len(digits[0]), -1).astype(np.float32) / 255
     config = ModelConfig(input_dim=64, n_bits=16, recon="bernoulli", hidden=(16,), members=2)

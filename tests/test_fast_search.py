@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.service.routes import search as search_route
 
-from service.routes import search as search_route
 from tests.conftest import MakeClient
 from tests.test_production import ADMIN, KEYS, READER, WRITER, bearer, metric
 

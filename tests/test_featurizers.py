@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from models.featurizers import DenseFeaturizer, InputError, PixelFeaturizer, TextFeaturizer, load_featurizer
+from hamdex.models.featurizers import DenseFeaturizer, InputError, PixelFeaturizer, TextFeaturizer, load_featurizer
 
 TEXTS = ["the cat sat on the mat", "dogs chase the cat", "stock markets fell", "markets and economy grow"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.service.app import create_app, wait_ready
 
-from service.app import create_app, wait_ready
 from tests.conftest import MakeClient, dense_vectors
 from tests.test_production import ADMIN, KEYS, READER, assert_error, bearer, settings_for
 

@@ -19,21 +19,20 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-
-from index import kinds
-from index.collection import Collection
-from index.errors import (
+from hamdex.index import kinds
+from hamdex.index.collection import Collection
+from hamdex.index.errors import (
     CollectionLockedError,
     CorruptCollectionError,
     InvalidIndexParamsError,
     InvalidItemsError,
     InvalidQueryError,
 )
-from index.kinds import KINDS, PARAM_BOUNDS, HNSWIndex
-from index.registry import Registry
-from index.store import Store
-from index.validation import MAX_METADATA_DEPTH, check_ids, metadata_text
-from models import checkpoint
+from hamdex.index.kinds import KINDS, PARAM_BOUNDS, HNSWIndex
+from hamdex.index.registry import Registry
+from hamdex.index.store import Store
+from hamdex.index.validation import MAX_METADATA_DEPTH, check_ids, metadata_text
+from hamdex.models import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FP = "fp"
@@ -115,7 +114,7 @@ def test_every_kind_builds_at_its_accepted_edges_for_8_to_256_bits() -> None:
     done = run_python(
         """
         import numpy as np
-        from index.kinds import KINDS, PARAM_BOUNDS, make_hamming_index
+        from hamdex.index.kinds import KINDS, PARAM_BOUNDS, make_hamming_index
         heavy = {"m": 64, "ef_construction": 256}  # the max's cost grows with n: these edges get fewer items
         for n_bits in (8, 24, 64, 256):
             rng = np.random.default_rng(n_bits)
@@ -171,7 +170,7 @@ def test_a_stored_collection_with_params_faiss_cannot_build_fails_alone(tmp_path
     done = run_python(
         f"""
         import json
-        from index.registry import Registry
+        from hamdex.index.registry import Registry
         with Registry({str(root)!r}) as registry:
             listed = {{name: (m.count if m else None, type(e).__name__, getattr(e, "error_type", None), str(e))
                       for name, m, e in registry.list()}}

@@ -15,28 +15,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hamdex.index.collection as collection_module
 import numpy as np
 import orjson
 import pytest
+from hamdex.index import Collection
+from hamdex.index.deadline import Deadline
+from hamdex.index.errors import SearchTimeoutError
+from hamdex.index.scan import TopK, hamming
+from hamdex.index.store import Store
+from hamdex.index.validation import matches
+from hamdex.models import bits
+from hamdex.service import fast_search
+from hamdex.service.app import create_app
+from hamdex.service.batcher import MicroBatcher
+from hamdex.service.engine import HEAVY_NICENESS, Engine, Timings
+from hamdex.service.metrics import Metrics
+from hamdex.service.middleware import batch_exceeds
+from hamdex.service.routes import encode as encode_route
+from hamdex.service.routes import items as items_route
+from hamdex.service.routes import search as search_route
+from hamdex.service.settings import Settings
 
-import index.collection as collection_module
-from index import Collection
-from index.deadline import Deadline
-from index.errors import SearchTimeoutError
-from index.scan import TopK, hamming
-from index.store import Store
-from index.validation import matches
-from models import bits
-from service import fast_search
-from service.app import create_app
-from service.batcher import MicroBatcher
-from service.engine import HEAVY_NICENESS, Engine, Timings
-from service.metrics import Metrics
-from service.middleware import batch_exceeds
-from service.routes import encode as encode_route
-from service.routes import items as items_route
-from service.routes import search as search_route
-from service.settings import Settings
 from tests.conftest import MakeClient
 from tests.test_production import assert_error, metric, serving, settings_for
 
@@ -218,7 +218,7 @@ def test_a_cancelled_scan_stops_at_the_next_chunk(tmp_path: Path, monkeypatch: p
     """Cancelled while it scans, a search reads one more chunk at most, not the rest of the rows."""
     monkeypatch.setattr(collection_module, "FILTER_SCAN_MAX", 10)
     monkeypatch.setattr(collection_module, "FILTER_FETCH_ROWS", 1)  # straight to the chunked scan
-    monkeypatch.setattr("index.store._CHUNK", 100)
+    monkeypatch.setattr("hamdex.index.store._CHUNK", 100)
     coll, _, codes = filled(tmp_path / "c", metadata=lambda j: {"all": 1})
     deadline, chunks = Deadline(), []
     original = Store.matching_chunks
@@ -239,7 +239,7 @@ def test_a_cancelled_scan_stops_at_the_next_chunk(tmp_path: Path, monkeypatch: p
 def test_a_filter_scan_inside_sqlite_stops_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite reads every row to apply a filter (1.4 s at 1M items): its progress handler polls the deadline, so the
     scan itself stops, not only the work after it."""
-    monkeypatch.setattr("index.store._PROGRESS_STEPS", 100)
+    monkeypatch.setattr("hamdex.index.store._PROGRESS_STEPS", 100)
     coll, _, codes = filled(tmp_path / "c")
     scanned = []
     monkeypatch.setattr(collection_module, "TopK", lambda *a: scanned.append(a))

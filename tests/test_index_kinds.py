@@ -14,8 +14,8 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 import pytest
+from hamdex.index import SUPPORTED_INDEX_KINDS, Collection, Hit, InvalidQueryError
 
-from index import SUPPORTED_INDEX_KINDS, Collection, Hit, InvalidQueryError
 from tests.test_collection import FP, as_pairs, check_hits, check_search, content, expected_range, flip_bits, hamming
 
 KINDS = ("flat", "ivf", "hnsw", "hash", "multihash")

@@ -9,13 +9,12 @@ import json
 
 import numpy as np
 import pytest
+from hamdex.models import checkpoint
+from hamdex.models.data import DataFormatError, read_all
+from hamdex.models.featurizers import infer_image_shape
+from hamdex.service.cli import app
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
-
-from models import checkpoint
-from models.data import DataFormatError, read_all
-from models.featurizers import infer_image_shape
-from service.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-from evaluation.metrics import (
+from hamdex.evaluation.metrics import (
     _as_words,
     _hamming_words,
     code_health,
@@ -18,7 +17,7 @@ from evaluation.metrics import (
     precision_at_ks,
     precision_within_radius,
 )
-from models.bits import hamming, pack
+from hamdex.models.bits import hamming, pack
 
 
 def codes8(*values: int) -> np.ndarray:

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
-from models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets, pair_cosines
+from hamdex.models.neighbours import mutual_neighbours, nearest_neighbours, neighbour_targets, pair_cosines
 
 
 def _brute_force(x: np.ndarray, k: int) -> list[set[int]]:
@@ -67,7 +66,7 @@ def test_mutual_neighbours():
 
 
 def test_whitened_has_unit_variance_and_drops_constant_axes():
-    from models.neighbours import whitened
+    from hamdex.models.neighbours import whitened
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 5)).astype(np.float32) * np.array([10, 3, 1, 0.5, 0.1], np.float32)
@@ -82,8 +81,8 @@ def test_whitened_has_unit_variance_and_drops_constant_axes():
 
 
 def test_full_vocabulary_bm25_keeps_every_shared_word_and_weighs_like_bm25():
-    from models.featurizers import TextFeaturizer
-    from models.neighbours import full_vocabulary_bm25
+    from hamdex.models.featurizers import TextFeaturizer
+    from hamdex.models.neighbours import full_vocabulary_bm25
 
     texts = ["alpha beta gamma", "alpha beta delta", "gamma zeta", "omega unique", "alpha alpha alpha beta"]
     x = full_vocabulary_bm25(texts)
@@ -98,7 +97,7 @@ def test_full_vocabulary_bm25_keeps_every_shared_word_and_weighs_like_bm25():
 
 
 def test_neighbours_come_from_the_given_space():
-    from models.train import TrainConfig, training_data
+    from hamdex.models.train import TrainConfig, training_data
 
     rng = np.random.default_rng(0)
     x = sp.csr_matrix(rng.random((30, 8)).astype(np.float32))
@@ -112,7 +111,7 @@ def test_neighbours_come_from_the_given_space():
 
 
 def test_full_vocab_neighbours_settings():
-    from models.train import TrainConfig, fit_hasher
+    from hamdex.models.train import TrainConfig, fit_hasher
 
     with pytest.raises(ValueError, match="needs neighbours"):
         TrainConfig(full_vocab_neighbours=True)
@@ -124,7 +123,8 @@ def test_full_vocab_neighbours_settings():
 
 
 def test_text_model_trains_with_full_vocab_neighbours():
-    from models.train import TrainConfig, fit_hasher
+    from hamdex.models.train import TrainConfig, fit_hasher
+
     from tests.conftest import synthetic_texts
 
     texts = [f"Subject: topic {i % 4}\n\n{t}" for i, t in enumerate(synthetic_texts())]
@@ -143,7 +143,7 @@ def test_text_model_trains_with_full_vocab_neighbours():
 
 
 def test_subject_line_comes_from_the_headers_without_reply_prefixes():
-    from models.neighbours import subject_line
+    from hamdex.models.neighbours import subject_line
 
     post = "From: a@b.org\nSubject: Re: RE: Fwd: Shuttle launch  \nLines: 3\n\nbody text\nSubject: not a header"
     assert subject_line(post) == "Shuttle launch"
@@ -153,7 +153,7 @@ def test_subject_line_comes_from_the_headers_without_reply_prefixes():
 
 
 def test_text_neighbour_space_adds_the_weighted_subject_beside_the_body():
-    from models.neighbours import _unit_rows, full_vocabulary_bm25, text_neighbour_space
+    from hamdex.models.neighbours import _unit_rows, full_vocabulary_bm25, text_neighbour_space
 
     texts = [
         "Subject: engine oil\n\nthe car runs well today",
@@ -179,7 +179,7 @@ def test_text_neighbour_space_adds_the_weighted_subject_beside_the_body():
 
 
 def test_subject_weight_needs_text_neighbours():
-    from models.train import TrainConfig
+    from hamdex.models.train import TrainConfig
 
     with pytest.raises(ValueError, match="full_vocab_neighbours"):
         TrainConfig(neighbours=3, subject_weight=0.5)

@@ -12,13 +12,13 @@ from typing import Any
 import jsonschema
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.index.errors import InvalidCollectionNameError
+from hamdex.index.registry import check_name
+from hamdex.service import bulk_client
+from hamdex.service.app import create_app
+from hamdex.service.schemas import ID_PATTERN
+from hamdex.service.settings import Settings
 
-from index.errors import InvalidCollectionNameError
-from index.registry import check_name
-from service import bulk_client
-from service.app import create_app
-from service.schemas import ID_PATTERN
-from service.settings import Settings
 from tests.conftest import MakeClient
 from tests.schemathesis_hooks import ndjson_lines
 

@@ -6,8 +6,7 @@ import threading
 import time
 
 import pytest
-
-from service.pipeline import Worker, prefetch
+from hamdex.service.pipeline import Worker, prefetch
 
 
 def test_prefetch_yields_everything_in_order():

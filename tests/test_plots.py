@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from evaluation.metrics import DistanceHistograms
-from evaluation.plots import plot_distance_histograms, plot_precision_vs_bits, plot_precision_vs_k
+from hamdex.evaluation.metrics import DistanceHistograms
+from hamdex.evaluation.plots import plot_distance_histograms, plot_precision_vs_bits, plot_precision_vs_k
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -27,15 +27,15 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hamdex.models import checkpoint
+from hamdex.models.hasher import Hasher
+from hamdex.service import cli
+from hamdex.service.app import create_app, wait_ready
+from hamdex.service.auth import KeyConfigError
+from hamdex.service.errors import STATUS
+from hamdex.service.logs import JsonFormatter
 from typer.testing import CliRunner
 
-from models import checkpoint
-from models.hasher import Hasher
-from service import cli
-from service.app import create_app, wait_ready
-from service.auth import KeyConfigError
-from service.errors import STATUS
-from service.logs import JsonFormatter
 from tests.conftest import MakeClient, dense_vectors, settings_for
 
 READER = "reader-key-0123456789"
@@ -559,7 +559,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Calls of uvicorn.run (nothing is served), with the HAMDEX_* key variables cleared and logging untouched."""
     calls: list[dict] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append(kwargs))
-    monkeypatch.setattr("service.logs.configure", lambda *args, **kwargs: None)
+    monkeypatch.setattr("hamdex.service.logs.configure", lambda *args, **kwargs: None)
     for name in ("HAMDEX_API_KEYS", "HAMDEX_API_KEYS_FILE", "HAMDEX_ALLOW_UNAUTHENTICATED", "HAMDEX_HOST"):
         monkeypatch.delenv(name, raising=False)
     return calls

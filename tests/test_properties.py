@@ -30,12 +30,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.service.app import create_app, wait_ready
+from hamdex.service.errors import STATUS
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from service.app import create_app, wait_ready
-from service.errors import STATUS
 from tests.conftest import TOPICS, settings_for
 
 ADMIN_KEY = "properties-admin-key-0123"

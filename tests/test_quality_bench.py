@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hamdex.evaluation import harness
+from hamdex.evaluation.metrics import precision_at_k, precision_at_k_tie_aware
+from hamdex.models import data
+from hamdex.models.bits import pack
+from hamdex.models.bottlenecks import BOTTLENECKS
 
-from evaluation import harness
-from evaluation.metrics import precision_at_k, precision_at_k_tie_aware
-from models import data
-from models.bits import pack
-from models.bottlenecks import BOTTLENECKS
 from tests.scripts import load_script
 
 MARGIN = 0.02  # P@100 points the default model must lead ITQ by (measured lead: 0.04)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hamdex.index import Collection
+from hamdex.models import checkpoint
+from hamdex.service.bulk import job_key
+from hamdex.service.cli import app
 from typer.testing import CliRunner
 
-import service
-from index import Collection
-from models import checkpoint
-from service.bulk import job_key
-from service.cli import app
+from hamdex import service
 from tests.conftest import synthetic_texts
 
 pytestmark = pytest.mark.ray
@@ -118,7 +118,7 @@ def test_cuda_without_a_gpu_is_refused(local_ray, dense_model_dir, tmp_path):
 
 def test_without_ray_the_error_says_what_to_install(dense_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    monkeypatch.delitem(sys.modules, "service.ray_job", raising=False)  # imported again, without Ray
+    monkeypatch.delitem(sys.modules, "hamdex.service.ray_job", raising=False)  # imported again, without Ray
     monkeypatch.delattr(service, "ray_job", raising=False)
     np.save(tmp_path / "x.npy", np.zeros((4, D), np.float32))
     result = _index(str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--ray")

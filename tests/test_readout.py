@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from hamdex.evaluation.metrics import code_health
+from hamdex.models import checkpoint
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
+from hamdex.models.ensemble import MemberEnsemble, build_model, parts
+from hamdex.models.readout import RotationReadout, itq_rotation
+from hamdex.models.train import TrainConfig, fit_hasher
 from sklearn.datasets import load_digits
-
-from evaluation.metrics import code_health
-from models import checkpoint
-from models.autoencoder import HashingAutoencoder, ModelConfig
-from models.ensemble import MemberEnsemble, build_model, parts
-from models.readout import RotationReadout, itq_rotation
-from models.train import TrainConfig, fit_hasher
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+import hamdex.index.registry as registry_module
 import numpy as np
 import pytest
-
-import index.registry as registry_module
-from index import (
+from hamdex.index import (
     Collection,
     CollectionExistsError,
     CollectionLockedError,
@@ -19,8 +18,8 @@ from index import (
     FingerprintMismatchError,
     InvalidManifestError,
 )
-from index.errors import CollectionProtectedError, InvalidCollectionNameError
-from index.registry import ROOT_LOCK, Registry, check_name, peek_fingerprint
+from hamdex.index.errors import CollectionProtectedError, InvalidCollectionNameError
+from hamdex.index.registry import ROOT_LOCK, Registry, check_name, peek_fingerprint
 
 FP = "fp-test"
 

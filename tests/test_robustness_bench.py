@@ -36,7 +36,7 @@ def _tiny_digits(bench, flat: bool = False):
 
 
 def test_a_cell_trains_through_the_cli_and_scores_against_the_baselines(bench, monkeypatch, tmp_path):
-    from service import cli
+    from hamdex.service import cli
 
     real_train = cli.train
     seen = []

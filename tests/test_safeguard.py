@@ -8,21 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from hamdex.evaluation.baselines import ITQ
+from hamdex.evaluation.metrics import mean_average_precision
+from hamdex.models import checkpoint, safeguard
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
+from hamdex.models.bits import pack
+from hamdex.models.featurizers import make_featurizer
+from hamdex.models.health import code_health
+from hamdex.models.presets import preset
+from hamdex.models.probe import average_precisions, build_probe, encode_rows
+from hamdex.models.safeguard import assess, decide, fit_itq_candidate, itq_model
+from hamdex.models.train import TrainConfig, fit_hasher, split, train
+from hamdex.service.cli import app
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
-
-from evaluation.baselines import ITQ
-from evaluation.metrics import mean_average_precision
-from models import checkpoint, safeguard
-from models.autoencoder import HashingAutoencoder, ModelConfig
-from models.bits import pack
-from models.featurizers import make_featurizer
-from models.health import code_health
-from models.presets import preset
-from models.probe import average_precisions, build_probe, encode_rows
-from models.safeguard import assess, decide, fit_itq_candidate, itq_model
-from models.train import TrainConfig, fit_hasher, split, train
-from service.cli import app
 
 CPU = torch.device("cpu")
 
@@ -195,7 +194,7 @@ def test_pixel_preset_scales_its_neighbourhoods_with_the_training_set():
 
 
 def test_training_goes_on_only_while_the_probe_still_rises():
-    from models.train import TrainResult, _still_improving
+    from hamdex.models.train import TrainResult, _still_improving
 
     def result(peak: int, stopped: str = "budget") -> TrainResult:
         rows = [{"epoch": e, "probe_map": 0.6 if e == peak else 0.5} for e in range(1, 11)]

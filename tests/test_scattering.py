@@ -4,10 +4,10 @@ training (TrainConfig.target_features)."""
 import numpy as np
 import pytest
 import torch
+from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.scattering import _blur_matrix, _modulus, filter_bank, n_channels, scattering, scattering_features
+from hamdex.models.train import TrainConfig, fit_hasher, training_data
 
-from models.autoencoder import ModelConfig
-from models.scattering import _blur_matrix, _modulus, filter_bank, n_channels, scattering, scattering_features
-from models.train import TrainConfig, fit_hasher, training_data
 from tests.conftest import digit_images
 
 

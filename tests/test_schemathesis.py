@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import schemathesis
 from fastapi import FastAPI
+from hamdex.service.app import create_app, wait_ready
 from schemathesis.engine import Status, events
 from schemathesis.python import asgi
 
-from service.app import create_app, wait_ready
 from tests import schemathesis_hooks  # noqa: F401  (the NDJSON serializer)
 from tests.conftest import settings_for
 

@@ -17,11 +17,11 @@ from urllib.parse import quote
 import pytest
 import schemathesis
 from fastapi import FastAPI
+from hamdex.service.app import create_app, wait_ready
+from hamdex.service.openapi import links
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 
-from service.app import create_app, wait_ready
-from service.openapi import links
 from tests import schemathesis_hooks  # noqa: F401  (the NDJSON serializer)
 from tests.conftest import settings_for
 

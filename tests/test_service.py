@@ -13,11 +13,11 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hamdex.index import Collection, FingerprintMismatchError
+from hamdex.models import bits, checkpoint
+from hamdex.models.hasher import Hasher
+from hamdex.service.errors import STATUS
 
-from index import Collection, FingerprintMismatchError
-from models import bits, checkpoint
-from models.hasher import Hasher
-from service.errors import STATUS
 from tests.conftest import MakeClient, dense_vectors, digit_images, synthetic_texts
 
 FORMATS = ("hex", "base64", "bits")

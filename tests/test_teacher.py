@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
-from models.neighbours import nearest_neighbours
-from models.objectives import cluster_supcon, teacher_bce
-from models.teacher import cluster_labels, knn_affinity, spectral_embedding, spectral_teacher_bits
-from models.train import TrainConfig, fit_hasher
+from hamdex.models.neighbours import nearest_neighbours
+from hamdex.models.objectives import cluster_supcon, teacher_bce
+from hamdex.models.teacher import cluster_labels, knn_affinity, spectral_embedding, spectral_teacher_bits
+from hamdex.models.train import TrainConfig, fit_hasher
 
 
 def _blobs(n_per: int = 40, n_blobs: int = 4, dim: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig, reconstruction_loss
+from hamdex.models.train import TrainConfig, fit_hasher, train
 from sklearn.datasets import load_digits
-
-from models.autoencoder import HashingAutoencoder, ModelConfig, reconstruction_loss
-from models.train import TrainConfig, fit_hasher, train
 
 
 def test_training_lowers_validation_loss_and_keeps_best_epoch():
@@ -40,7 +39,7 @@ def test_digits_codes_find_same_class_neighbours():
     images = (d.images * 255 / 16).astype(np.uint8)
     hasher, _ = fit_hasher(images, "pixels", {"n_bits": 32, "hidden": (256,)}, TrainConfig(epochs=30, progress=False))
     codes = hasher.encode(images).codes
-    from models.bits import hamming
+    from hamdex.models.bits import hamming
 
     dist = hamming(codes, codes).astype(float)
     np.fill_diagonal(dist, np.inf)
@@ -56,7 +55,7 @@ def test_input_dropout_only_in_training():
 
 
 def test_infonce_prefers_aligned_pairs():
-    from models.objectives import neighbour_infonce
+    from hamdex.models.objectives import neighbour_infonce
 
     torch.manual_seed(0)
     a = torch.tanh(torch.randn(32, 16) * 3)
@@ -77,8 +76,7 @@ def test_contrastive_training_needs_neighbours_and_runs_with_them():
 
 def test_sparse_and_dense_inputs_give_the_same_logits_loss_and_gradients():
     import scipy.sparse as sp
-
-    from models.hasher import to_tensor
+    from hamdex.models.hasher import to_tensor
 
     x = sp.random(16, 50, density=0.1, format="csr", dtype=np.float32, random_state=0)
     model = HashingAutoencoder(ModelConfig(input_dim=50, n_bits=8, hidden=(12,), bottleneck="sign")).eval()
@@ -95,8 +93,7 @@ def test_sparse_and_dense_inputs_give_the_same_logits_loss_and_gradients():
 
 def test_sparse_input_dropout_drops_entries_in_training_only():
     import scipy.sparse as sp
-
-    from models.hasher import to_tensor
+    from hamdex.models.hasher import to_tensor
 
     x = to_tensor(sp.random(64, 40, density=0.5, format="csr", dtype=np.float32, random_state=1), "cpu", sparse=True)
     model = HashingAutoencoder(ModelConfig(input_dim=40, n_bits=8, hidden=(8,), input_dropout=0.5, dropout=0.0))
@@ -106,7 +103,7 @@ def test_sparse_input_dropout_drops_entries_in_training_only():
 
 
 def test_whitened_neighbours_train_on_pixels_and_refuse_sparse_text():
-    from models.train import training_data
+    from hamdex.models.train import training_data
 
     with pytest.raises(ValueError, match="needs neighbours"):
         TrainConfig(neighbour_whiten=8)

@@ -34,11 +34,11 @@ suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``, ``text``
 re-exports.
 """
 
-from models.data.arrays import NPZ_INPUT_KEYS, NPZ_LABEL_KEYS
-from models.data.block import KIND_INPUTS, Block, DataFormatError, DataNotFoundError, Kind, concat_blocks
-from models.data.dispatch import ItemCounter, Reader, count_items, iter_blocks, read_all
-from models.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
-from models.data.newsgroups import (
+from hamdex.models.data.arrays import NPZ_INPUT_KEYS, NPZ_LABEL_KEYS
+from hamdex.models.data.block import KIND_INPUTS, Block, DataFormatError, DataNotFoundError, Kind, concat_blocks
+from hamdex.models.data.dispatch import ItemCounter, Reader, count_items, iter_blocks, read_all
+from hamdex.models.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
+from hamdex.models.data.newsgroups import (
     DEMO_CORPUS_ENV,
     DEMO_CORPUS_RELPATH,
     TAR_SUFFIXES,
@@ -47,8 +47,8 @@ from models.data.newsgroups import (
     load_20newsgroups,
     load_demo_corpus,
 )
-from models.data.rows import Row
-from models.data.text import decode_text, subject_of
+from hamdex.models.data.rows import Row
+from hamdex.models.data.text import decode_text, subject_of
 
 __all__ = [
     "DEMO_CORPUS_ENV",

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-
-from models.data.block import Block, DataFormatError, Kind, _check_finite, _labelled_block
+from hamdex.models.data.block import Block, DataFormatError, Kind, _check_finite, _labelled_block
 
 NPZ_INPUT_KEYS = ("X", "vectors", "images", "x")
 NPZ_LABEL_KEYS = ("labels", "y")

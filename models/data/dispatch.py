@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from models.data.arrays import _count_npy, _count_npz, _iter_npy, _iter_npz
-from models.data.block import Block, DataFormatError, _existing, concat_blocks
-from models.data.idx import IDX_IMAGES_MAGIC, _iter_idx, _read_idx_header
-from models.data.newsgroups import TAR_SUFFIXES, _iter_20ng_tar
-from models.data.parquet import _count_parquet, _iter_parquet
-from models.data.rows import OnError, _iter_csv, _iter_jsonl
-from models.data.text import _iter_label_folder, _label_folder_files
+from hamdex.models.data.arrays import _count_npy, _count_npz, _iter_npy, _iter_npz
+from hamdex.models.data.block import Block, DataFormatError, _existing, concat_blocks
+from hamdex.models.data.idx import IDX_IMAGES_MAGIC, _iter_idx, _read_idx_header
+from hamdex.models.data.newsgroups import TAR_SUFFIXES, _iter_20ng_tar
+from hamdex.models.data.parquet import _count_parquet, _iter_parquet
+from hamdex.models.data.rows import OnError, _iter_csv, _iter_jsonl
+from hamdex.models.data.text import _iter_label_folder, _label_folder_files
 
 LOG = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-
-from models.data.block import Block, DataFormatError, _labelled_block
+from hamdex.models.data.block import Block, DataFormatError, _labelled_block
 
 LOG = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from models.data.block import Block, DataFormatError, DataNotFoundError, _existing
-from models.data.text import _text_block, _text_blocks, _text_metadata, _visible, decode_text
+from hamdex.models.data.block import Block, DataFormatError, DataNotFoundError, _existing
+from hamdex.models.data.text import _text_block, _text_blocks, _text_metadata, _visible, decode_text
 
 LOG = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
-from models.data.block import Block, DataFormatError, _check_finite, _parse_label
-from models.data.rows import OnError
+from hamdex.models.data.block import Block, DataFormatError, _check_finite, _parse_label
+from hamdex.models.data.rows import OnError
 
 # Parquet is columnar: parse whole batches with Arrow rather than row by row, and name the row on error.
 

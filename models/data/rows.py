@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-
-from models.data.block import Block, DataFormatError, _parse_label
+from hamdex.models.data.block import Block, DataFormatError, _parse_label
 
 LOG = logging.getLogger(__name__)
 OnError = Callable[[DataFormatError], None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.data.block import Block, DataFormatError
+from hamdex.models.data.block import Block, DataFormatError
 
 
 def decode_text(raw: bytes) -> str:

@@ -32,18 +32,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
+from hamdex.index.backends import AnyCollection
+from hamdex.index.errors import CollectionNotFoundError
+from hamdex.index.registry import Registry
+from hamdex.service.bulk import BadRowError, SkipReport, good_rows
+from hamdex.service.deps import (
+    COLLECTION_PREFIXES,
+    WRITE,
+    LooseTargetDep,
+    ReadyStateDep,
+    SettingsDep,
+    Target,
+    TargetDep,
+)
+from hamdex.service.errors import ApiError, ErrorBody, error_response
+from hamdex.service.ndjson import BadLine, parse_line, split_lines
+from hamdex.service.schemas import BulkJob, BulkResponse, BulkRowsSkipped
+from hamdex.service.settings import Settings
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
-
-from index.backends import AnyCollection
-from index.errors import CollectionNotFoundError
-from index.registry import Registry
-from service.bulk import BadRowError, SkipReport, good_rows
-from service.deps import COLLECTION_PREFIXES, WRITE, LooseTargetDep, ReadyStateDep, SettingsDep, Target, TargetDep
-from service.errors import ApiError, ErrorBody, error_response
-from service.ndjson import BadLine, parse_line, split_lines
-from service.schemas import BulkJob, BulkResponse, BulkRowsSkipped
-from service.settings import Settings
 
 router = APIRouter(tags=["items"])
 LOG = logging.getLogger(__name__)

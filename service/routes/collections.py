@@ -4,22 +4,21 @@ Their items and search routes are those of service.routes.items and service.rout
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-
-from index import Manifest
-from index.errors import InvalidManifestError
-from index.kinds import KINDS
-from index.milvus import check_kind, check_uri, is_local
-from index.registry import check_name
-from service.deps import ADMIN, READ, ReadyStateDep, collection_name
-from service.errors import ApiError
-from service.schemas import (
+from hamdex.index import Manifest
+from hamdex.index.errors import InvalidManifestError
+from hamdex.index.kinds import KINDS
+from hamdex.index.milvus import check_kind, check_uri, is_local
+from hamdex.index.registry import check_name
+from hamdex.service.deps import ADMIN, READ, ReadyStateDep, collection_name
+from hamdex.service.errors import ApiError
+from hamdex.service.schemas import (
     CollectionInfo,
     CollectionList,
     CreateCollectionRequest,
     DropResponse,
     UnavailableCollection,
 )
-from service.settings import Settings
+from hamdex.service.settings import Settings
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 NAMED = [Depends(collection_name)]

@@ -9,11 +9,10 @@ import math
 
 import numpy as np
 from fastapi import APIRouter, Request
-
-from models import bits
-from service.deps import OPEN_READ, HasherDep, SettingsDep, check_batch, check_texts
-from service.errors import ApiError
-from service.schemas import EncodeRequest, EncodeResponse, PackedVectors
+from hamdex.models import bits
+from hamdex.service.deps import OPEN_READ, HasherDep, SettingsDep, check_batch, check_texts
+from hamdex.service.errors import ApiError
+from hamdex.service.schemas import EncodeRequest, EncodeResponse, PackedVectors
 
 router = APIRouter(prefix="/v1", tags=["encode"], dependencies=[OPEN_READ])
 

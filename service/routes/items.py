@@ -6,13 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from pydantic import AfterValidator
-from starlette.concurrency import run_in_threadpool
-from starlette.convertors import Convertor, register_url_convertor
-
-from models import bits
-from service.codes import codes_for
-from service.deps import (
+from hamdex.models import bits
+from hamdex.service.codes import codes_for
+from hamdex.service.deps import (
     COLLECTION_PREFIXES,
     READ,
     WRITE,
@@ -22,8 +18,8 @@ from service.deps import (
     check_metadata,
     check_texts,
 )
-from service.errors import ApiError
-from service.schemas import (
+from hamdex.service.errors import ApiError
+from hamdex.service.schemas import (
     ID_PATTERN,
     MAX_ID_CHARS,
     NO_SURROGATES,
@@ -34,6 +30,9 @@ from service.schemas import (
     ItemsResponse,
     check_item_id,
 )
+from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 
 class ItemIdConvertor(Convertor[str]):

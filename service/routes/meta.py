@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from hamdex.models.checkpoint import library_versions
+from hamdex.service.deps import READ, CollectionDep, HasherDep, StateDep
+from hamdex.service.schemas import Health, Info
 from prometheus_client import CONTENT_TYPE_LATEST
-
-from models.checkpoint import library_versions
-from service.deps import READ, CollectionDep, HasherDep, StateDep
-from service.schemas import Health, Info
 
 router = APIRouter(tags=["meta"])
 

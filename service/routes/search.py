@@ -8,12 +8,11 @@ from functools import partial
 
 import numpy as np
 from fastapi import APIRouter, Request
-
-from index.kinds import KINDS
-from service.codes import codes_for
-from service.deps import COLLECTION_PREFIXES, OPEN_READ, SettingsDep, Target, TargetDep, check_batch, check_texts
-from service.errors import ApiError
-from service.schemas import Hit, SearchRequest, SearchResponse
+from hamdex.index.kinds import KINDS
+from hamdex.service.codes import codes_for
+from hamdex.service.deps import COLLECTION_PREFIXES, OPEN_READ, SettingsDep, Target, TargetDep, check_batch, check_texts
+from hamdex.service.errors import ApiError
+from hamdex.service.schemas import Hit, SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
