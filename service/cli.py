@@ -26,8 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from hamdex.service.bulk import Encoder, IndexSummary
-    from hamdex.service.bulk_client import BulkClient
+    from hamdex.service.bulk.client import BulkClient
+    from hamdex.service.bulk.job import Encoder, IndexSummary
 
 app = typer.Typer(
     help="hamdex: semantic hashing retrieval.",
@@ -289,7 +289,8 @@ def index_cmd(
     resumes after the last committed block; a finished one does nothing unless --restart. With --ray the
     encoding runs on a Ray cluster and the codes are written here."""
     from hamdex.index.errors import CollectionError
-    from hamdex.service import bulk, bulk_client
+    from hamdex.service.bulk import client as bulk_client
+    from hamdex.service.bulk import job as bulk
 
     ray = ray or ray_address is not None
     if ray and server:
@@ -332,7 +333,7 @@ def _index_local(
     backend; a new one gets ``backend``."""
     from hamdex.index import open_or_create_collection
     from hamdex.models import checkpoint
-    from hamdex.service import bulk
+    from hamdex.service.bulk import job as bulk
 
     hasher = checkpoint.load(model, "cpu" if encoder else device)  # with --ray: for its fingerprint and width
     with open_or_create_collection(collection, hasher.n_bits, hasher.fingerprint, backend=backend) as coll:
@@ -346,11 +347,11 @@ def _index_local(
 
 
 def _ray_encoder(model: Path, address: str | None, device: str, actors: int | None, batch_size: int) -> Encoder:
-    """The encode stage on Ray (``service.ray_job``), or exit with what to install when Ray is missing."""
+    """The encode stage on Ray (``service.bulk.ray``), or exit with what to install when Ray is missing."""
     from hamdex.models import checkpoint
 
     try:
-        from hamdex.service import ray_job
+        from hamdex.service.bulk import ray as ray_job
     except ImportError as exc:
         if not (exc.name or "").startswith("ray"):
             raise
@@ -360,16 +361,17 @@ def _ray_encoder(model: Path, address: str | None, device: str, actors: int | No
 
 
 def _ray_job_errors() -> tuple[type[Exception], ...]:
-    """The --ray job's errors once service.ray_job was imported (an ``except`` clause evaluates this only when
+    """The --ray job's errors once service.bulk.ray was imported (an ``except`` clause evaluates this only when
     something was raised)."""
-    module = sys.modules.get("hamdex.service.ray_job")
+    module = sys.modules.get("hamdex.service.bulk.ray")
     return (module.RayJobError, ConnectionError) if module else ()
 
 
 def _index_remote(
     spec: str, client: BulkClient, batch_size: int, limit: int | None, strict: bool, restart: bool
 ) -> IndexSummary:
-    from hamdex.service import bulk, bulk_client
+    from hamdex.service.bulk import client as bulk_client
+    from hamdex.service.bulk import job as bulk
 
     if spec.startswith("demo:"):
         block = load_data(spec, limit)

@@ -13,7 +13,7 @@ from hamdex.index import Collection
 from hamdex.models import checkpoint, data
 from hamdex.models.presets import preset
 from hamdex.models.train import TrainConfig, fit_hasher
-from hamdex.service.bulk import index_blocks, split_block
+from hamdex.service.bulk.job import index_blocks, split_block
 
 LOG = logging.getLogger(__name__)
 

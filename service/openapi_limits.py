@@ -34,7 +34,7 @@ from hamdex.service.schemas import MAX_ID_CHARS, NO_SURROGATES
 from hamdex.service.settings import Settings
 
 FLOAT32_MAX = 3.4028234663852886e38  # larger values become infinite in float32: 422 non_finite
-# A bulk row's id holds something besides blanks (service.bulk strips it, as a file's): str.isspace's characters,
+# A bulk row's id holds something besides blanks (service.bulk.job strips it, as a file's): str.isspace's characters,
 # spelled out, since JSON Schema's \s is ECMAScript's, another set. All of them are in the BMP.
 _BLANKS = "".join(f"\\u{c:04x}" for c in range(0x10000) if chr(c).isspace())
 BULK_ID_PATTERN = f"^[^\\u0000]*[^\\u0000{_BLANKS}][^\\u0000]*$"
@@ -229,7 +229,7 @@ def _index_params(kind: str, n_bits: int | None) -> Schema:
 
 
 def _bulk_row(settings: Settings, specs: list[ModelSpec]) -> Schema:
-    """One line of a bulk body (service.ndjson): an id, one of input or input_b64, optional metadata."""
+    """One line of a bulk body (service.bulk.ndjson): an id, one of input or input_b64, optional metadata."""
     raw = _any_of([input_schema(spec, settings) for spec in specs]) if specs else {}
     properties: dict[str, Schema] = {
         "id": {"type": "string", "maxLength": MAX_ID_CHARS, "pattern": BULK_ID_PATTERN, "description": NO_SURROGATES},

@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hamdex.index import Collection
 from hamdex.models.hasher import Hasher
-from hamdex.service import bulk_client
 from hamdex.service.app import create_app, wait_ready
+from hamdex.service.bulk import client as bulk_client
+from hamdex.service.bulk.ndjson import split_lines
 from hamdex.service.cli import app as cli_app
-from hamdex.service.ndjson import split_lines
 from typer.testing import CliRunner
 
 from tests.conftest import MakeClient, dense_vectors

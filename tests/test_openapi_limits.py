@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from hamdex.index.errors import InvalidCollectionNameError
 from hamdex.index.registry import check_name
-from hamdex.service import bulk_client
 from hamdex.service.app import create_app
+from hamdex.service.bulk import client as bulk_client
 from hamdex.service.schemas import ID_PATTERN
 from hamdex.service.settings import Settings
 

@@ -1,4 +1,4 @@
-"""service.pipeline: the prefetching reader and the ordered background writer of the bulk job."""
+"""service.bulk.pipeline: the prefetching reader and the ordered background writer of the bulk job."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from hamdex.service.pipeline import Worker, prefetch
+from hamdex.service.bulk.pipeline import Worker, prefetch
 
 
 def test_prefetch_yields_everything_in_order():

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hamdex.index import Collection
 from hamdex.models import checkpoint
-from hamdex.service.bulk import job_key
+from hamdex.service import bulk
+from hamdex.service.bulk.job import job_key
 from hamdex.service.cli import app
 from typer.testing import CliRunner
 
-from hamdex import service
 from tests.conftest import synthetic_texts
 
 pytestmark = pytest.mark.ray
@@ -118,8 +118,8 @@ def test_cuda_without_a_gpu_is_refused(local_ray, dense_model_dir, tmp_path):
 
 def test_without_ray_the_error_says_what_to_install(dense_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    monkeypatch.delitem(sys.modules, "hamdex.service.ray_job", raising=False)  # imported again, without Ray
-    monkeypatch.delattr(service, "ray_job", raising=False)
+    monkeypatch.delitem(sys.modules, "hamdex.service.bulk.ray", raising=False)  # imported again, without Ray
+    monkeypatch.delattr(bulk, "ray", raising=False)
     np.save(tmp_path / "x.npy", np.zeros((4, D), np.float32))
     result = _index(str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--ray")
     assert result.exit_code == 2

@@ -1,10 +1,10 @@
-"""Streaming bulk upsert: ``POST {prefix}/items:bulk`` takes an NDJSON body (rows as in service.ndjson) of any size,
-and ``GET {prefix}/items:bulk/{job}`` tells how far a resumable job got. Mounted at /v1 (the default collection)
-and /v1/collections/{name}; write scope.
+"""Streaming bulk upsert: ``POST {prefix}/items:bulk`` takes an NDJSON body (rows as in service.bulk.ndjson) of any
+size, and ``GET {prefix}/items:bulk/{job}`` tells how far a resumable job got. Mounted at /v1 (the default
+collection) and /v1/collections/{name}; write scope.
 
 The body is read as it arrives and cut into blocks of HAMDEX_MAX_BATCH lines (fewer when they reach
 HAMDEX_MAX_BODY_BYTES). Each block is parsed, featurized, encoded and upserted in a worker thread, and is durable
-before the next one is read. Bad rows are skipped and counted by reason, as in the file bulk job (service.bulk),
+before the next one is read. Bad rows are skipped and counted by reason, as in the file bulk job (service.bulk.job),
 and the answer is then 422 ``rows_skipped`` whose body is the report (the good rows are written): 2xx means every
 row was written. With ``strict=true`` the first bad row answers 422 with its reason instead: earlier blocks stay
 committed, nothing of its block is written. A body with no rows answers 422 ``empty_batch``. The route is exempt
@@ -35,7 +35,8 @@ from fastapi.responses import JSONResponse
 from hamdex.index.backends import AnyCollection
 from hamdex.index.errors import CollectionNotFoundError
 from hamdex.index.registry import Registry
-from hamdex.service.bulk import BadRowError, SkipReport, good_rows
+from hamdex.service.bulk.job import BadRowError, SkipReport, good_rows
+from hamdex.service.bulk.ndjson import BadLine, parse_line, split_lines
 from hamdex.service.deps import (
     COLLECTION_PREFIXES,
     WRITE,
@@ -46,7 +47,6 @@ from hamdex.service.deps import (
     TargetDep,
 )
 from hamdex.service.errors import ApiError, ErrorBody, error_response
-from hamdex.service.ndjson import BadLine, parse_line, split_lines
 from hamdex.service.schemas import BulkJob, BulkResponse, BulkRowsSkipped
 from hamdex.service.settings import Settings
 from starlette.concurrency import run_in_threadpool

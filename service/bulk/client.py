@@ -2,7 +2,7 @@
 blocks, read as the local bulk job reads them, go to a running server as one NDJSON body (chunked), vectors and
 images as base64 float32 (``input_b64``), texts as ``input``.
 
-Resumable like the local job: the job key is service.bulk.job_key of the input, the batch size, the limit and the
+Resumable like the local job: the job key is service.bulk.job.job_key of the input, the batch size, the limit and the
 fingerprint of the server's collection. Before sending, the client asks the server how far that job got
 (``GET .../items:bulk/{job}``), skips the items already done and sends the rest with ``start=<items>``; a finished
 job is not sent again unless ``restart``. The summary adds the rows the reader skipped to those the server skipped.
@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import orjson
 from hamdex.models import data
-from hamdex.service.bulk import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
+from hamdex.service.bulk.job import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
 from tqdm.auto import tqdm
 
 NDJSON = "application/x-ndjson"

@@ -2,7 +2,7 @@
 
 The driver (the ``hamdex index`` process) reads the input with the same readers and the same lenient bad-row
 reporting as the local job, and writes into the collection with the same resumable progress records
-(``service.bulk.index_file`` / ``index_blocks`` with a :class:`RayEncoder` as their encoder). Only the
+(``service.bulk.job.index_file`` / ``index_blocks`` with a :class:`RayEncoder` as their encoder). Only the
 check-and-encode stage runs on the cluster:
 
 1. A feeder thread in the driver reads blocks, drops rows with a bad id (reported later, in order), puts each
@@ -40,7 +40,7 @@ import numpy as np
 import ray
 import ray.data
 from hamdex.models import checkpoint, data
-from hamdex.service import bulk
+from hamdex.service.bulk import job
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 from ray.util.queue import Full, Queue
@@ -128,7 +128,7 @@ class EncodeActor:
         n = len(batch["row"])
         errors = _RowErrors(n)
         # ids were checked in the driver: placeholders here, so only the inputs are checked
-        good, features = bulk.good_rows(["-"] * n, inputs, list(range(n)), self.hasher, errors)
+        good, features = job.good_rows(["-"] * n, inputs, list(range(n)), self.hasher, errors)
         codes = np.zeros((n, self.hasher.n_bits // 8), np.uint8)
         if len(good):
             codes[good] = self.hasher.encode_features(features).codes
@@ -136,7 +136,7 @@ class EncodeActor:
 
 
 class _RowErrors:
-    """Collects :func:`service.bulk.good_rows`'s reports per row of a batch (SkipReport's ``add``)."""
+    """Collects :func:`service.bulk.job.good_rows`'s reports per row of a batch (SkipReport's ``add``)."""
 
     def __init__(self, n: int) -> None:
         self.types = np.full(n, "", dtype=object)
@@ -178,7 +178,7 @@ def _drain(blocks: Queue) -> Iterator[Any]:
 class _Feeder:
     """The driver's reading thread: blocks -> pending (kept here) and the queue (their rows and inputs)."""
 
-    def __init__(self, blocks: Iterable[data.Block], report: bulk.SkipReport, start: int) -> None:
+    def __init__(self, blocks: Iterable[data.Block], report: job.SkipReport, start: int) -> None:
         self.queue = Queue(maxsize=QUEUE_BLOCKS, actor_options={"num_cpus": 0})
         self.pending: queue.Queue[_Pending | None] = queue.Queue()
         self.error: BaseException | None = None
@@ -188,7 +188,7 @@ class _Feeder:
         )
         self._thread.start()
 
-    def _run(self, blocks: Iterable[data.Block], report: bulk.SkipReport, offset: int) -> None:
+    def _run(self, blocks: Iterable[data.Block], report: job.SkipReport, offset: int) -> None:
         try:
             for block in blocks:
                 sent = np.asarray([i for i, x in enumerate(block.ids) if isinstance(x, str) and x.strip()], np.int64)
@@ -264,7 +264,7 @@ def _data_context() -> contextlib.AbstractContextManager:
 
 
 class RayEncoder:
-    """A ``service.bulk.Encoder`` that encodes on a Ray cluster (see above). It attaches to the cluster (or starts
+    """A ``service.bulk.job.Encoder`` that encodes on a Ray cluster (see above). It attaches to the cluster (or starts
     a local instance) when the job starts encoding, so a finished job never starts Ray."""
 
     def __init__(
@@ -282,7 +282,7 @@ class RayEncoder:
         self.address, self.device, self.actors = address, device, actors
         self.batch_size = batch_size
 
-    def __call__(self, blocks: Iterable[data.Block], report: bulk.SkipReport, start: int) -> Iterator[bulk.Encoded]:
+    def __call__(self, blocks: Iterable[data.Block], report: job.SkipReport, start: int) -> Iterator[job.Encoded]:
         # Ray Data counts the one read task as the actors' only input; its blocks do reach every actor
         warnings.filterwarnings("ignore", "The minimum number of concurrent actors", UserWarning)
         with connect(self.address):
@@ -313,7 +313,7 @@ class RayEncoder:
             )
 
     @staticmethod
-    def _encoded(block: _Pending, out: dict[str, np.ndarray], report: bulk.SkipReport) -> bulk.Encoded:
+    def _encoded(block: _Pending, out: dict[str, np.ndarray], report: job.SkipReport) -> job.Encoded:
         """Report the block's bad rows in the local job's order (ids first, then inputs) and keep the good ones."""
         expected = block.offset + block.sent
         if not np.array_equal(out["row"], expected):
@@ -329,4 +329,4 @@ class RayEncoder:
         ids = [block.ids[block.sent[j]] for j in good]
         meta = [block.metadata[block.sent[j]] for j in good]
         codes = np.ascontiguousarray(out["code"][good]) if good else None
-        return bulk.Encoded(ids, codes, meta, len(block.ids))
+        return job.Encoded(ids, codes, meta, len(block.ids))

@@ -6,9 +6,9 @@ record) are skipped and counted by reason in the summary; with ``strict`` the fi
 so its good rows are still indexed.
 
 Pipelined (:func:`index_blocks`): a thread reads the next blocks while this one is checked and encoded, and a
-writer thread commits the previous one (``service.pipeline``), each stage at most ``PIPELINE_DEPTH`` blocks ahead.
+writer thread commits the previous one (``service.bulk.pipeline``), each stage at most ``PIPELINE_DEPTH`` blocks ahead.
 Memory stays at a few blocks whatever the input's size (``.npy`` is mapped a block at a time). The check-and-encode
-stage is an :data:`Encoder`: :func:`encode_locally` here, or ``service.ray_job.RayEncoder`` on a Ray cluster; the
+stage is an :data:`Encoder`: :func:`encode_locally` here, or ``service.bulk.ray.RayEncoder`` on a Ray cluster; the
 reading, the resume logic, the writes and the summary are the same for both.
 
 Resumable (:func:`index_file`): each block's upsert stores ``{"items": done}`` under the job's key in the same
@@ -35,7 +35,7 @@ from hamdex.index import Collection
 from hamdex.models import data
 from hamdex.models.featurizers import InputError
 from hamdex.models.hasher import Hasher
-from hamdex.service.pipeline import Worker, prefetch
+from hamdex.service.bulk.pipeline import Worker, prefetch
 from tqdm.auto import tqdm
 
 LOG = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def split_block(block: data.Block, size: int) -> Iterable[data.Block]:
         yield _slice(block, start, start + size)
 
 
-# ---- shared with the HTTP bulk endpoint (service.routes.bulk) and its client (service.bulk_client) -----------------
+# ---- shared with the HTTP bulk endpoint (service.routes.bulk) and its client (service.bulk.client) -----------------
 
 skip_items = _skip_items
 

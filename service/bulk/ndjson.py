@@ -3,12 +3,12 @@ and one line parsed into a row.
 
 A row is one JSON object per line: ``{"id": str, "input": <text or list of numbers>}`` or ``{"id": str,
 "input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
-raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.SkipReport):
+raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.job.SkipReport):
 ``data_format`` (not JSON, not an object, unknown fields, neither or both inputs), ``undecodable``,
 ``line_too_long``, ``bad_id`` (too long, or holding U+0000 or a lone surrogate), ``input_type`` (a null input
 too: null is not "absent"), ``invalid_input`` (bad base64), ``input_shape``, ``non_finite``, ``text_too_long``,
 ``invalid_metadata`` (would not read back: a lone surrogate, nesting deeper than
-index.validation.MAX_METADATA_DEPTH), ``metadata_too_large``. A missing or empty id is left to service.bulk
+index.validation.MAX_METADATA_DEPTH), ``metadata_too_large``. A missing or empty id is left to service.bulk.job
 (``bad_id``). A line nested too deep to parse at all is ``data_format``.
 """
 
@@ -41,7 +41,7 @@ class BadLine(ValueError):
 
 @dataclass(frozen=True)
 class Row:
-    id: Any  # as sent: service.bulk reports a missing or empty one
+    id: Any  # as sent: service.bulk.job reports a missing or empty one
     input: str | np.ndarray  # a text, or float32 numbers
     metadata: dict | None
 
