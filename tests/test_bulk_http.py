@@ -21,11 +21,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hamdex.index import Collection
+from hamdex.models.data import Block
 from hamdex.models.hasher import Hasher
 from hamdex.service.app import create_app, wait_ready
 from hamdex.service.bulk import client as bulk_client
+from hamdex.service.bulk import ndjson
 from hamdex.service.bulk.ndjson import split_lines
 from hamdex.service.cli import app as cli_app
+from hamdex.service.settings import Settings
 from typer.testing import CliRunner
 
 from tests.conftest import MakeClient, dense_vectors
@@ -309,6 +312,25 @@ def test_split_lines_across_chunk_boundaries(size: int) -> None:
     assert asyncio.run(run()) == [b'{"a": 1}', None, b'{"b": 2}\r', b"y" * 11, None, b'{"c": 3}']
 
 
+@pytest.mark.parametrize("kind", ["text", "vector", "image"])
+def test_the_writer_s_lines_parse_back_to_the_block(kind: str) -> None:
+    """ndjson.block_lines and ndjson.parse_line are the two directions of one format."""
+    inputs: Any = {
+        "text": ["caf\u00e9 au lait", "a\nb"],
+        "vector": np.array([[0.1, -2.5, 3e30], [0.0, 1.0, -0.0]], np.float32),
+        "image": np.array([[[0, 255], [7, 8]], [[1, 2], [3, 4]]], np.uint8),
+    }[kind]
+    metadata = [{"label": "x", "big": 2**70}, {}]
+    block = Block(["a", "b\u2028c"], inputs, ["x", None], metadata, kind)
+    rows = [ndjson.parse_line(line.rstrip(b"\n"), Settings()) for line in ndjson.block_lines(block)]
+    assert [row.id for row in rows] == block.ids
+    assert [row.metadata for row in rows] == [metadata[0], None]  # empty metadata is not sent
+    if kind == "text":
+        assert [row.input for row in rows] == inputs
+    else:
+        assert np.array_equal(np.stack([row.input for row in rows]), inputs.reshape(2, -1).astype(np.float32))
+
+
 # ---- hamdex index --server against a real server ------------------------------------------------------------------
 
 
@@ -368,7 +390,7 @@ def test_cli_streams_to_a_server_and_resumes(
 
     # a run that dies after sending 6 blocks (240 rows): the server keeps the blocks of 50 it committed (uvicorn
     # drops what it had received but not handed over yet when the connection goes)
-    real = bulk_client.ndjson_lines
+    real = ndjson.block_lines
     sent = []
 
     def dying(block: Any) -> Any:
@@ -378,11 +400,11 @@ def test_cli_streams_to_a_server_and_resumes(
         sent.append(len(block))
         return real(block)
 
-    monkeypatch.setattr(bulk_client, "ndjson_lines", dying)
+    monkeypatch.setattr(ndjson, "block_lines", dying)
     monkeypatch.setenv("HAMDEX_API_KEY", WRITER)
     crashed = _index(*args)
     assert isinstance(crashed.exception, RuntimeError), crashed.output
-    monkeypatch.setattr(bulk_client, "ndjson_lines", real)
+    monkeypatch.setattr(ndjson, "block_lines", real)
     with bulk_client.BulkClient(server, api_key=WRITER) as client:
         key = bulk_client.job_key(data, 40, None, client.collection()["fingerprint"])
         jobs = [None, client.job(key)]

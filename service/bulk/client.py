@@ -10,9 +10,7 @@ job is not sent again unless ``restart``. The summary adds the rows the reader s
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -20,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import orjson
 from hamdex.models import data
+from hamdex.service.bulk import ndjson
 from hamdex.service.bulk.job import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
 from tqdm.auto import tqdm
-
-NDJSON = "application/x-ndjson"
 
 
 class RemoteError(Exception):
@@ -70,7 +65,7 @@ class BulkClient:
         params: dict[str, Any] = {"strict": str(strict).lower(), "start": start}
         if job is not None:
             params["job"] = job
-        headers = {"content-type": NDJSON}
+        headers = {"content-type": ndjson.MEDIA_TYPE}
         # 422 rows_skipped: the good rows are written, and the body is the report (service.routes.bulk)
         path = f"{self.prefix}/items:bulk"
         return self._call("POST", path, params=params, content=body, headers=headers, report=("rows_skipped",))
@@ -159,21 +154,5 @@ def index_blocks(
 
 def _body(blocks: Iterable[data.Block], bar: tqdm) -> Iterator[bytes]:
     for block in blocks:
-        yield b"".join(ndjson_lines(block))
+        yield b"".join(ndjson.block_lines(block))
         bar.update(len(block))
-
-
-def ndjson_lines(block: data.Block) -> Iterator[bytes]:
-    """One NDJSON row per item: texts as "input", vectors and images as "input_b64" (flat float32)."""
-    if block.kind == "text":
-        inputs: Iterable[dict] = ({"input": text} for text in block.inputs)
-    else:
-        flat = np.ascontiguousarray(np.asarray(block.inputs).reshape(len(block), -1), dtype="<f4")
-        inputs = ({"input_b64": base64.b64encode(row.tobytes()).decode("ascii")} for row in flat)
-    for item_id, given, metadata in zip(block.ids, inputs, block.metadata, strict=True):
-        row = {"id": item_id, **given, **({"metadata": metadata} if metadata else {})}
-        try:
-            line = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError:  # e.g. an integer beyond 64 bits, or a text with undecodable bytes
-            line = json.dumps(row, default=str).encode()
-        yield line + b"\n"

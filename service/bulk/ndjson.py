@@ -1,5 +1,6 @@
-"""NDJSON bodies of the bulk endpoint (service.routes.bulk): a streamed body split into lines of bounded length,
-and one line parsed into a row.
+"""NDJSON bodies of the bulk endpoint, both directions: the route (service.routes.bulk) splits a streamed body into
+lines of bounded length and parses each into a row; the client (service.bulk.client) writes a block's items as
+lines (:func:`block_lines`).
 
 A row is one JSON object per line: ``{"id": str, "input": <text or list of numbers>}`` or ``{"id": str,
 "input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
@@ -18,17 +19,19 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from hamdex.index.validation import metadata_problem
+from hamdex.models.data import Block
 from hamdex.service.deps import metadata_bytes
 from hamdex.service.schemas import MAX_ID_CHARS, check_item_id
 from hamdex.service.settings import Settings
 
+MEDIA_TYPE = "application/x-ndjson"
 FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
 _LONG_DIGITS = re.compile(r"\d{19}")
 
@@ -183,3 +186,20 @@ def _metadata(meta: Any, settings: Settings, checked: bool) -> dict | None:
     if size > limit:
         raise BadLine("metadata_too_large", f"metadata is {size} bytes as JSON; at most {limit}")
     return meta
+
+
+def block_lines(block: Block) -> Iterator[bytes]:
+    """The writer: one line per item of ``block``, as :func:`parse_line` reads it back: texts as "input", vectors
+    and images as "input_b64" (flat little-endian float32)."""
+    if block.kind == "text":
+        inputs: Iterable[dict] = ({"input": text} for text in block.inputs)
+    else:
+        flat = np.ascontiguousarray(np.asarray(block.inputs).reshape(len(block), -1), dtype="<f4")
+        inputs = ({"input_b64": base64.b64encode(row.tobytes()).decode("ascii")} for row in flat)
+    for item_id, given, metadata in zip(block.ids, inputs, block.metadata, strict=True):
+        row = {"id": item_id, **given, **({"metadata": metadata} if metadata else {})}
+        try:
+            line = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # e.g. an integer beyond 64 bits, or a text with undecodable bytes
+            line = json.dumps(row, default=str).encode()
+        yield line + b"\n"

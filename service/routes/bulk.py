@@ -36,7 +36,7 @@ from hamdex.index.backends import AnyCollection
 from hamdex.index.errors import CollectionNotFoundError
 from hamdex.index.registry import Registry
 from hamdex.service.bulk.job import BadRowError, SkipReport, good_rows
-from hamdex.service.bulk.ndjson import BadLine, parse_line, split_lines
+from hamdex.service.bulk.ndjson import MEDIA_TYPE, BadLine, parse_line, split_lines
 from hamdex.service.deps import (
     COLLECTION_PREFIXES,
     WRITE,
@@ -57,7 +57,7 @@ LOG = logging.getLogger(__name__)
 JOB = r"^[A-Za-z0-9_-]{1,64}$"
 JOB_PREFIX = "bulk:"  # the collection's progress records of local bulk jobs have no prefix
 # the body's schema, an array of rows (one per line), is the app's own: service.openapi_limits writes it
-NDJSON_BODY = {"requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "array"}}}}}
+NDJSON_BODY = {"requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": {"type": "array"}}}}}
 RawBlock = list[bytes | None]  # a block's lines as received; None: a line too long
 MAX_START = 2**53  # rows: past any real body, and still exact as a JSON number in every client
 
