@@ -1,9 +1,10 @@
 """The service's hottest request, a plain top-k search by code, answered without FastAPI's per-request machinery.
 
 ``POST /v1/search`` and ``POST /v1/collections/{name}/search`` whose body is a valid request where every query is a
-code, with no filter, radius or index parameters, from a caller the route would let in, on an open collection with
-its model loaded: this ASGI middleware validates the body with the route's own schema (``SearchRequest``), runs the
-same batched search (``Engine.search``) and writes the same JSON the route would. Anything else, and any error on the
+code, with no filter or radius (``SearchRequest.is_plain``), from a caller the route would let in, on an open
+collection with its model loaded: this ASGI middleware validates the body with the route's own schema
+(``SearchRequest``) and checks it with the route's own checks (``routes.search.check_search``), runs the same
+batched search (``Engine.search``) and writes the same JSON the route would. Anything else, and any error on the
 way, is handed untouched to the FastAPI route (the body is replayed), which answers it, errors included, as it
 answers every request; a search is read-only, so trying it twice is harmless.
 
@@ -22,9 +23,10 @@ import numpy as np
 import orjson
 from hamdex.index.registry import check_name
 from hamdex.models import bits
-from hamdex.service.deps import authorize, check_batch
+from hamdex.service.deps import authorize
 from hamdex.service.hashers import DEFAULT
 from hamdex.service.middleware import read_body, replay
+from hamdex.service.routes.search import check_search
 from hamdex.service.schemas import SearchRequest
 from hamdex.service.settings import Settings
 
@@ -77,18 +79,16 @@ class FastSearch:
         authorize(state, "read", scope["headers"], open_read=True)
         name = DEFAULT if name is None else check_name(name)
         req = SearchRequest.model_validate_json(body)
-        if req.radius is not None or req.filter or req.nprobe is not None or req.ef_search is not None:
+        if not req.is_plain or any(q.code is None for q in req.queries):
             return None
-        if any(q.code is None for q in req.queries) or not 1 <= req.k <= self.settings.max_k:
-            return None
-        check_batch(len(req.queries), self.settings, "queries")
         with state.registry.try_use(name) as collection:
             hasher = state.loaded_hasher_for(name, collection) if collection is not None else None
             if hasher is None:  # not open, or its model not loaded: the route opens or loads it off the event loop
                 return None
+            params = check_search(req, self.settings, name, collection)  # an error: the route answers it
             codes = np.stack([bits.from_wire(q.code, hasher.n_bits) for q in req.queries])
             found = await app.state.engine.search(
-                name, collection, codes, req.k, req.include_metadata, {}, scope["state"]["timings"]
+                name, collection, codes, req.k, req.include_metadata, params, scope["state"]["timings"]
             )
         results = [[{"id": h.id, "distance": h.distance, "metadata": h.metadata} for h in hits] for hits in found]
         return orjson.dumps({"results": results})

@@ -232,6 +232,12 @@ class SearchRequest(_Strict):
                 check_utf8(value, "filter value")
         return where
 
+    @property
+    def is_plain(self) -> bool:
+        """No filter and no radius: the k nearest, which the engine micro-batches (service.engine); filtered and
+        radius searches go to its heavy-search queue."""
+        return self.radius is None and not self.filter
+
 
 class Hit(BaseModel):
     id: str
