@@ -201,3 +201,23 @@ def for_size(kind: str, train: dict, n_items: int | None) -> dict:
     train["neighbours"] = min(train["neighbours"], max(10, n_items // 2000))
     train["neighbour_whiten"] = min(train["neighbour_whiten"], max(10, n_items // 10))
     return train
+
+
+def resolve(kind: str, n_items: int | None, model: dict[str, Any], train: dict[str, Any]) -> tuple[dict, dict]:
+    """The (model, train) overrides of a training run: the preset of ``kind`` for ``n_items`` items, under the
+    user's settings. ``model`` holds n_bits and may hold members, bottleneck, input_dropout, hidden, kl_weight,
+    readout; ``train`` any TrainConfig field. A None value is not given: the preset's stands."""
+    given = {k: v for k, v in model.items() if v is not None}
+    train = dict(train)
+    model_over, train_over = preset(kind, given["n_bits"], given.pop("members", None), n_items=n_items)
+    model_over.update(given)
+    if train.get("epochs") is not None and train.get("min_steps") is None:
+        train["min_steps"] = 0  # an explicit epoch count is what the user wants, however few steps it makes
+    if train.get("neighbours") == 0:
+        if train.get("contrastive_weight") is None:
+            train["contrastive_weight"] = 0.0  # its positives are neighbours: no neighbours, no contrastive term
+        # the cluster and teacher terms, and how neighbours are found, go with the kNN graph
+        no_graph = {"cluster_weight": 0.0, "teacher_weight": 0.0, "neighbour_whiten": 0, "full_vocab_neighbours": False}
+        train_over.update(no_graph, subject_weight=0.0)
+    train_over.update({k: v for k, v in train.items() if v is not None})
+    return model_over, train_over

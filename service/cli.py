@@ -133,47 +133,32 @@ def train(
     ] = False,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
-    from hamdex.models import checkpoint
-    from hamdex.models.presets import preset
+    from hamdex.models import checkpoint, presets
     from hamdex.models.train import TrainConfig, fit_hasher
 
     block = _as_images(load_data(data_spec, limit, columns), featurizer, image_shape)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
+    model_given = {
+        "n_bits": bits,
+        "members": members,
+        "bottleneck": bottleneck,
+        "input_dropout": input_dropout,
+        "hidden": tuple(int(h) for h in hidden.split(",") if h),
+        "kl_weight": kl_weight,
+        "readout": readout,
+    }
+    train_given = {
+        "neighbours": neighbours,
+        "contrastive_weight": contrastive_weight,
+        "subject_weight": subject_weight,
+        "target_features": target_features,
+        "epochs": epochs,
+        "min_steps": min_steps,
+        "lr": lr,
+        "batch_size": batch_size,
+    }
     try:
-        model_over, train_over = preset(kind, bits, members, n_items=len(block.ids))
-        model_over.update(
-            n_bits=bits,
-            bottleneck=bottleneck,
-            input_dropout=input_dropout,
-            hidden=tuple(int(h) for h in hidden.split(",") if h),
-        )
-        if epochs is not None and min_steps is None:
-            min_steps = 0  # an explicit epoch count is what the user wants, however few steps it makes
-        if neighbours == 0 and contrastive_weight is None:
-            contrastive_weight = 0.0  # its positives are neighbours: no neighbours, no contrastive term
-        if neighbours == 0:  # the cluster and teacher terms, and how neighbours are found, go with the kNN graph
-            train_over.update(
-                cluster_weight=0.0,
-                teacher_weight=0.0,
-                neighbour_whiten=0,
-                full_vocab_neighbours=False,
-                subject_weight=0.0,
-            )
-        if kl_weight is not None:
-            model_over["kl_weight"] = kl_weight
-        if readout is not None:
-            model_over["readout"] = readout
-        flags = {
-            "neighbours": neighbours,
-            "contrastive_weight": contrastive_weight,
-            "subject_weight": subject_weight,
-            "target_features": target_features,
-            "epochs": epochs,
-            "min_steps": min_steps,
-            "lr": lr,
-            "batch_size": batch_size,
-        }
-        train_over.update({k: v for k, v in flags.items() if v is not None})
+        model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)
         hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg)
     except ValueError as exc:
