@@ -1,4 +1,4 @@
-# hamdex service image. CPU by default; for CUDA build with a CUDA torch index (README "Deploy"):
+# hamdex service image. CPU by default; for CUDA build with a CUDA torch index (docs/operations.md, "Deploy"):
 #   docker build -t hamdex .
 #   docker build -t hamdex:cuda --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
 ARG BASE=python:3.11-slim

@@ -3,7 +3,7 @@
 Instead of reconstructing an item's own features, the decoder reconstructs the mean of the item and its ``k``
 nearest training neighbours by cosine similarity of the features. Codes then have to agree with what an item's
 neighbourhood has in common rather than with its idiosyncratic words, which raises retrieval precision (on 20
-Newsgroups at 32 bits, precision@100 0.485 -> 0.513; see the README). The idea follows NbrReg (Chaidaroon, Ebesu &
+Newsgroups at 32 bits, precision@100 0.485 -> 0.513; see docs/quality.md). The idea follows NbrReg (Chaidaroon, Ebesu &
 Fang, SIGIR 2018, "Deep Semantic Text Hashing with Weak Supervision"); the code is ours.
 
 Cost: a blocked (n x n) similarity pass, O(n^2 d) for dense and far less for sparse text features.

@@ -55,8 +55,7 @@ EVAL_STEPS = 100  # at least this many optimizer steps between two probe validat
 class TrainConfig:
     epochs: int = 40  # upper bound, unless min_steps needs more; early stopping usually ends sooner
     # the schedule in optimizer steps, so that it transfers across data sizes: at least this many steps however
-    # few the items (epochs are added), and no early stop before them. A preset tuned on 60,000 items for 20
-    # epochs ran ~4,200 steps; the same 20 epochs of 4,500 items are 320 steps, and collapsed (issue 18)
+    # few the items (epochs are added), and no early stop before them; epochs alone starve small sets (issue 18)
     min_steps: int = 0
     warmup_steps: int = 0  # the learning rate rises linearly from 0 over these first steps
     batch_size: int = 256
@@ -72,12 +71,12 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
     neighbours: int = 0  # > 0: reconstruct the mean of each item and its k nearest neighbours (models.neighbours)
     # > 0: that mean weighs each neighbour by its cosine similarity to the item to this power (the item itself 1),
-    # instead of uniformly; see models.neighbours.neighbour_targets. On 20 Newsgroups with the text preset at 32 bits
-    # (P@100, seeds 0 / 1): 0 -> 0.553 / 0.543, 1 -> 0.568 / 0.554, 2 -> 0.574 / 0.571, 4 -> 0.591 (seed 0)
+    # instead of uniformly (closer neighbours say more about the item); see models.neighbours.neighbour_targets
+    # and docs/presets.md
     neighbour_sim_power: float = 0.0
     # draw the positives of the contrastive and cluster terms from the mutual kNN (i lists j and j lists i) only,
-    # falling back to all k for items without one; see models.neighbours.mutual_neighbours. Same setting: 0.559 /
-    # 0.558 alone, 0.585 / 0.591 with neighbour_sim_power 2 (64 bits 0.594 / 0.604, 128 bits 0.599 / 0.599)
+    # falling back to all k for items without one (they share the item's label more often); see
+    # models.neighbours.mutual_neighbours and docs/presets.md
     mutual_positives: bool = False
     contrastive_weight: float = 0.0  # > 0 (needs neighbours): InfoNCE with a neighbour as positive (models.objectives)
     temperature: float = 0.3  # of the contrastive term
@@ -87,22 +86,22 @@ class TrainConfig:
     graph_neighbours: int = 0  # k of the teachers' kNN graph; 0 = ``neighbours``
     # > 0: find the neighbours (and the teachers' graph) by cosine in this many PCA-whitened dimensions of the
     # features instead of the features themselves (dense features only; models.neighbours.whitened). The decoder
-    # still reconstructs the neighbours' own features. Fashion-MNIST, 32 bits, mAP: see models.presets.
+    # still reconstructs the neighbours' own features. Whitened neighbours agree more with labels (docs/presets.md)
     neighbour_whiten: int = 0
     # text only: find the neighbours (and the teachers' graph) by BM25 cosine over every word in at least two
     # training texts (models.neighbours.full_vocabulary_bm25; 56k words on 20 Newsgroups) instead of the model's
-    # 10k-word input. The decoder still reconstructs the input features. 20 Newsgroups, text preset, 32 bits,
-    # seeds 0 / 1: P@100 0.585 / 0.591 -> 0.634 / 0.617; see models.presets
+    # 10k-word input, which finds purer neighbours. The decoder still reconstructs the input features; the
+    # measurements are in docs/presets.md
     full_vocab_neighbours: bool = False
     # > 0 (needs full_vocab_neighbours): the subject line of mail/news-style texts joins the neighbour space at this
-    # weight beside the body (models.neighbours.text_neighbour_space). 20 Newsgroups, text preset, P@100 at 32 / 64
-    # bits: 0.631 / 0.650 -> 0.664 / 0.686 (weight 0.5); see models.presets
+    # weight beside the body (models.neighbours.text_neighbour_space): a subject names its thread's topic in a few
+    # chosen words; see docs/presets.md
     subject_weight: float = 0.0
     # what the decoder reconstructs (the mean over each item and its neighbours when neighbours > 0): "input", the
     # model's input features; or "scattering", for images only: the standardised square roots of their 2-D
     # scattering coefficients (models.scattering), with a gaussian reconstruction loss. The encoder reads the input
-    # either way. Fashion-MNIST, pixel preset, 32 bits, mAP, seeds 0 / 1: 0.554 / 0.559 -> 0.583 / 0.563 (seed 2
-    # 0.570); see models.presets
+    # either way. Scattering coefficients barely move when an image shifts, so bits stop spending themselves on
+    # exact positions; see docs/presets.md
     target_features: str = "input"
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     progress: bool = True  # tqdm progress bar
@@ -324,8 +323,7 @@ def train(
             improved = score > best + 1e-3
             best = max(best, score)
             # the latest validation within noise of the best is kept: when the probe levels off, longer training
-            # wins the tie (20 Newsgroups, 32 bits: the first best of a flat probe, epoch 12 of 30, gave P@100
-            # 0.645 where epoch 30 gives 0.66)
+            # wins the tie (measured in docs/presets.md)
             keep = score >= best - 2 * stderr
         else:
             improved = keep = loss_improved
@@ -338,8 +336,7 @@ def train(
             stopped = "time"
             break
         # the probe alone does not stop training while the loss still falls, so the tuned presets run as tuned
-        # (Fashion-MNIST, 60,000 images, 32 bits: all 20 epochs, the same codes as before the probe; the probe
-        # alone stopped at epoch 14, mAP 0.599 against 0.592, within seed noise)
+        # (measured in docs/presets.md)
         if min(stale, loss_stale) >= cfg.patience and epoch * steps_per_epoch >= cfg.min_steps:
             stopped = "patience"
             break
