@@ -691,7 +691,7 @@ def test_second_open_is_refused_until_close(tmp_path: Path) -> None:
             Collection.open_or_create(path, 16, FP)
         with pytest.raises(CollectionLockedError):
             Collection.create(path, 16, FP)
-        script = f"from index import Collection; Collection.open({str(path)!r})"
+        script = f"from hamdex.index import Collection; Collection.open({str(path)!r})"
         proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, timeout=60)
         assert proc.returncode == 1 and b"CollectionLockedError" in proc.stderr  # another process too
         coll.upsert(["a"], np.ones((1, 2), dtype=np.uint8))  # the refused opens did not disturb the holder

@@ -285,11 +285,11 @@ def test_pruning_happens_after_the_snapshot_covers_it(tmp_path: Path) -> None:
 
 CRASH_POINTS = {
     # the snapshot's temp file is written, the rename has not happened
-    "before-rename": "import index.snapshot as s; s.os.replace = lambda *a: crash()",
+    "before-rename": "import hamdex.index.snapshot as s; s.os.replace = lambda *a: crash()",
     # the new snapshot file is in place, the manifest still names the old one
-    "before-manifest": "import index.snapshot as s; s.write_manifest = lambda *a: crash()",
+    "before-manifest": "import hamdex.index.snapshot as s; s.write_manifest = lambda *a: crash()",
     # manifest and snapshot are new, the store still holds the rows the snapshot covers
-    "before-prune": "from index.store import Store; Store.prune = lambda *a: crash()",
+    "before-prune": "from hamdex.index.store import Store; Store.prune = lambda *a: crash()",
 }
 
 

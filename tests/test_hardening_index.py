@@ -270,7 +270,7 @@ def test_drop_refuses_a_collection_another_process_holds_open(tmp_path: Path) ->
         [
             sys.executable,
             "-c",
-            "import sys; from index.collection import Collection\n"
+            "import sys; from hamdex.index.collection import Collection\n"
             f"c = Collection.open({str(root / 'con')!r}); print('open', flush=True); sys.stdin.read(); c.close()",
         ],
         stdin=subprocess.PIPE,
