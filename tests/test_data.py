@@ -31,7 +31,8 @@ from hamdex.models.data import (
     subject_of,
 )
 
-REAL_20NG = Path("/work/shared/data/20news-bydate.tar.xz")
+from tests.ci_skips import NO_20NG
+
 TEXTS = ["first post", "second, with a comma", "third\nspans two lines", "fourth", "fifth"]
 LABELS = ["a", "b", "a", None, "b"]
 RNG = np.random.default_rng(0)
@@ -193,7 +194,7 @@ def test_npy_reading_holds_about_one_block_in_memory(tmp_path):
     del big
     # VmHWM (peak RSS of this process image); ru_maxrss would start at the forking parent's peak
     script = (
-        "import sys; from models.data import iter_blocks; "
+        "import sys; from hamdex.models.data import iter_blocks; "
         "hwm = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
         "base = hwm(); "
         "total = sum(float(b.inputs.sum()) for b in iter_blocks(sys.argv[1], 1024)); "
@@ -507,10 +508,11 @@ def test_decode_and_subject():
 
 
 def test_real_20newsgroups_train_split():
-    if not REAL_20NG.exists():
-        pytest.skip(f"{REAL_20NG} is absent")
+    path = demo_corpus_path()
+    if path is None:
+        pytest.skip(NO_20NG)
     start = time.perf_counter()
-    block = load_20newsgroups(REAL_20NG, "train")
+    block = load_20newsgroups(path, "train")
     assert time.perf_counter() - start < 15
     assert len(block) == 11_314 and len(set(block.labels)) == 20
     assert len(set(block.ids)) == 11_314
