@@ -25,7 +25,7 @@ from hamdex.index import (
 )
 from hamdex.index.registry import Registry
 
-from tests.test_service import oracle_hits, random_codes
+from tests.helpers import oracle_hits, random_codes
 
 FP = "model-a"
 N_BITS = 32

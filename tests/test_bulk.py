@@ -13,14 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hamdex.index import Collection
-from hamdex.service.cli import app
-from typer.testing import CliRunner
+
+from tests.helpers import run_index
 
 D = 12  # the dense fixture model's width
-
-
-def _index(*args: str) -> object:
-    return CliRunner().invoke(app, ["index", *args])
 
 
 def _jsonl_with_bad_rows(path: Path) -> Path:
@@ -37,7 +33,7 @@ def _jsonl_with_bad_rows(path: Path) -> Path:
 def test_bad_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
     data = _jsonl_with_bad_rows(tmp_path / "v.jsonl")
     coll, report = tmp_path / "c", tmp_path / "report.json"
-    result = _index(
+    result = run_index(
         str(data), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "6", "--report", str(report)
     )
     assert result.exit_code == 0, result.output
@@ -57,7 +53,7 @@ def test_nan_rows_in_an_npy_block_are_found_and_good_rows_kept(dense_model_dir, 
     np.save(tmp_path / "x.npy", x)
     coll, report = tmp_path / "c", tmp_path / "r.json"
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "4"]
-    result = _index(*args, "--report", str(report))
+    result = run_index(*args, "--report", str(report))
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())
     assert summary["reasons"] == {"non_finite": 2}
@@ -80,7 +76,7 @@ def test_bad_parquet_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
     pq.write_table(table, tmp_path / "x.parquet", row_group_size=5)
     coll, report = tmp_path / "c", tmp_path / "r.json"
     args = [str(tmp_path / "x.parquet"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "5"]
-    result = _index(*args, "--report", str(report))
+    result = run_index(*args, "--report", str(report))
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())
     assert summary["items"] == 8 and summary["reasons"] == {"input_type": 2, "input_shape": 1, "non_finite": 1}
@@ -89,7 +85,7 @@ def test_bad_parquet_rows_are_skipped_and_reported(dense_model_dir, tmp_path):
         assert sorted(c.ids(), key=int) == [str(i) for i in range(12) if i not in (1, 4, 6, 9)]
         assert c.get("11").metadata == {"tag": 11}
 
-    strict = _index(*args[:-2], "-c", str(tmp_path / "c2"), "--batch-size", "5", "--strict")
+    strict = run_index(*args[:-2], "-c", str(tmp_path / "c2"), "--batch-size", "5", "--strict")
     assert strict.exit_code == 2 and "null" in strict.output
 
 
@@ -98,7 +94,7 @@ def test_strict_aborts_on_the_first_bad_row(dense_model_dir, tmp_path):
     x[6, 1] = np.nan
     np.save(tmp_path / "x.npy", x)
     coll = tmp_path / "c"
-    result = _index(
+    result = run_index(
         str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "4", "--strict"
     )
     assert result.exit_code == 2
@@ -107,17 +103,17 @@ def test_strict_aborts_on_the_first_bad_row(dense_model_dir, tmp_path):
         assert len(c) == 4  # the first block; nothing of the bad row's block
 
     data = _jsonl_with_bad_rows(tmp_path / "v.jsonl")
-    result = _index(str(data), "-m", str(dense_model_dir), "-c", str(tmp_path / "c2"), "--strict")
+    result = run_index(str(data), "-m", str(dense_model_dir), "-c", str(tmp_path / "c2"), "--strict")
     assert result.exit_code == 2 and "ragged" in result.output
 
 
 def test_a_finished_job_is_not_redone(dense_model_dir, tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((30, D)).astype(np.float32))
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--batch-size", "8"]
-    assert "indexed 30 items" in _index(*args).output
-    again = _index(*args)
+    assert "indexed 30 items" in run_index(*args).output
+    again = run_index(*args)
     assert again.exit_code == 0 and "already finished" in again.output
-    restarted = _index(*args, "--restart")
+    restarted = run_index(*args, "--restart")
     assert "indexed 30 items" in restarted.output and "collection holds 30" in restarted.output
 
 
@@ -157,7 +153,7 @@ def test_a_killed_job_resumes_with_exactly_the_right_items(dense_model_dir, tmp_
     np.save(tmp_path / "x.npy", x)
     args = ["index", str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "--batch-size", str(batch), "--device", "cpu"]
     clean = tmp_path / "clean"
-    assert _index(*args[1:], "-c", str(clean)).exit_code == 0
+    assert run_index(*args[1:], "-c", str(clean)).exit_code == 0
 
     coll = tmp_path / "killed"
     cmd = [sys.executable, "-m", "hamdex.service.cli", *args, "-c", str(coll)]
@@ -195,7 +191,7 @@ def test_undecodable_and_empty_id_text_rows_are_skipped(text_model_dir, tmp_path
     bad = b'{"id": "latin", "text": "caf\xe9 rocket"}'  # latin-1 bytes: not UTF-8
     (tmp_path / "t.jsonl").write_bytes(b"\n".join([*good[:2], bad, *good[2:]]) + b"\n")
     coll, report = tmp_path / "c", tmp_path / "r.json"
-    result = _index(str(tmp_path / "t.jsonl"), "-m", str(text_model_dir), "-c", str(coll), "--report", str(report))
+    result = run_index(str(tmp_path / "t.jsonl"), "-m", str(text_model_dir), "-c", str(coll), "--report", str(report))
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["reasons"] == {"undecodable": 1}
     with Collection.open(coll) as c:
@@ -211,13 +207,13 @@ def test_index_into_a_milvus_collection_gives_the_faiss_codes(dense_model_dir, t
     np.save(tmp_path / "x.npy", x)
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "--batch-size", "8"]
     for backend in ("faiss", "milvus"):
-        result = _index(*args, "-c", str(tmp_path / backend), "--backend", backend)
+        result = run_index(*args, "-c", str(tmp_path / backend), "--backend", backend)
         assert result.exit_code == 0, result.output
     with open_collection(tmp_path / "faiss") as f, open_collection(tmp_path / "milvus") as m:
         assert m.manifest.backend == "milvus" and len(m) == len(f) == 30
         for i in ("0", "17", "29"):
             assert m.get(i).code.tobytes() == f.get(i).code.tobytes()
-    rerun = _index(*args, "-c", str(tmp_path / "milvus"))  # an existing collection keeps its backend; job done
+    rerun = run_index(*args, "-c", str(tmp_path / "milvus"))  # an existing collection keeps its backend; job done
     assert rerun.exit_code == 0 and "already finished" in rerun.output
-    bad = _index(*args, "-c", str(tmp_path / "other"), "--backend", "elastic")
+    bad = run_index(*args, "-c", str(tmp_path / "other"), "--backend", "elastic")
     assert bad.exit_code == 2 and "backend" in bad.output

@@ -27,13 +27,11 @@ from hamdex.service.app import create_app, wait_ready
 from hamdex.service.bulk import client as bulk_client
 from hamdex.service.bulk import ndjson
 from hamdex.service.bulk.ndjson import split_lines
-from hamdex.service.cli import app as cli_app
 from hamdex.service.settings import Settings
-from typer.testing import CliRunner
 
 from tests.conftest import MakeClient, dense_vectors
-from tests.test_end_to_end import _free_port, _wait_healthy
-from tests.test_production import ADMIN, KEYS, READER, WRITER, assert_error, bearer, settings_for
+from tests.helpers import ADMIN, KEYS, READER, WRITER, assert_error, bearer, free_port, run_index, wait_healthy
+from tests.test_production import settings_for
 
 D = 12  # the dense fixture model's width
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -336,7 +334,7 @@ def test_the_writer_s_lines_parse_back_to_the_block(kind: str) -> None:
 
 @pytest.fixture
 def server(dense_model_dir: Path, tmp_path: Path) -> Any:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HAMDEX_API_KEYS": KEYS,
@@ -361,16 +359,12 @@ def server(dense_model_dir: Path, tmp_path: Path) -> Any:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
-
-
-def _index(*args: str) -> Any:
-    return CliRunner().invoke(cli_app, ["index", *args])
 
 
 def test_cli_streams_to_a_server_and_resumes(
@@ -384,9 +378,9 @@ def test_cli_streams_to_a_server_and_resumes(
     args = [data, "--server", server, "--batch-size", "40"]
     admin = httpx.Client(base_url=server, headers=bearer(ADMIN))
 
-    refused = _index(*args, "--api-key", READER)
+    refused = run_index(*args, "--api-key", READER)
     assert refused.exit_code == 2 and "403 forbidden" in refused.output, refused.output
-    assert _index(*args).exit_code == 2  # no key: 401
+    assert run_index(*args).exit_code == 2  # no key: 401
 
     # a run that dies after sending 6 blocks (240 rows): the server keeps the blocks of 50 it committed (uvicorn
     # drops what it had received but not handed over yet when the connection goes)
@@ -402,7 +396,7 @@ def test_cli_streams_to_a_server_and_resumes(
 
     monkeypatch.setattr(ndjson, "block_lines", dying)
     monkeypatch.setenv("HAMDEX_API_KEY", WRITER)
-    crashed = _index(*args)
+    crashed = run_index(*args)
     assert isinstance(crashed.exception, RuntimeError), crashed.output
     monkeypatch.setattr(ndjson, "block_lines", real)
     with bulk_client.BulkClient(server, api_key=WRITER) as client:
@@ -417,19 +411,19 @@ def test_cli_streams_to_a_server_and_resumes(
     assert committed == job["items"] - 1  # row 7 was skipped
 
     report = tmp_path / "report.json"
-    resumed = _index(*args, "--report", str(report))
+    resumed = run_index(*args, "--report", str(report))
     assert resumed.exit_code == 0, resumed.output
     assert f"resumed after {job['items']} items" in resumed.output
     summary = json.loads(report.read_text())
     assert summary["items"] == n - job["items"] - 1 and summary["collection_count"] == n - 2
     assert summary["reasons"] == {"non_finite": 1} and summary["examples"]["non_finite"][0]["row"] == 250
     assert admin.get("/info").json()["count"] == n - 2
-    again = _index(*args)
+    again = run_index(*args)
     assert again.exit_code == 0 and "already finished" in again.output, again.output
 
     # the codes equal those of the local job
     local = tmp_path / "local"
-    assert _index(data, "-m", str(dense_model_dir), "-c", str(local), "--device", "cpu").exit_code == 0
+    assert run_index(data, "-m", str(dense_model_dir), "-c", str(local), "--device", "cpu").exit_code == 0
     with Collection.open(local) as coll:
         for item_id in ("0", "8", "249", "399"):
             code = admin.get(f"/v1/items/{item_id}", params={"format": "hex"}).json()["code"]
@@ -437,10 +431,10 @@ def test_cli_streams_to_a_server_and_resumes(
 
     # a named collection, and --strict: the server refuses the first row the model cannot take
     assert admin.post("/v1/collections", json={"name": "named"}).status_code == 201
-    named = _index(data, "--server", server, "--name", "named", "--limit", "100")
+    named = run_index(data, "--server", server, "--name", "named", "--limit", "100")
     assert named.exit_code == 0 and "indexed 99 items" in named.output, named.output
     wide = np.random.default_rng(4).standard_normal((20_000, D + 1)).astype(np.float32)
     np.save(tmp_path / "wide.npy", wide)
-    strict = _index(str(tmp_path / "wide.npy"), "--server", server, "--name", "named", "--strict")
+    strict = run_index(str(tmp_path / "wide.npy"), "--server", server, "--name", "named", "--strict")
     assert strict.exit_code == 2 and "422 input_shape" in strict.output, strict.output
     assert admin.get("/v1/collections/named").json()["count"] == 99

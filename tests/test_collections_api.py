@@ -20,7 +20,7 @@ from hamdex.service.app import wait_ready
 from hamdex.service.errors import STATUS
 
 from tests.conftest import MakeClient, synthetic_texts
-from tests.test_service import oracle_hits, pairs, random_codes
+from tests.helpers import oracle_hits, pairs, random_codes
 
 KIND_PARAMS = {"flat": {}, "ivf": {"nprobe": 8}, "hnsw": {"ef_search": 64}, "hash": {}, "multihash": {}}
 

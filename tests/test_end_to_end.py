@@ -3,10 +3,8 @@ and find same-class neighbours over HTTP well above chance."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -15,11 +13,7 @@ from hamdex.service.cli import app
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +23,6 @@ def digits_file(tmp_path_factory):
     ids = np.array([f"digit-{i}" for i in range(len(d.target))])
     np.savez(path, X=(d.images * 255 / 16).astype(np.uint8), labels=d.target.astype(str), ids=ids)
     return path
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("server did not become healthy in time")
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +52,14 @@ def _same_class_rate(results: list[list[dict]], query_ids: list[str]) -> tuple[i
 
 def test_serve_and_search_over_http(built):
     model, coll = built
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(coll), "--port", str(port)]
     proc = subprocess.Popen(
         [*cmd, "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ}
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         assert httpx.get(url + "/info").json()["count"] == 1797
         query_ids = [f"digit-{i}" for i in range(0, 1797, 18)]  # 100 queries over all classes
         body = {"queries": [{"id": q} for q in query_ids], "k": 11}

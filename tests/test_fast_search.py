@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hamdex.service.routes import search as search_route
 
 from tests.conftest import MakeClient
-from tests.test_production import ADMIN, KEYS, READER, WRITER, bearer, metric
+from tests.helpers import ADMIN, KEYS, READER, WRITER, bearer, metric
 
 N_ITEMS = 40
 META: list[Any] = [{"i": 1, "f": 0.1, "s": "tëxt ✓", "b": True, "n": None, "l": [1, "x", {"y": 2}]}, {}, {"z": -3}]

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 from hamdex.service.app import create_app, wait_ready
 
 from tests.conftest import MakeClient, dense_vectors
-from tests.test_production import ADMIN, KEYS, READER, assert_error, bearer, settings_for
+from tests.helpers import ADMIN, KEYS, READER, assert_error, bearer
+from tests.test_production import settings_for
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}

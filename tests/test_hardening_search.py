@@ -38,7 +38,8 @@ from hamdex.service.routes import search as search_route
 from hamdex.service.settings import Settings
 
 from tests.conftest import MakeClient
-from tests.test_production import assert_error, metric, serving, settings_for
+from tests.helpers import assert_error, metric, serving
+from tests.test_production import settings_for
 
 N, N_BITS = 3000, 16
 

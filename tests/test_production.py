@@ -18,45 +18,25 @@ import re
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hamdex.models import checkpoint
 from hamdex.models.hasher import Hasher
 from hamdex.service import cli
-from hamdex.service.app import create_app, wait_ready
+from hamdex.service.app import create_app
 from hamdex.service.auth import KeyConfigError
-from hamdex.service.errors import STATUS
 from hamdex.service.logs import JsonFormatter
 from typer.testing import CliRunner
 
 from tests.conftest import MakeClient, dense_vectors, settings_for
+from tests.helpers import ADMIN, KEYS, READER, WRITER, assert_error, bearer, metric, serving
 
-READER = "reader-key-0123456789"
-WRITER = "writer-key-0123456789"
-ADMIN = "admin-key-01234567890"
-KEYS = f"{READER} read;{WRITER} write;{ADMIN} admin"
 HEX = re.compile(r"^[0-9a-f]{32}$")
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def assert_error(resp: httpx.Response, status: int, error_type: str) -> dict:
-    """The response is the error ``error_type`` with its status from the one table, in the one error body."""
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error", "error_type"}, body
-    assert body["error_type"] == error_type and STATUS[error_type] == status, body
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 def count(client: TestClient, headers: dict[str, str] | None = None) -> int:
@@ -67,34 +47,6 @@ def codes_items(n: int, seed: int = 0, prefix: str = "item") -> list[dict[str, A
     """``n`` items with random 16-bit codes (the dense model's length) as hex."""
     codes = np.random.default_rng(seed).integers(0, 256, (n, 2), dtype=np.uint8)
     return [{"id": f"{prefix}-{i}", "code": c.tobytes().hex(), "metadata": {"i": i}} for i, c in enumerate(codes)]
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``app``'s lifespan in this event loop and yield a client whose requests may overlap."""
-    async with app.router.lifespan_context(app):
-        await asyncio.to_thread(wait_ready, app, 60)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=30) as client:
-            yield client
-
-
-def metric_samples(text: str, name: str) -> dict[str, float]:
-    """``{'<labels>': value}`` for every sample of ``name`` in Prometheus text (labels as written)."""
-    out = {}
-    for line in text.splitlines():
-        m = re.match(rf"^{re.escape(name)}(\{{.*\}})? (\S+)$", line)  # a route template holds braces too
-        if m:
-            out[m.group(1) or ""] = float(m.group(2))
-    return out
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of the sample of ``name`` whose labels include ``labels``; 0 when there is none."""
-    for label_text, value in metric_samples(text, name).items():
-        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-            return value
-    return 0.0
 
 
 # ---- API keys ---------------------------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from hamdex.index import Collection
 from hamdex.models import checkpoint
 from hamdex.service import bulk
 from hamdex.service.bulk.job import job_key
-from hamdex.service.cli import app
-from typer.testing import CliRunner
 
 from tests.conftest import synthetic_texts
+from tests.helpers import run_index
 
 pytestmark = pytest.mark.ray
 
@@ -43,10 +42,6 @@ def local_ray():
     ray.shutdown()
 
 
-def _index(*args: str) -> object:
-    return CliRunner().invoke(app, ["index", *args])
-
-
 def _items(coll: Path) -> dict[str, tuple[bytes, dict | None]]:
     with Collection.open(coll) as c:
         return {i: (c.get(i).code.tobytes(), c.get(i).metadata) for i in c.ids()}
@@ -57,10 +52,10 @@ def test_vectors_give_the_local_codes_and_report(local_ray, dense_model_dir, tmp
     x[5, 0], x[30, 3] = np.nan, np.inf  # .npy passes these on: the featurizer finds them, on an actor
     np.save(tmp_path / "x.npy", x)
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "--batch-size", "8"]
-    local = _index(*args, "-c", str(tmp_path / "local"), "--report", str(tmp_path / "local.json"))
+    local = run_index(*args, "-c", str(tmp_path / "local"), "--report", str(tmp_path / "local.json"))
     assert local.exit_code == 0, local.output
     t0 = time.perf_counter()
-    on_ray = _index(*args, "-c", str(tmp_path / "ray"), "--report", str(tmp_path / "ray.json"), "--ray")
+    on_ray = run_index(*args, "-c", str(tmp_path / "ray"), "--report", str(tmp_path / "ray.json"), "--ray")
     print(f"--ray job: {time.perf_counter() - t0:.1f}s")
     assert on_ray.exit_code == 0, on_ray.output
     assert "indexed 38 items" in on_ray.output and "skipped 2" in on_ray.output
@@ -69,7 +64,7 @@ def test_vectors_give_the_local_codes_and_report(local_ray, dense_model_dir, tmp
     _same_reports(tmp_path / "ray.json", tmp_path / "local.json")
     assert [e["row"] for e in json.loads((tmp_path / "ray.json").read_text())["examples"]["non_finite"]] == [5, 30]
 
-    again = _index(*args, "-c", str(tmp_path / "ray"), "--ray")  # the same job: nothing to do
+    again = run_index(*args, "-c", str(tmp_path / "ray"), "--ray")  # the same job: nothing to do
     assert again.exit_code == 0 and "already finished (40 items)" in again.output
     assert _items(tmp_path / "ray") == _items(tmp_path / "local")
 
@@ -90,17 +85,17 @@ def test_texts_resume_on_ray_with_the_local_codes_and_report(local_ray, text_mod
         lines[i] = json.dumps({"id": " ", "text": texts[i]}).encode()
     (tmp_path / "t.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     args = [str(tmp_path / "t.jsonl"), "-m", str(text_model_dir), "--batch-size", "10"]
-    assert _index(*args, "-c", str(tmp_path / "clean"), "--report", str(tmp_path / "clean.json")).exit_code == 0
+    assert run_index(*args, "-c", str(tmp_path / "clean"), "--report", str(tmp_path / "clean.json")).exit_code == 0
 
     # the same job cut off after 20 items (its progress record says so), finished on Ray
     coll = tmp_path / "cut"
-    assert _index(*args, "-c", str(coll)).exit_code == 0
+    assert run_index(*args, "-c", str(coll)).exit_code == 0
     with Collection.open(coll) as c:
         key = job_key(tmp_path / "t.jsonl", 10, None, checkpoint.read_meta(text_model_dir)["fingerprint"])
         assert c.progress(key) == {"items": len(texts) - 2, "done": True}  # lines the reader skipped not counted
         c.delete([i for i in c.ids() if int(i[1:]) >= 20])
         c.set_progress(key, {"items": 20})
-    resumed = _index(*args, "-c", str(coll), "--ray", "--report", str(tmp_path / "ray.json"))
+    resumed = run_index(*args, "-c", str(coll), "--ray", "--report", str(tmp_path / "ray.json"))
     assert resumed.exit_code == 0, resumed.output
     assert "resumed after 20 items" in resumed.output, resumed.output
     assert f"indexed {len(texts) - 2 - 20 - 9} items" in resumed.output, resumed.output
@@ -112,7 +107,7 @@ def test_texts_resume_on_ray_with_the_local_codes_and_report(local_ray, text_mod
 def test_cuda_without_a_gpu_is_refused(local_ray, dense_model_dir, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, D), np.float32))
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c")]
-    result = _index(*args, "--ray", "--device", "cuda")
+    result = run_index(*args, "--ray", "--device", "cuda")
     assert result.exit_code == 2 and "no GPU" in result.output
 
 
@@ -121,7 +116,7 @@ def test_without_ray_the_error_says_what_to_install(dense_model_dir, tmp_path, m
     monkeypatch.delitem(sys.modules, "hamdex.service.bulk.ray", raising=False)  # imported again, without Ray
     monkeypatch.delattr(bulk, "ray", raising=False)
     np.save(tmp_path / "x.npy", np.zeros((4, D), np.float32))
-    result = _index(str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--ray")
+    result = run_index(str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--ray")
     assert result.exit_code == 2
     assert "pip install 'hamdex[ray]'" in result.output.replace("\n", "")
 
@@ -132,7 +127,7 @@ def test_strict_stops_at_the_first_bad_row_after_writing_the_blocks_before(local
     np.save(tmp_path / "x.npy", x)
     coll = tmp_path / "c"
     args = [str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(coll), "--batch-size", "8", "--strict"]
-    result = _index(*args, "--ray")
+    result = run_index(*args, "--ray")
     assert result.exit_code == 2 and "(rows 16-23): vector at row 1 has NaN" in result.output.replace("\n", "")
     with Collection.open(coll) as c:
         assert len(c) == 16  # the blocks before the bad row's, nothing of its own

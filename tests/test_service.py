@@ -19,6 +19,7 @@ from hamdex.models.hasher import Hasher
 from hamdex.service.errors import STATUS
 
 from tests.conftest import MakeClient, dense_vectors, digit_images, synthetic_texts
+from tests.helpers import oracle_hits, pairs, random_codes
 
 FORMATS = ("hex", "base64", "bits")
 KINDS = ("text", "pixels", "dense")
@@ -54,27 +55,6 @@ def sample_inputs(kind: str, n: int = 5) -> list[Any]:
 
 def wire_codes(codes: np.ndarray, fmt: str) -> list[Any]:
     return [bits.to_wire(c, fmt) for c in codes]
-
-
-def random_codes(n: int, n_bits: int, seed: int = 0) -> np.ndarray:
-    """uint8 (n, n_bits // 8) with a few exact duplicates, so ties at equal distance occur."""
-    codes = np.random.default_rng(seed).integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
-    codes[1::7] = codes[0::7][: len(codes[1::7])]
-    return codes
-
-
-def popcount_distances(query: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """The oracle: uint8 (B,) x (n, B) -> int (n,) Hamming distances by popcount of XOR."""
-    return np.unpackbits(np.bitwise_xor(codes, query[None, :]), axis=1).sum(axis=1)
-
-
-def oracle_hits(query: np.ndarray, ids: list[str], codes: np.ndarray) -> list[tuple[int, str]]:
-    """Every stored item as (distance, id), sorted the way the service must sort hits."""
-    return sorted(zip(popcount_distances(query, codes).tolist(), ids, strict=True))
-
-
-def pairs(hits: list[dict]) -> list[tuple[int, str]]:
-    return [(h["distance"], h["id"]) for h in hits]
 
 
 def upsert_codes(client: TestClient, ids: list[str], codes: np.ndarray, fmt: str = "hex") -> dict:
