@@ -1,15 +1,8 @@
 """Storage and Hamming-distance search of packed binary codes; knows no model."""
 
 from hamdex.index.backends import AnyCollection, create_collection, open_collection, open_or_create_collection
-from hamdex.index.collection import (
-    BACKENDS,
-    SUPPORTED_INDEX_KINDS,
-    Collection,
-    Hit,
-    Item,
-    Manifest,
-    UpsertResult,
-)
+from hamdex.index.base import BACKENDS, CollectionLike, Hit, Item, Manifest, UpsertResult
+from hamdex.index.collection import SUPPORTED_INDEX_KINDS, Collection
 from hamdex.index.errors import (
     BackendUnavailableError,
     CodeLengthError,
@@ -34,6 +27,7 @@ __all__ = [
     "Collection",
     "CollectionError",
     "CollectionExistsError",
+    "CollectionLike",
     "CollectionLockedError",
     "CollectionNotFoundError",
     "CorruptCollectionError",

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from hamdex.index import snapshot
-from hamdex.index.collection import SNAPSHOT_EVERY, Collection, _exists
+from hamdex.index.base import SNAPSHOT_EVERY, CollectionLike, collection_exists
+from hamdex.index.collection import Collection
 from hamdex.index.errors import InvalidManifestError
 from hamdex.index.milvus import MilvusCollection, destroy
 
-AnyCollection = Collection | MilvusCollection
+AnyCollection = CollectionLike  # the older name, kept for callers that import it
 
 
 def backend_of(path: str | os.PathLike[str]) -> str:
@@ -34,7 +35,7 @@ def _class(backend: str) -> type[Collection] | type[MilvusCollection]:
 
 def open_collection(
     path: str | os.PathLike[str], expected_fingerprint: str | None = None, *, snapshot_every: int = SNAPSHOT_EVERY
-) -> AnyCollection:
+) -> CollectionLike:
     """Open the collection at ``path`` with the backend that holds it."""
     return _class(backend_of(path)).open(path, expected_fingerprint, snapshot_every=snapshot_every)
 
@@ -49,7 +50,7 @@ def create_collection(
     backend: str = "faiss",
     milvus_uri: str | None = None,
     **kwargs: Any,
-) -> AnyCollection:
+) -> CollectionLike:
     """A new empty collection at ``path``; ``milvus_uri`` (backend milvus): a server URL, or None for a
     milvus-lite file in the directory."""
     if backend == "milvus":
@@ -69,10 +70,10 @@ def open_or_create_collection(
     backend: str = "faiss",
     milvus_uri: str | None = None,
     **kwargs: Any,
-) -> AnyCollection:
+) -> CollectionLike:
     """Open the collection at ``path`` whatever its backend (bits and fingerprint must match), else create it with
     ``backend`` and ``milvus_uri``; ``kwargs`` as for ``Collection.open_or_create``."""
-    exists = _exists(Path(path))
+    exists = collection_exists(Path(path))
     if (backend_of(path) if exists else backend) == "milvus":
         milvus = MilvusCollection.open_or_create
         return milvus(path, n_bits, fingerprint, index_kind, milvus_uri=milvus_uri, **kwargs)

@@ -14,187 +14,53 @@ Searches share a readers-writer lock with the short step that applies a write, s
 and are never blocked behind a long bulk insert (its SQLite commits happen outside that lock).
 
 Directory layout: ``items.sqlite`` (+ ``-wal``/``-shm``), ``manifest.json``, ``snapshot-<seq>.npz``, ``LOCK``.
-A collection is opened by one process at a time (an advisory lock on ``LOCK``).
+A collection is opened by one process at a time (an advisory lock on ``LOCK``); that folder lifecycle, shared with
+the Milvus backend, is :class:`index.base.CollectionBase`'s.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from hamdex.index import legacy, snapshot
+from hamdex.index.base import (
+    SNAPSHOT_EVERY,
+    CollectionBase,
+    Hit,
+    Item,
+    Manifest,
+    UpsertResult,
+    check_fingerprint,
+    progress_key,
+)
 from hamdex.index.deadline import Deadline, check
 from hamdex.index.errors import (
-    CodeLengthError,
-    CollectionError,
     CollectionExistsError,
-    CollectionLockedError,
-    CollectionNotFoundError,
     CorruptCollectionError,
-    FingerprintMismatchError,
     InvalidItemsError,
-    InvalidManifestError,
     InvalidQueryError,
 )
 from hamdex.index.kinds import KINDS, HammingIndex, make_hamming_index
 from hamdex.index.rwlock import RWLock
 from hamdex.index.scan import TopK
 from hamdex.index.store import DB_FILE, Matching, Store
-from hamdex.index.validation import (
-    Scalar,
-    check_codes,
-    check_filter,
-    check_id,
-    check_ids,
-    describe,
-    is_int,
-    metadata_texts,
-)
+from hamdex.index.validation import Scalar, check_id
 
 LOG = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-LOCK_FILE = "LOCK"
 SUPPORTED_INDEX_KINDS = frozenset(KINDS)
-BACKENDS = ("faiss", "milvus")  # where a collection keeps its items: SQLite + FAISS (here) or Milvus (index.milvus)
-SNAPSHOT_EVERY = 100_000  # changed items between automatic background snapshots
 _FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
 FILTER_SCAN_MAX = 50_000  # a filter matching at most this many items is answered by an exact scan of them
 FILTER_FETCH_ROWS = 65_536  # most rows (queries x depth) one over-fetch round of a filtered search examines
 QUERY_BLOCK = 64  # queries per FAISS call in a search with a deadline (checked between calls)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A collection's settings (fixed at creation) and its live item count."""
-
-    n_bits: int  # code length; a positive multiple of 8
-    fingerprint: str  # fingerprint of the model whose codes the collection holds
-    index_kind: str = "flat"  # see index.kinds
-    index_params: dict[str, int] = field(default_factory=dict)  # the kind's parameters, defaults filled in
-    model: str | None = None  # name of the model the collection is bound to (the service's registry)
-    count: int = 0  # live items
-    format_version: int = FORMAT_VERSION
-    created_at: str = field(default_factory=_now_iso)  # ISO 8601, UTC
-    backend: str = "faiss"  # "faiss" (this module) or "milvus" (index.milvus)
-    milvus_uri: str | None = None  # backend "milvus": a server URL, or None for a milvus-lite file in the directory
-
-    def __post_init__(self) -> None:
-        if not is_int(self.n_bits) or self.n_bits <= 0 or self.n_bits % 8:
-            raise InvalidManifestError(f"n_bits must be a positive multiple of 8, got {self.n_bits!r}")
-        if not isinstance(self.fingerprint, str) or not self.fingerprint:
-            raise InvalidManifestError(f"fingerprint must be a non-empty string, got {self.fingerprint!r}")
-        if not isinstance(self.index_kind, str) or self.index_kind not in KINDS:
-            raise InvalidManifestError(f"index_kind must be one of {sorted(KINDS)}, got {self.index_kind!r}")
-        if not isinstance(self.index_params, dict):
-            raise InvalidManifestError(f"index_params must be an object, got {self.index_params!r}")
-        object.__setattr__(self, "index_params", KINDS[self.index_kind].check_params(self.index_params))
-        KINDS[self.index_kind].check_fits(self.n_bits, self.index_params)
-        if self.model is not None and not isinstance(self.model, str):
-            raise InvalidManifestError(f"model must be a string or null, got {self.model!r}")
-        if not is_int(self.count) or self.count < 0:
-            raise InvalidManifestError(f"count must be a non-negative int, got {self.count!r}")
-        if self.format_version != FORMAT_VERSION:
-            raise InvalidManifestError(f"format_version {self.format_version!r} is not {FORMAT_VERSION}")
-        try:
-            datetime.fromisoformat(self.created_at)
-        except (TypeError, ValueError) as exc:
-            raise InvalidManifestError(f"created_at must be ISO 8601, got {self.created_at!r}") from exc
-        if self.backend not in BACKENDS:
-            raise InvalidManifestError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
-        if self.milvus_uri is not None and (self.backend != "milvus" or not isinstance(self.milvus_uri, str)):
-            raise InvalidManifestError(f"milvus_uri is null or a string, for backend milvus; got {self.milvus_uri!r}")
-
-    @classmethod
-    def from_dict(cls, raw: object) -> Manifest:
-        """Rebuild from ``asdict`` output; unknown keys are an error, not silently dropped."""
-        if not isinstance(raw, dict):
-            raise InvalidManifestError(f"a manifest must be a JSON object, got {type(raw).__name__}")
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InvalidManifestError(f"unknown manifest keys {sorted(unknown)}")
-        try:
-            return cls(**raw)
-        except TypeError as exc:  # a required key is missing
-            raise InvalidManifestError(str(exc)) from exc
-
-    @property
-    def n_bytes(self) -> int:
-        return self.n_bits // 8
-
-    def settings(self) -> dict[str, Any]:
-        """What the store keeps: everything but the live count."""
-        out = asdict(self)
-        del out["count"]
-        return out
-
-
-class Hit(NamedTuple):
-    id: str
-    distance: int  # Hamming distance to the query
-    metadata: dict | None  # None when the search was asked not to include metadata
-
-
-class Item(NamedTuple):
-    id: str
-    code: np.ndarray  # uint8 (n_bytes,)
-    metadata: dict
-
-
-class UpsertResult(NamedTuple):
-    inserted: int
-    updated: int
-
-
-class CollectionBase:
-    """What every backend's collection answers from its fixed settings and live count (``index.collection`` and
-    ``index.milvus`` set ``_path``, ``_settings`` and ``_count``)."""
-
-    _path: Path
-    _settings: Manifest
-    _count: int
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def n_bits(self) -> int:
-        return self._settings.n_bits
-
-    @property
-    def n_bytes(self) -> int:
-        return self._settings.n_bytes
-
-    @property
-    def fingerprint(self) -> str:
-        return self._settings.fingerprint
-
-    @property
-    def model(self) -> str | None:
-        """Name of the model the collection is bound to (its settings), without building a Manifest."""
-        return self._settings.model
-
-    @property
-    def manifest(self) -> Manifest:
-        return replace(self._settings, count=self._count)
-
-    def __len__(self) -> int:
-        return self._count
 
 
 class Collection(CollectionBase):
@@ -207,11 +73,7 @@ class Collection(CollectionBase):
     backend = "faiss"
 
     def __init__(self, path: Path, settings: Manifest, store: Store, lock_fd: int, snapshot_every: int) -> None:
-        self._path = path
-        self._settings = settings
-        self._store = store
-        self._lock_fd = lock_fd
-        self._snapshot_every = snapshot_every
+        super().__init__(path, settings, store, lock_fd, snapshot_every)
         self._index: HammingIndex = make_hamming_index(settings.index_kind, settings.n_bits, settings.index_params)
         self._rw = RWLock()  # searches (read) vs applying a write to the index (write)
         self._write_mutex = threading.Lock()  # one write at a time: store commit + apply, in sequence order
@@ -219,48 +81,9 @@ class Collection(CollectionBase):
         self._snapshot_thread: threading.Thread | None = None  # the background snapshot or rebuild, if any
         self._applied_seq = 0
         self._snapshot_seq = -1
-        self._count = 0
         self._changed_since_snapshot = 0
-        self._closed = False
 
     # ---- construction -------------------------------------------------------------------------------------
-
-    @classmethod
-    def create(
-        cls,
-        path: str | os.PathLike[str],
-        n_bits: int,
-        fingerprint: str,
-        index_kind: str = "flat",
-        index_params: dict[str, int] | None = None,
-        *,
-        model: str | None = None,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> Collection:
-        """Create an empty collection at ``path`` (made if missing)."""
-        path = Path(path)
-        settings = Manifest(n_bits, fingerprint, index_kind, index_params or {}, model)
-        if legacy.is_legacy(path):
-            raise CollectionExistsError(f"a collection already exists at {path}")
-        return cls._create(path, settings, snapshot_every)
-
-    @classmethod
-    def _create(cls, path: Path, settings: Manifest, snapshot_every: int) -> Collection:
-        path.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
-        try:
-            store = Store(path)
-            if store.settings():  # an empty database is a creation that crashed half-way: finish it
-                store.close()
-                raise CollectionExistsError(f"a collection already exists at {path}")
-            store.init_settings(settings.settings())
-            snapshot.fsync_path(path, directory=True)  # the new database and WAL files' directory entries
-            snapshot.write_manifest(path, settings.settings())
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        LOG.info("created collection %s (%d bits, %s)", path, settings.n_bits, settings.index_kind)
-        return cls(path, settings, store, lock_fd, snapshot_every)
 
     @classmethod
     def open(
@@ -271,71 +94,32 @@ class Collection(CollectionBase):
         snapshot_every: int = SNAPSHOT_EVERY,
     ) -> Collection:
         """Open the collection at ``path``: load its newest valid snapshot and replay the writes after it."""
-        path, start = Path(path), time.perf_counter()
-        if legacy.is_legacy(path):  # format-1 files are retired only once a migration is complete
-            return cls._migrate(path, expected_fingerprint, snapshot_every)
-        if not (path / DB_FILE).exists():
-            raise CollectionNotFoundError(f"no collection at {path} (no {DB_FILE})")
-        lock_fd = _lock(path)
-        try:
-            store = Store(path)
-            settings = _settings_from_store(store)
-            if settings.backend != "faiss":
-                store.close()
-                raise CollectionError(f"{path} is a {settings.backend} collection: open it with index.open_collection")
-            if expected_fingerprint is not None and expected_fingerprint != settings.fingerprint:
-                raise FingerprintMismatchError(path, expected_fingerprint, settings.fingerprint)
-            collection = cls(path, settings, store, lock_fd, snapshot_every)
-            collection._recover()
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        collection._changed(0)  # a replay may have left tombstones past the rebuild threshold
-        LOG.info(
-            "opened %s: %d items of %d bits in %.3fs",
-            path,
-            len(collection),
-            settings.n_bits,
-            time.perf_counter() - start,
-        )
-        return collection
+        if legacy.is_legacy(Path(path)):  # format-1 files are retired only once a migration is complete
+            return cls._migrate(Path(path), expected_fingerprint, snapshot_every)
+        return super().open(path, expected_fingerprint, snapshot_every=snapshot_every)
 
     @classmethod
-    def open_or_create(
-        cls,
-        path: str | os.PathLike[str],
-        n_bits: int,
-        fingerprint: str,
-        index_kind: str = "flat",
-        index_params: dict[str, int] | None = None,
-        **kwargs: Any,
-    ) -> Collection:
-        """Open the collection at ``path`` if there is one (its bits and fingerprint must match), else create it."""
-        path = Path(path)
-        if not _exists(path):
-            return cls.create(path, n_bits, fingerprint, index_kind, index_params, **kwargs)
-        collection = cls.open(
-            path, expected_fingerprint=fingerprint, **{k: v for k, v in kwargs.items() if k != "model"}
-        )
-        if collection.n_bits != n_bits:
-            collection.close()
-            raise CollectionExistsError(f"collection at {path} has n_bits={collection.n_bits}; asked for {n_bits}")
-        return collection
+    def _check_new(cls, path: Path, settings: Manifest) -> None:
+        if legacy.is_legacy(path):
+            raise CollectionExistsError(f"a collection already exists at {path}")
+
+    def _load(self) -> None:
+        self._recover()
+        self._changed(0)  # a replay may have left tombstones past the rebuild threshold
 
     @classmethod
     def _migrate(cls, path: Path, expected_fingerprint: str | None, snapshot_every: int) -> Collection:
         """Copy a format-1 collection into a new store; the old files are renamed only once that is durable, so a
         crash part-way leaves them in place and the next open starts the migration again from scratch."""
         old = legacy.read(path)
-        if expected_fingerprint is not None and expected_fingerprint != old.settings["fingerprint"]:
-            raise FingerprintMismatchError(path, expected_fingerprint, old.settings["fingerprint"])
+        check_fingerprint(path, expected_fingerprint, old.settings["fingerprint"])
         LOG.warning("migrating %s from the format-1 layout (%d items)", path, len(old.ids))
         legacy.backup_manifest(path)
         for leftover in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):  # an interrupted earlier attempt
             (path / leftover).unlink(missing_ok=True)
         s = old.settings
         settings = Manifest(s["n_bits"], s["fingerprint"], s["index_kind"], created_at=s["created_at"])
-        collection = cls._create(path, settings, snapshot_every)
+        collection = cls._create_at(path, settings, snapshot_every)
         try:
             if old.ids:
                 collection._write(old.ids, old.codes, old.metadata)
@@ -380,7 +164,7 @@ class Collection(CollectionBase):
             "%s: snapshot at seq %d, replayed %d items up to seq %d", self._path, after, replayed, self._applied_seq
         )
 
-    # ---- properties (path, n_bits, n_bytes, fingerprint, model, manifest, len: see CollectionBase) --------
+    # ---- properties (path, n_bits, n_bytes, fingerprint, model, manifest, len, repr: see CollectionBase) --
 
     @property
     def seq(self) -> int:
@@ -404,9 +188,6 @@ class Collection(CollectionBase):
         with self._rw.read():
             return self._index.memory_bytes()
 
-    def __repr__(self) -> str:
-        return f"Collection(path={str(self._path)!r}, n_bits={self.n_bits}, count={len(self)})"
-
     # ---- writes -------------------------------------------------------------------------------------------
 
     def upsert(
@@ -421,20 +202,8 @@ class Collection(CollectionBase):
 
         ``progress=(key, value)``: also store that job-progress record (see :meth:`set_progress`) in the same
         SQLite transaction, so the items and the record of having written them commit together or not at all."""
-        codes = check_codes(codes, self.n_bytes, "codes")
-        ids = check_ids(ids, len(codes))
-        return self._write(ids, codes, metadata_texts(metadata, len(ids)), progress)
-
-    def progress(self, key: str) -> Any:
-        """The progress record a bulk job stored under ``key`` (a JSON value), or None."""
-        self._check_open()
-        return self._store.settings().get(_progress_key(key))
-
-    def set_progress(self, key: str, value: Any) -> None:
-        """Durably store a bulk job's progress record (any JSON value) under ``key`` in the collection's database
-        (the ``settings`` table, as ``job:<key>``); it does not change the items."""
-        self._check_open()
-        self._store.put_setting(_progress_key(key), value)
+        ids, codes, texts = self._valid_items(ids, codes, metadata)
+        return self._write(ids, codes, texts, progress)
 
     def _write(
         self, ids: list[str], codes: np.ndarray, texts: list[str], progress: tuple[str, Any] | None = None
@@ -444,7 +213,7 @@ class Collection(CollectionBase):
             if progress is not None:
                 self.set_progress(*progress)
             return UpsertResult(0, 0)
-        stored = None if progress is None else (_progress_key(progress[0]), progress[1])
+        stored = None if progress is None else (progress_key(progress[0]), progress[1])
         self._wait_for_rebuild()
         with self._write_mutex:
             written = self._store.upsert(ids, codes, texts, progress=stored)
@@ -459,10 +228,7 @@ class Collection(CollectionBase):
     def delete(self, ids: Sequence[str]) -> int:
         """Remove items; returns how many existed (unknown ids are ignored, an id with NUL or a lone surrogate is
         an error). Durable on return."""
-        if isinstance(ids, (str, bytes)):
-            raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-        wanted = [check_id(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i]
-        self._check_open()
+        wanted = self._valid_deletes(ids)
         if not wanted:
             return 0
         self._wait_for_rebuild()
@@ -479,8 +245,8 @@ class Collection(CollectionBase):
 
     def get(self, id: str) -> Item | None:
         """The item stored under ``id``, or None; an id with NUL or a lone surrogate is an error."""
-        self._check_open()
-        row = self._store.get(check_id(id)) if isinstance(id, str) and id else None
+        item_id = self._valid_id(id)
+        row = self._store.get(item_id) if item_id is not None else None
         if row is None:
             return None
         _, code, meta = row
@@ -503,11 +269,7 @@ class Collection(CollectionBase):
         until they find them or exhaust what their index reaches). ``params`` are the index kind's query
         parameters. ``deadline`` (index.deadline) is checked between blocks of work: past it, SearchTimeoutError.
         """
-        self._check_open()
-        codes = check_codes(codes, self.n_bytes, "queries")
-        if not is_int(k) or k < 1:
-            raise InvalidQueryError(f"k must be a positive int, got {k!r}")
-        where, qparams = check_filter(where), self._index.check_query_params(params)
+        codes, where, qparams = self._valid_search(codes, k, where, params)
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
@@ -532,16 +294,9 @@ class Collection(CollectionBase):
         beyond the radius are dropped, so the work grows with k, not with the items inside the radius. Among
         items tied at the k-th distance, which are kept is the top-k search's choice, as in :meth:`search`.
         """
-        self._check_open()
-        codes = check_codes(codes, self.n_bytes, "queries")
-        if not is_int(radius) or radius < 0:
-            raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")
-        if k is not None and (not is_int(k) or k < 1):
-            raise InvalidQueryError(f"k must be a positive int or None, got {k!r}")
-        where, qparams = check_filter(where), self._index.check_query_params(params)
+        codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
-        radius = min(int(radius), self.n_bits)  # no distance exceeds n_bits
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
                 return [[] for _ in range(len(codes))]
@@ -553,11 +308,8 @@ class Collection(CollectionBase):
                 return self._filtered_search(codes, int(k), where, include_metadata, qparams, radius, deadline)
             return self._blocks(codes, deadline, lambda c: self._nearest(c, int(k), include_metadata, qparams, radius))
 
-    def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]:
-        """All items whose code equals ``code`` (uint8 (n_bytes,)), sorted by id."""
-        if not isinstance(code, np.ndarray) or code.dtype != np.uint8 or code.shape != (self.n_bytes,):
-            raise CodeLengthError(f"a code must be uint8 ({self.n_bytes},), got {describe(code)}")
-        return self.range_search(code[None, :], 0, include_metadata=include_metadata)[0]
+    def _check_params(self, params: dict[str, int] | None) -> dict[str, int]:
+        return self._index.check_query_params(params)
 
     @staticmethod
     def _blocks(codes: np.ndarray, deadline: Deadline | None, search) -> list[list[Hit]]:
@@ -705,10 +457,6 @@ class Collection(CollectionBase):
             )
             return seq
 
-    def save(self) -> None:
-        """Every write is already durable; this takes a snapshot so the next open replays less."""
-        self.snapshot()
-
     def rebuild(self) -> bool:
         """Rebuild a tombstoned index from the live codes if its tombstones pass REBUILD_FRACTION of it (writes
         start this in the background); returns whether it did. Writes and searches go on meanwhile."""
@@ -737,71 +485,12 @@ class Collection(CollectionBase):
         LOG.info("rebuilt the index of %s (%d items) in %.3fs", self._path, self._count, time.perf_counter() - start)
         return True
 
-    def close(self) -> None:
-        """Snapshot if anything changed since the last one, then release the files. Idempotent."""
-        if self._closed:
-            return
+    def _persist(self) -> None:
+        """On close: a snapshot if anything changed since the last one, so the next open replays less."""
         if self._snapshot_thread is not None:
             self._snapshot_thread.join()
-        try:
-            if self._applied_seq != self._snapshot_seq:
-                self.snapshot()
-        finally:
-            self._closed = True
-            self._store.close()
-            os.close(self._lock_fd)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CollectionNotFoundError(f"collection at {self._path} is closed")
-
-    def __enter__(self) -> Collection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _progress_key(key: str) -> str:
-    return f"job:{key}"
-
-
-def _lock(path: Path) -> int:
-    """An exclusive advisory lock on ``path/LOCK``, held while the collection is open (released on exit or crash)."""
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
-        raise CollectionLockedError(f"collection at {path} is open in another process or object") from exc
-    return fd
-
-
-def _exists(path: Path) -> bool:
-    if legacy.is_legacy(path):
-        return True
-    if not (path / DB_FILE).exists():
-        return False
-    lock_fd = _lock(path)
-    try:
-        store = Store(path)
-        try:
-            return bool(store.settings())
-        finally:
-            store.close()
-    finally:
-        os.close(lock_fd)
-
-
-def _settings_from_store(store: Store) -> Manifest:
-    raw = store.settings()
-    if not raw:
-        raise CollectionNotFoundError(f"no collection at {store.file.parent} (its creation did not finish)")
-    try:
-        values = {f.name: raw[f.name] for f in fields(Manifest) if f.name in raw and f.name != "count"}
-        return Manifest(**values)
-    except (TypeError, InvalidManifestError) as exc:
-        raise CorruptCollectionError(store.file, f"settings are invalid: {exc}") from exc
+        if self._applied_seq != self._snapshot_seq:
+            self.snapshot()
 
 
 def _same_settings(manifest: dict[str, Any], settings: Manifest) -> bool:

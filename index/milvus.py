@@ -38,43 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hamdex.index import snapshot
-from hamdex.index.collection import (
-    SNAPSHOT_EVERY,
-    CollectionBase,
-    Hit,
-    Item,
-    Manifest,
-    UpsertResult,
-    _lock,
-    _settings_from_store,
-)
+from hamdex.index.base import SNAPSHOT_EVERY, CollectionBase, Hit, Item, Manifest, UpsertResult
 from hamdex.index.deadline import Deadline, check
 from hamdex.index.errors import (
     BackendUnavailableError,
     BackendUnreachableError,
-    CodeLengthError,
-    CollectionError,
-    CollectionExistsError,
-    CollectionNotFoundError,
     CorruptCollectionError,
-    FingerprintMismatchError,
     InvalidItemsError,
     InvalidManifestError,
     InvalidQueryError,
 )
 from hamdex.index.kinds import KINDS
-from hamdex.index.store import DB_FILE, Store
-from hamdex.index.validation import (
-    Scalar,
-    check_codes,
-    check_filter,
-    check_id,
-    check_ids,
-    is_int,
-    matches,
-    metadata_texts,
-)
+from hamdex.index.store import Store
+from hamdex.index.validation import Scalar, is_int, matches
 
 LOG = logging.getLogger(__name__)
 # milvus-lite answers an iterator without a server timestamp, and pymilvus then warns on every scan that it uses
@@ -197,65 +173,33 @@ Row = tuple[str, int, Any]  # (id, distance, metadata or None)
 
 class MilvusCollection(CollectionBase):
     """A collection kept in Milvus; the interface of :class:`index.collection.Collection` (see the module
-    docstring for what differs). Use :meth:`create`, :meth:`open` or :meth:`open_or_create`, then :meth:`close`."""
+    docstring for what differs). Use :meth:`create` (``milvus_uri=``: a server URL, or None for a milvus-lite file
+    in the directory), :meth:`open` or :meth:`open_or_create`, then :meth:`close`."""
 
     backend = "milvus"
 
-    def __init__(self, path: Path, settings: Manifest, store: Store, lock_fd: int, name: str) -> None:
-        self._path, self._settings, self._store, self._lock_fd, self._name = path, settings, store, lock_fd, name
+    def __init__(
+        self, path: Path, settings: Manifest, store: Store, lock_fd: int, snapshot_every: int = SNAPSHOT_EVERY
+    ) -> None:
+        super().__init__(path, settings, store, lock_fd, snapshot_every)  # snapshot_every: Milvus flushes itself
+        # an opened collection's Milvus collection is named in its settings; a new one is named here
+        self._name = store.settings().get(NAME_KEY) or _new_name(settings.milvus_uri)
         self._local = path / (settings.milvus_uri or LOCAL_FILE) if is_local(settings.milvus_uri) else None
         self._client = _connect(str(self._local) if self._local else settings.milvus_uri)
         self._write_mutex = threading.Lock()  # one write at a time: keeps the count and seq in step
-        self._count = 0
         self._seq = 0
-        self._closed = False
 
-    # ---- construction -------------------------------------------------------------------------------------
+    # ---- construction: create, open and open_or_create come from CollectionBase ---------------------------
 
     @classmethod
-    def create(
-        cls,
-        path: str | os.PathLike[str],
-        n_bits: int,
-        fingerprint: str,
-        index_kind: str = "flat",
-        index_params: dict[str, int] | None = None,
-        *,
-        model: str | None = None,
-        milvus_uri: str | None = None,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> MilvusCollection:
-        """Create an empty collection at ``path`` (made if missing) and its Milvus collection."""
-        path = Path(path)
-        settings = Manifest(
-            n_bits, fingerprint, index_kind, index_params or {}, model, backend="milvus", milvus_uri=milvus_uri
-        )
-        check_kind(index_kind, milvus_uri)
-        check_uri(milvus_uri)
-        path.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
-        store = None
-        try:
-            store = Store(path)
-            if store.settings():
-                raise CollectionExistsError(f"a collection already exists at {path}")
-            name = "hamdex" if is_local(milvus_uri) else f"hamdex_{uuid.uuid4().hex}"
-            collection = cls(path, settings, store, lock_fd, name)
-        except BaseException:
-            if store is not None:
-                store.close()
-            os.close(lock_fd)
-            raise
-        try:
-            collection._create_in_milvus()
-            store.init_settings({**settings.settings(), NAME_KEY: name})
-            snapshot.fsync_path(path, directory=True)
-            snapshot.write_manifest(path, settings.settings())
-        except BaseException:
-            collection.close()
-            raise
-        LOG.info("created milvus collection %s (%d bits, %s, %s)", path, n_bits, index_kind, name)
-        return collection
+    def _check_new(cls, path: Path, settings: Manifest) -> None:
+        check_kind(settings.index_kind, settings.milvus_uri)
+        check_uri(settings.milvus_uri)
+
+    def _initialize(self) -> dict[str, Any]:
+        self._create_in_milvus()
+        LOG.info("%s keeps its items in the Milvus collection %s", self._path, self._name)
+        return {NAME_KEY: self._name}
 
     def _create_in_milvus(self) -> None:
         data_type = _pymilvus().DataType
@@ -272,41 +216,6 @@ class MilvusCollection(CollectionBase):
         index.add_index("code", index_type=INDEX_TYPES[settings.index_kind], metric_type="HAMMING", params=build)
         client.create_collection(self._name, schema=schema, index_params=index, consistency_level="Strong")
 
-    @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike[str],
-        expected_fingerprint: str | None = None,
-        *,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> MilvusCollection:
-        """Open the collection at ``path``: connect to its Milvus (starting milvus-lite for a local file)."""
-        path, start = Path(path), time.perf_counter()
-        if not (path / DB_FILE).exists():
-            raise CollectionNotFoundError(f"no collection at {path} (no {DB_FILE})")
-        lock_fd = _lock(path)
-        store = None
-        try:
-            store = Store(path)
-            settings = _settings_from_store(store)
-            if settings.backend != "milvus":
-                raise CollectionError(f"{path} is a {settings.backend} collection: open it with index.open_collection")
-            if expected_fingerprint is not None and expected_fingerprint != settings.fingerprint:
-                raise FingerprintMismatchError(path, expected_fingerprint, settings.fingerprint)
-            collection = cls(path, settings, store, lock_fd, store.settings()[NAME_KEY])
-        except BaseException:
-            if store is not None:
-                store.close()
-            os.close(lock_fd)
-            raise
-        try:
-            collection._load()
-        except BaseException:
-            collection.close()
-            raise
-        LOG.info("opened %s: %d items in Milvus in %.3fs", path, len(collection), time.perf_counter() - start)
-        return collection
-
     def _load(self) -> None:
         if not self._client.has_collection(self._name):
             raise CorruptCollectionError(self._path, f"Milvus has no collection {self._name!r}")
@@ -314,26 +223,7 @@ class MilvusCollection(CollectionBase):
         rows = self._client.query(self._name, filter="", output_fields=["count(*)"])
         self._count = int(rows[0]["count(*)"])
 
-    @classmethod
-    def open_or_create(
-        cls,
-        path: str | os.PathLike[str],
-        n_bits: int,
-        fingerprint: str,
-        index_kind: str = "flat",
-        index_params: dict[str, int] | None = None,
-        **kwargs: Any,
-    ) -> MilvusCollection:
-        path = Path(path)
-        if not (path / DB_FILE).exists():
-            return cls.create(path, n_bits, fingerprint, index_kind, index_params, **kwargs)
-        collection = cls.open(path, fingerprint, snapshot_every=kwargs.get("snapshot_every", SNAPSHOT_EVERY))
-        if collection.n_bits != n_bits:
-            collection.close()
-            raise CollectionExistsError(f"collection at {path} has n_bits={collection.n_bits}; asked for {n_bits}")
-        return collection
-
-    # ---- properties: path, n_bits, n_bytes, fingerprint, model, manifest and len come from CollectionBase ------
+    # ---- properties: path, n_bits, n_bytes, fingerprint, model, manifest, len and repr come from CollectionBase --
 
     def __contains__(self, item_id: object) -> bool:
         self._check_open()
@@ -344,9 +234,6 @@ class MilvusCollection(CollectionBase):
         self._check_open()
         rows = [(row["seq"], row["id"]) for rows in self._pages("", ["seq"]) for row in rows]
         return [_id(pk) for _, pk in sorted(rows)]
-
-    def __repr__(self) -> str:
-        return f"MilvusCollection(path={str(self._path)!r}, n_bits={self.n_bits}, count={len(self)})"
 
     # ---- writes -------------------------------------------------------------------------------------------
 
@@ -359,9 +246,7 @@ class MilvusCollection(CollectionBase):
         progress: tuple[str, Any] | None = None,
     ) -> UpsertResult:
         """Insert or replace (code and metadata) items. ``progress=(key, value)`` is stored once they are written."""
-        codes = check_codes(codes, self.n_bytes, "codes")
-        ids = check_ids(ids, len(codes))
-        texts = metadata_texts(metadata, len(ids))
+        ids, codes, texts = self._valid_items(ids, codes, metadata)
         pks = [_pk(i) for i in ids]
         too_long = next((pk for pk in pks if len(pk.encode()) > MAX_ID_BYTES), None)
         if too_long is not None:
@@ -391,10 +276,7 @@ class MilvusCollection(CollectionBase):
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove items; returns how many existed (unknown ids are ignored)."""
-        if isinstance(ids, (str, bytes)):
-            raise InvalidItemsError("ids must be a sequence of strings, not a single string")
-        wanted = [check_id(i) for i in dict.fromkeys(ids) if isinstance(i, str) and i]
-        self._check_open()
+        wanted = self._valid_deletes(ids)
         if not wanted:
             return 0
         with self._write_mutex:
@@ -413,25 +295,14 @@ class MilvusCollection(CollectionBase):
             found.update(_id(row["id"]) for row in rows)
         return found
 
-    def progress(self, key: str) -> Any:
-        """The progress record a bulk job stored under ``key`` (a JSON value), or None."""
-        self._check_open()
-        return self._store.settings().get(f"job:{key}")
-
-    def set_progress(self, key: str, value: Any) -> None:
-        """Durably store a bulk job's progress record under ``key`` (in ``items.sqlite``, as ``job:<key>``)."""
-        self._check_open()
-        self._store.put_setting(f"job:{key}", value)
-
     # ---- reads --------------------------------------------------------------------------------------------
 
     def get(self, id: str) -> Item | None:
         """The item stored under ``id``, or None."""
-        self._check_open()
-        if not isinstance(id, str) or not id:
+        item_id = self._valid_id(id)
+        if item_id is None:
             return None
-        check_id(id)
-        rows = self._client.query(self._name, filter=_ids_expr([_pk(id)]), output_fields=["code", "metadata"])
+        rows = self._client.query(self._name, filter=_ids_expr([_pk(item_id)]), output_fields=["code", "metadata"])
         if not rows:
             return None
         return Item(id, np.frombuffer(_code_bytes(rows[0]["code"]), np.uint8).copy(), rows[0]["metadata"])
@@ -449,9 +320,7 @@ class MilvusCollection(CollectionBase):
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
         ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted)."""
         check(deadline)
-        codes, where, qparams = self._check_query(codes, where, params)
-        if not is_int(k) or k < 1:
-            raise InvalidQueryError(f"k must be a positive int, got {k!r}")
+        codes, where, qparams = self._valid_search(codes, k, where, params)
         k = min(int(k), self._count)
         if len(codes) == 0 or k == 0:
             return [[] for _ in range(len(codes))]
@@ -480,15 +349,12 @@ class MilvusCollection(CollectionBase):
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id); with
         ``k``, the first k of them. ``deadline`` is checked before Milvus is asked."""
         check(deadline)
-        if k is not None and (not is_int(k) or k < 1):
-            raise InvalidQueryError(f"k must be a positive int or None, got {k!r}")
-        if k is not None:  # every hit, then the first k: Milvus pages through distance bands either way
-            every = self.range_search(codes, radius, include_metadata=include_metadata, where=where, params=params)
-            return [hits[:k] for hits in every]
-        codes, where, qparams = self._check_query(codes, where, params)
-        if not is_int(radius) or radius < 0:
-            raise InvalidQueryError(f"radius must be a non-negative int, got {radius!r}")
-        radius = min(int(radius), self.n_bits)
+        codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
+        every = self._within(codes, radius, include_metadata, where, qparams)
+        # with k, every hit and then the first k: Milvus pages through distance bands either way
+        return every if k is None else [hits[:k] for hits in every]
+
+    def _within(self, codes, radius, include_metadata, where, qparams) -> list[list[Hit]]:
         if len(codes) == 0 or self._count == 0:
             return [[] for _ in range(len(codes))]
         expr, exact = filter_expr(where)
@@ -502,15 +368,8 @@ class MilvusCollection(CollectionBase):
         redo = lambda i: self._scan(codes[i : i + 1], where, expr, True, radius=radius)[0]  # noqa: E731
         return self._hits(rows, where, include_metadata, redo)
 
-    def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]:
-        """All items whose code equals ``code`` (uint8 (n_bytes,)), sorted by id."""
-        if not isinstance(code, np.ndarray) or code.dtype != np.uint8 or code.shape != (self.n_bytes,):
-            raise CodeLengthError(f"a code must be uint8 ({self.n_bytes},)")
-        return self.range_search(code[None, :], 0, include_metadata=include_metadata)[0]
-
-    def _check_query(self, codes, where, params) -> tuple[np.ndarray, dict[str, Scalar], dict[str, int]]:
-        self._check_open()
-        codes = check_codes(codes, self.n_bytes, "queries")
+    def _check_params(self, params: dict[str, int] | None) -> dict[str, int]:
+        """The kind's query parameters, positive ints (Milvus sets its own upper bounds)."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         allowed = KINDS[self._settings.index_kind].query_params
         unknown = set(params) - allowed
@@ -520,7 +379,7 @@ class MilvusCollection(CollectionBase):
         for key, value in params.items():
             if not is_int(value) or value < 1:
                 raise InvalidQueryError(f"{key} must be a positive int, got {value!r}")
-        return codes, check_filter(where), params
+        return params
 
     def _search(
         self,
@@ -632,36 +491,27 @@ class MilvusCollection(CollectionBase):
         self._client.flush(self._name)
         return 0
 
-    def save(self) -> None:
-        self.snapshot()
-
-    def close(self) -> None:
-        """Flush, disconnect (stopping milvus-lite for a local file) and release the directory. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def _persist(self) -> None:
         try:
             self._client.flush(self._name)
         except Exception as exc:  # e.g. the collection was never created: nothing to flush
             LOG.debug("flush of %s on close failed: %s", self._path, exc)
-        finally:
+
+    def _release(self) -> None:
+        """Disconnect (stopping milvus-lite for a local file), then release the directory."""
+        try:
             self._client.close()
             if self._local is not None:
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(str(self._local))
-            self._store.close()
-            os.close(self._lock_fd)
+        finally:
+            super()._release()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise CollectionNotFoundError(f"collection at {self._path} is closed")
 
-    def __enter__(self) -> MilvusCollection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _new_name(milvus_uri: str | None) -> str:
+    """A milvus-lite file holds one collection; a server holds many, so each gets a name of its own."""
+    return "hamdex" if is_local(milvus_uri) else f"hamdex_{uuid.uuid4().hex}"
 
 
 def _connect(uri: str) -> Any:

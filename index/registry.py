@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hamdex.index import legacy, snapshot
-from hamdex.index.backends import AnyCollection, create_collection, drop_data, open_collection
-from hamdex.index.collection import SNAPSHOT_EVERY, Manifest, _lock
+from hamdex.index.backends import create_collection, drop_data, open_collection
+from hamdex.index.base import SNAPSHOT_EVERY, CollectionLike, Manifest, lock_folder
 from hamdex.index.errors import (
     CollectionExistsError,
     CollectionLockedError,
@@ -51,7 +51,7 @@ _CREATING = ".creating-"  # prefix of a collection being built
 _TRASH = ".trash-"  # prefix of a collection being deleted
 ROOT_LOCK = ".registry.lock"
 
-OnOpen = Callable[[str, AnyCollection], None]
+OnOpen = Callable[[str, CollectionLike], None]
 
 
 def check_name(name: object) -> str:
@@ -84,7 +84,7 @@ class Listed(NamedTuple):
 
 @dataclass
 class _Entry:
-    collection: AnyCollection
+    collection: CollectionLike
     attached: bool = False
     gone: str | None = None  # "dropped" or "closed" once it must not be used any more
     lock: RWLock = field(default_factory=RWLock)
@@ -137,12 +137,12 @@ class Registry:
 
     # ---- access -------------------------------------------------------------------------------------------
 
-    def get(self, name: str) -> AnyCollection:
+    def get(self, name: str) -> CollectionLike:
         """The collection called ``name``, opened on first use. Prefer :meth:`use` where a drop may run meanwhile."""
         return self._entry(name).collection
 
     @contextmanager
-    def use(self, name: str) -> Iterator[AnyCollection]:
+    def use(self, name: str) -> Iterator[CollectionLike]:
         """The collection called ``name``, guaranteed open (not dropped or closed) until the block ends."""
         entry = self._entry(name)
         with entry.lock.read():
@@ -157,7 +157,7 @@ class Registry:
         return {name: len(entry.collection) for name, entry in entries if entry.gone is None}
 
     @contextmanager
-    def try_use(self, name: str) -> Iterator[AnyCollection | None]:
+    def try_use(self, name: str) -> Iterator[CollectionLike | None]:
         """Like :meth:`use`, but never waits: yields None unless ``name`` is open already and not being dropped
         (an event loop takes this fast path and falls back to :meth:`use` in a worker thread)."""
         with self._lock:
@@ -223,7 +223,7 @@ class Registry:
         *,
         backend: str = "faiss",
         milvus_uri: str | None = None,
-    ) -> AnyCollection:
+    ) -> CollectionLike:
         """A new empty collection called ``name``, open and cached. It appears under its name only once complete.
         ``backend``: "faiss" or "milvus" (``milvus_uri``: a server URL, or None for a milvus-lite file inside)."""
         check_name(name)
@@ -248,7 +248,7 @@ class Registry:
             LOG.info("created collection %r (%d bits, %s, %s, model %s)", name, n_bits, backend, index_kind, model)
             return self._add(name, _Entry(open_collection(path, snapshot_every=self._snapshot_every))).collection
 
-    def attach(self, name: str, collection: AnyCollection) -> None:
+    def attach(self, name: str, collection: CollectionLike) -> None:
         """Serve an already open collection that lives outside the root under ``name``. The registry closes it
         with the others but never drops it."""
         check_name(name)
@@ -284,7 +284,7 @@ class Registry:
                     with self._lock:
                         self._entries.pop(name, None)
                     entry.collection.close()
-            lock_fd = _lock(path)  # held until the directory is out of sight: nobody opens it meanwhile
+            lock_fd = lock_folder(path)  # held until the directory is out of sight: nobody opens it meanwhile
             try:
                 drop_data(path)  # a Milvus server's collection; files in the directory go below
                 trash = self.root / f"{_TRASH}{name}.{uuid.uuid4().hex}"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Path, Request
-from hamdex.index import Collection
+from hamdex.index import CollectionLike
 from hamdex.index.registry import check_name
 from hamdex.index.validation import metadata_problem
 from hamdex.models.hasher import Hasher
@@ -49,7 +49,7 @@ async def get_hasher(state: Annotated[ServiceState, Depends(get_ready_state)]) -
     return state.hashers.get(DEFAULT)  # loaded before the service is ready: a dictionary lookup
 
 
-def get_collection(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[Collection]:
+def get_collection(state: Annotated[ServiceState, Depends(get_ready_state)]) -> Iterator[CollectionLike]:
     with state.registry.use(DEFAULT) as collection:
         yield collection
 
@@ -59,7 +59,7 @@ class Target:
     """A collection and the model its codes come from."""
 
     name: str
-    collection: Collection
+    collection: CollectionLike
     hasher: Hasher
 
 
@@ -105,7 +105,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HasherDep = Annotated[Hasher, Depends(get_hasher)]
-CollectionDep = Annotated[Collection, Depends(get_collection)]
+CollectionDep = Annotated[CollectionLike, Depends(get_collection)]
 TargetDep = Annotated[Target, Depends(get_target)]
 LooseTargetDep = Annotated[Target, Depends(get_loose_target)]
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 import scipy.sparse as sp
-from hamdex.index import Collection, Hit
+from hamdex.index import CollectionLike, Hit
 from hamdex.models.hasher import EncodeResult, Hasher
 from hamdex.service.batcher import BatchStats, MicroBatcher, QueueFull
 from hamdex.service.metrics import Metrics
@@ -136,7 +136,7 @@ class Engine:
     async def search(
         self,
         name: str,
-        collection: Collection,
+        collection: CollectionLike,
         codes: np.ndarray,
         k: int,
         include_metadata: bool,
@@ -169,7 +169,7 @@ class Engine:
         return result
 
     @staticmethod
-    def _search_blocks(key: Hashable, blocks: list[tuple[Collection, np.ndarray, int, bool, dict]]) -> list:
+    def _search_blocks(key: Hashable, blocks: list[tuple[CollectionLike, np.ndarray, int, bool, dict]]) -> list:
         collection, _, k, include_metadata, params = blocks[0]
         codes = np.concatenate([b[1] for b in blocks])
         hits = collection.search(codes, k, include_metadata=include_metadata, params=params)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from hamdex.index import AnyCollection, FingerprintMismatchError, Manifest, open_or_create_collection
+from hamdex.index import CollectionLike, FingerprintMismatchError, Manifest, open_or_create_collection
 from hamdex.index.registry import Registry, peek_fingerprint
 from hamdex.models import checkpoint
 from hamdex.models.hasher import Hasher
@@ -43,14 +43,14 @@ class ServiceState:
         """The model a collection is bound to: ``default`` for the default collection, else its manifest's."""
         return DEFAULT if name == DEFAULT else manifest.model or DEFAULT
 
-    def hasher_for(self, name: str, collection: AnyCollection) -> Hasher:
+    def hasher_for(self, name: str, collection: CollectionLike) -> Hasher:
         return self.hashers.get(self.model_name(name, collection.manifest))
 
-    def loaded_hasher_for(self, name: str, collection: AnyCollection) -> Hasher | None:
+    def loaded_hasher_for(self, name: str, collection: CollectionLike) -> Hasher | None:
         """The collection's model if it is loaded already, else None (never loads)."""
         return self.hashers.loaded(DEFAULT if name == DEFAULT else collection.model or DEFAULT)
 
-    def _check_model(self, name: str, collection: AnyCollection) -> None:
+    def _check_model(self, name: str, collection: CollectionLike) -> None:
         """Refuse a collection whose codes came from another model than the one it is bound to."""
         hasher = self.hasher_for(name, collection)
         if hasher.fingerprint != collection.fingerprint:

@@ -8,7 +8,7 @@ from functools import partial
 
 import numpy as np
 from fastapi import APIRouter, Request
-from hamdex.index.backends import AnyCollection
+from hamdex.index import CollectionLike
 from hamdex.index.kinds import KINDS
 from hamdex.service.codes import codes_for
 from hamdex.service.deps import COLLECTION_PREFIXES, OPEN_READ, SettingsDep, Target, TargetDep, check_batch, check_texts
@@ -31,7 +31,7 @@ async def _query_codes(req: SearchRequest, request: Request, target: Target) -> 
     return codes
 
 
-def check_search(req: SearchRequest, settings: Settings, name: str, collection: AnyCollection) -> dict[str, int]:
+def check_search(req: SearchRequest, settings: Settings, name: str, collection: CollectionLike) -> dict[str, int]:
     """Every limit of a search request checked against ``settings`` and collection ``name`` (ApiError otherwise;
     an unset k becomes at most HAMDEX_MAX_K); the index parameters to search with. The route and the fast path
     (service.fast_search) both check with this, on the request parsed once."""
@@ -46,7 +46,7 @@ def check_search(req: SearchRequest, settings: Settings, name: str, collection: 
     return _index_params(req, name, collection)
 
 
-def _index_params(req: SearchRequest, name: str, collection: AnyCollection) -> dict[str, int]:
+def _index_params(req: SearchRequest, name: str, collection: CollectionLike) -> dict[str, int]:
     """nprobe / ef_search as given; one the collection's index kind does not take, or a radius on a kind without
     radius search, is an error (409: the collection's kind decides, which a request cannot know), not ignored."""
     params = {k: v for k, v in (("nprobe", req.nprobe), ("ef_search", req.ef_search)) if v is not None}
