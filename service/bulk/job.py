@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from hamdex.index import Collection
+from hamdex.index import CollectionLike
 from hamdex.models import data
 from hamdex.models.featurizers import InputError
 from hamdex.models.hasher import Hasher
@@ -142,7 +142,7 @@ def encode_locally(hasher: Hasher) -> Encoder:
 def index_blocks(
     blocks: Iterable[data.Block],
     hasher: Hasher,
-    collection: Collection,
+    collection: CollectionLike,
     *,
     total: int | None = None,
     progress: bool = True,
@@ -249,7 +249,7 @@ def job_key(path: str | Path, batch_size: int, limit: int | None, fingerprint: s
 def index_file(
     path: str | Path,
     hasher: Hasher,
-    collection: Collection,
+    collection: CollectionLike,
     *,
     batch_size: int = 4096,
     limit: int | None = None,
