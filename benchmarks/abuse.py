@@ -30,23 +30,24 @@ alone; ``/livez`` always under 100 ms. The load generator shares the machine's c
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/abuse.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import platform
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,6 +56,9 @@ import orjson
 from hamdex.index.collection import Collection
 from hamdex.models import checkpoint
 from hamdex.models.train import TrainConfig, fit_hasher
+
+from benchmarks.data import item_id, make_codes
+from benchmarks.servers import CLI, Server, free_port, serve_args, service_env
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("benchmarks.abuse")
@@ -83,16 +87,6 @@ class Config:
 # ---- data and model ---------------------------------------------------------------------------------------------
 
 
-def structured_codes(rng: np.random.Generator, centres: np.ndarray, n: int, flip: float = 0.1) -> np.ndarray:
-    """uint8 (n, n_bytes): a random centre per item with each bit flipped with probability ``flip``."""
-    out = np.empty((n, centres.shape[1]), np.uint8)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        flips = np.packbits(rng.random((m, centres.shape[1] * 8), dtype=np.float32) < flip, axis=1)
-        out[start : start + m] = centres[rng.integers(0, len(centres), m)] ^ flips
-    return out
-
-
 def build(cfg: Config, workdir: Path) -> tuple[Path, Path, np.ndarray]:
     """(model dir, collection dir, query pool uint8 (1000, 4)): a tiny dense model and the collection."""
     vectors = np.random.default_rng(cfg.seed).standard_normal((256, 8)).astype(np.float32)
@@ -100,14 +94,12 @@ def build(cfg: Config, workdir: Path) -> tuple[Path, Path, np.ndarray]:
     hasher, _ = fit_hasher(vectors, "dense", {"n_bits": BITS, "hidden": (16,)}, train)
     model = workdir / "model"
     fingerprint = checkpoint.save(model, hasher)
-    rng = np.random.default_rng([cfg.seed, BITS])
-    centres = rng.integers(0, 256, (1000, BITS // 8), dtype=np.uint8)
-    db, pool = structured_codes(rng, centres, cfg.n), structured_codes(rng, centres, 1000)
+    db, pool = make_codes(cfg.seed, BITS, cfg.n, 1000)
     path, start = workdir / "collection", time.perf_counter()
     with Collection.create(path, BITS, fingerprint) as coll:
         for s in range(0, cfg.n, 50_000):
             e = min(s + 50_000, cfg.n)
-            coll.upsert([f"doc-{i:08d}" for i in range(s, e)], db[s:e], [{"g": i % 10} for i in range(s, e)])
+            coll.upsert([item_id(i) for i in range(s, e)], db[s:e], [{"g": i % 10} for i in range(s, e)])
     LOG.info("collection of %d items in %.1f s", cfg.n, time.perf_counter() - start)
     return model, path, pool
 
@@ -115,73 +107,19 @@ def build(cfg: Config, workdir: Path) -> tuple[Path, Path, np.ndarray]:
 # ---- the server -------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``hamdex serve`` in a subprocess (its own process group), stopped with SIGTERM."""
-
-    def __init__(self, cfg: Config, model: Path, collection: Path, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "server.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAMDEX_")}
-        env.update(
-            HAMDEX_LOG_LEVEL="warning",
-            HAMDEX_REQUEST_TIMEOUT_S=str(cfg.timeout_s),
-            HAMDEX_MAX_BODY_BYTES=str(cfg.max_body_bytes),
-            HAMDEX_HEAVY_SEARCH_WORKERS="1",
-            HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"),
-            HAMDEX_MODELS_DIR=str(workdir / "models"),
-        )
-        command = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection)]
-        with open(self.log, "ab") as log:
-            self.popen = subprocess.Popen(
-                [*command, "--port", str(self.port), "--device", "cpu"],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 300.0) -> None:
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"the server exited during start-up:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the server was not ready after {timeout} s")
-
-    def rss(self) -> int:
-        """VmRSS in bytes (/proc/PID/status)."""
-        with open(f"/proc/{self.popen.pid}/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process, all its threads (/proc/PID/stat)."""
-        with open(f"/proc/{self.popen.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout: float = 120.0) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+def start_server(cfg: Config, model: Path, collection: Path, workdir: Path) -> Server:
+    """``hamdex serve`` in a subprocess, ready, with the limits under test."""
+    port = free_port()
+    env = service_env(
+        workdir,
+        HAMDEX_LOG_LEVEL="warning",
+        HAMDEX_REQUEST_TIMEOUT_S=str(cfg.timeout_s),
+        HAMDEX_MAX_BODY_BYTES=str(cfg.max_body_bytes),
+        HAMDEX_HEAVY_SEARCH_WORKERS="1",
+    )
+    server = Server.spawn([*CLI, *serve_args(model, collection, port)], env, workdir / "server.log", port)
+    server.wait_ready()
+    return server
 
 
 class Sampler(threading.Thread):
@@ -466,7 +404,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 def run(cfg: Config, workdir: Path) -> dict[str, Any]:
     model, collection, pool = build(cfg, workdir)
-    server = Server(cfg, model, collection, workdir)
+    server = start_server(cfg, model, collection, workdir)
     sampler = Sampler(server)
     try:
         sampler.start()

@@ -5,7 +5,7 @@
     python benchmarks/backends.py --items 1000000 --json var/backends.json
     python benchmarks/backends.py --quick                # CI smoke: 5k items, 200 queries
 
-Data: the structured codes of benchmarks/store.py (random centres, each bit flipped with probability 0.1;
+Data: the structured codes of benchmarks/data.py (random centres, each bit flipped with probability 0.1;
 seeded), ids ``doc-%08d``, no metadata. Measured per backend: durable insert (``upsert`` in ``--batch`` batches;
 Milvus writes them 1,000 rows per call), reopen (``close`` then ``open_collection``), batched search QPS (all
 queries in one ``search`` call, k=10, metadata included; median of ``--reps``), single-query QPS (one query per
@@ -15,29 +15,33 @@ Needs the milvus extra (``pip install 'hamdex[milvus]'``).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/backends.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import os
 
 # as ``hamdex serve`` does: idle OpenMP threads must not spin on the cores the other backend needs
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from hamdex.index import create_collection, open_collection  # noqa: E402
+
+from benchmarks import data  # noqa: E402
 
 LOG = logging.getLogger("benchmarks.backends")
 FINGERPRINT = "bench-backends"
@@ -67,20 +71,8 @@ class Config:
     faiss_threads: int = max(1, (os.cpu_count() or 1) // 2)  # the service's default (HAMDEX_FAISS_THREADS)
 
 
-def store_helpers() -> ModuleType:
-    """benchmarks/store.py (not a package): its data generator and recall measure."""
-    if "store_script" in sys.modules:
-        return sys.modules["store_script"]
-    spec = importlib.util.spec_from_file_location("store_script", Path(__file__).with_name("store.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def bench_backend(backend: str, cfg: Config, db: np.ndarray, queries: np.ndarray, kth: np.ndarray, root: Path):
-    store = store_helpers()
-    ids = store.item_ids(len(db))
+    ids = data.item_ids(len(db))
     path = root / backend
     collection = create_collection(path, cfg.bits, FINGERPRINT, backend=backend)
     start = time.perf_counter()
@@ -103,7 +95,7 @@ def bench_backend(backend: str, cfg: Config, db: np.ndarray, queries: np.ndarray
         for q in single:
             collection.search(q[None, :], K)
         single_s = time.perf_counter() - start
-        recall = store.recall_at_k(queries, db, store.hits_to_rows(hits, K), kth)
+        recall = data.recall_at_k(queries, db, data.hits_to_rows(hits, K), kth)
         assert len(collection) == len(db)
     finally:
         collection.close()
@@ -122,10 +114,8 @@ def run(cfg: Config) -> dict[str, Any]:
     import faiss
 
     faiss.omp_set_num_threads(cfg.faiss_threads)
-    store = store_helpers()
-    data_cfg = store.Config(items=cfg.items, queries=cfg.queries, centres=cfg.centres, flip=cfg.flip, seed=cfg.seed)
-    db, queries = store.make_data(data_cfg, cfg.bits)
-    kth = store.exact_kth(db, queries, K)
+    db, queries = data.make_codes(cfg.seed, cfg.bits, cfg.items, cfg.queries, cfg.centres, cfg.flip)
+    kth = data.exact_kth(db, queries, K)
     root = Path(tempfile.mkdtemp(prefix="hamdex-backends-", dir=cfg.workdir))
     try:
         results = {backend: bench_backend(backend, cfg, db, queries, kth, root) for backend in BACKENDS}

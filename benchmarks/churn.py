@@ -6,7 +6,7 @@ background once tombstones pass ``index.kinds.REBUILD_FRACTION`` of it.
     python benchmarks/churn.py --quick --json var/churn.json    # CI smoke: 1,000 items
     python benchmarks/churn.py --kinds hnsw --without-rebuild   # also the same churn with rebuilds turned off
 
-Data: benchmarks/store.py's structured codes (seeded), ids ``doc-%08d``, no metadata. Per kind, in one process:
+Data: benchmarks/data.py's structured codes (seeded), ids ``doc-%08d``, no metadata. Per kind, in one process:
 
 * baseline: recall@10 of ``Collection.search`` against exact (flat) results, ties counted, just after the insert;
 * churn: ``--churn`` rounds, each re-upserting every item with a fresh code from the same centres, in batches of
@@ -26,25 +26,29 @@ JSON: ``{"config", "machine", "kinds": {kind: {...}}, "runtime_s"}``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/churn.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
-import importlib.util
 import json
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import faiss
 import numpy as np
 from hamdex.index import kinds
 from hamdex.index.collection import Collection
+
+from benchmarks import data
 
 LOG = logging.getLogger("benchmarks.churn")
 FINGERPRINT = "bench-churn"
@@ -82,24 +86,12 @@ class Config:
     workdir: str | None = None
 
 
-def store_helpers() -> ModuleType:
-    """benchmarks/store.py (not a package): its data generator and recall measure."""
-    if "store_script" in sys.modules:
-        return sys.modules["store_script"]
-    spec = importlib.util.spec_from_file_location("store_script", Path(__file__).with_name("store.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def recall(coll: Collection, state: np.ndarray, queries: np.ndarray) -> tuple[float, float]:
     """(recall@10 against the exact results over ``state``, ties counted; mean hits per query)."""
-    store = store_helpers()
     hits = coll.search(queries, K, include_metadata=False)
-    rows = store.hits_to_rows(hits, K)
-    kth = store.exact_kth(state, queries, K)
-    return store.recall_at_k(queries, state, rows, kth), float(np.mean([len(h) for h in hits]))
+    rows = data.hits_to_rows(hits, K)
+    kth = data.exact_kth(state, queries, K)
+    return data.recall_at_k(queries, state, rows, kth), float(np.mean([len(h) for h in hits]))
 
 
 def count_rebuilds(coll: Collection) -> list[int]:
@@ -117,12 +109,10 @@ def count_rebuilds(coll: Collection) -> list[int]:
 
 
 def churn_kind(cfg: Config, kind: str, root: Path, rebuild: bool) -> dict[str, Any]:
-    store = store_helpers()
-    rng = np.random.default_rng([cfg.seed, cfg.bits])
-    centres = rng.integers(0, 256, (cfg.centres, cfg.bits // 8), dtype=np.uint8)
-    state = store.structured_codes(rng, centres, cfg.items, cfg.flip)
-    queries = store.structured_codes(rng, centres, cfg.queries, cfg.flip)
-    ids = store.item_ids(cfg.items)
+    rng, centres = data.seeded_centres(cfg.seed, cfg.bits, cfg.centres)
+    state = data.structured_codes(rng, centres, cfg.items, cfg.flip)
+    queries = data.structured_codes(rng, centres, cfg.queries, cfg.flip)
+    ids = data.item_ids(cfg.items)
     out: dict[str, Any] = {"items": cfg.items}
     path = root / f"{kind}-{'rebuild' if rebuild else 'none'}"
     with Collection.create(path, cfg.bits, FINGERPRINT, kind) as coll:
@@ -137,7 +127,7 @@ def churn_kind(cfg: Config, kind: str, root: Path, rebuild: bool) -> dict[str, A
             order = rng.permutation(cfg.items)
             for s in range(0, cfg.items, cfg.batch):
                 rows = np.sort(order[s : s + cfg.batch])
-                state[rows] = store.structured_codes(rng, centres, len(rows), cfg.flip)
+                state[rows] = data.structured_codes(rng, centres, len(rows), cfg.flip)
                 coll.upsert([ids[i] for i in rows], state[rows])
             LOG.info("%s: round %d/%d, %d tombstones", kind, r + 1, cfg.churn, len(coll._index.tombstones))
         out["churn_s"] = time.perf_counter() - start

@@ -18,8 +18,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,52 +27,27 @@ from typing import Any
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:  # python benchmarks/gpu_serve_check.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hamdex.models import checkpoint, data  # noqa: E402
 from hamdex.models.presets import preset  # noqa: E402
 from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.servers import CLI, REPO, Server, free_port, serve_args, service_env  # noqa: E402
 
 
-class Server:
-    def __init__(self, model: Path, workdir: Path, device: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        collection = workdir / f"collection-{device}-{model.name}"
-        env = {
-            **os.environ,
-            "HAMDEX_JSON_LOGS": "false",
-            "HAMDEX_LOG_LEVEL": "warning",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        env.update(HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"), HAMDEX_MODELS_DIR=str(workdir / "models"))
-        cmd = [sys.executable, "-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection)]
-        cmd += ["--port", str(self.port), "--device", device]
-        self.log = open(workdir / f"server-{device}-{model.name}.log", "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(workdir / self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server not ready after 180 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
+def start_server(model: Path, workdir: Path, device: str) -> Server:
+    """``hamdex serve`` of ``model`` on ``device``, ready (this process's HAMDEX_* settings pass through)."""
+    port = free_port()
+    env = service_env(workdir, [k for k in os.environ if k.startswith("HAMDEX_")])
+    env.update(HAMDEX_JSON_LOGS="false", HAMDEX_LOG_LEVEL="warning")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    collection = workdir / f"collection-{device}-{model.name}"
+    command = [*CLI, *serve_args(model, collection, port, device)]
+    server = Server.spawn(command, env, workdir / f"server-{device}-{model.name}.log", port)
+    server.wait_ready(180)
+    return server
 
 
 async def drive(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict[str, float]:
@@ -180,7 +153,7 @@ def main() -> None:
         for name, (model_dir, load, compare) in models.items():
             codes = {}
             for device in devices:
-                server = Server(model_dir, workdir, device)
+                server = start_server(model_dir, workdir, device)
                 try:
                     asyncio.run(drive(server.url, load[:4], 2, 0.5))  # warm-up
                     for c in levels:
@@ -192,7 +165,7 @@ def main() -> None:
                         )
                     codes[device] = encode_all(server.url, compare)
                 finally:
-                    server.stop()
+                    server.stop(30)
             if len(devices) > 1:
                 a, b = codes[devices[0]], codes[devices[1]]
                 same = sum(x == y for x, y in zip(a, b, strict=True))

@@ -44,6 +44,11 @@ same cores as the server (its CPU per request is reported), as a client on the s
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/http_bench.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The server runs with OMP_WAIT_POLICY=PASSIVE (`hamdex serve` sets it); the in-process baselines get the same, set
 # before FAISS and torch load their OpenMP runtime. Spin-waiting OpenMP threads on a busy 2-core machine made raw
@@ -52,23 +57,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import urllib.parse  # noqa: E402
-from collections import Counter  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import faiss  # noqa: E402
@@ -83,8 +80,12 @@ from hamdex.models.presets import preset  # noqa: E402
 from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
 from hamdex.service.settings import Settings  # noqa: E402
 
+from benchmarks import data  # noqa: E402
+from benchmarks.load import Request, batch_load, timed_load  # noqa: E402
+from benchmarks.report import publish, setup_logging  # noqa: E402
+from benchmarks.servers import CLI, Server, free_port, serve_args, service_env  # noqa: E402
+
 LOG = logging.getLogger("benchmarks.http")
-REPO = Path(__file__).resolve().parents[1]
 K = 10
 SEARCH_GOAL = 0.5  # HTTP QPS at concurrency 32 / raw FAISS batched QPS
 ENCODE_GOAL = 0.7  # HTTP items/s / in-process items/s (batches of 32)
@@ -162,26 +163,9 @@ class Config:
 # ---- data -------------------------------------------------------------------------------------------------------
 
 
-def structured_codes(rng: np.random.Generator, centres: np.ndarray, n: int, flip: float) -> np.ndarray:
-    """uint8 (n, n_bytes): a random centre per item with each bit flipped with probability ``flip``."""
-    n_bits = centres.shape[1] * 8
-    out = np.empty((n, centres.shape[1]), np.uint8)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        flips = np.packbits(rng.random((m, n_bits), dtype=np.float32) < flip, axis=1)  # (m, n_bytes)
-        out[start : start + m] = centres[rng.integers(0, len(centres), m)] ^ flips
-    return out
-
-
 def make_codes(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     """(database uint8 (items, n_bytes), query pool uint8 (queries, n_bytes)), seeded."""
-    rng = np.random.default_rng([cfg.seed, cfg.bits])
-    centres = rng.integers(0, 256, (cfg.centres, cfg.bits // 8), dtype=np.uint8)
-    return structured_codes(rng, centres, cfg.items, cfg.flip), structured_codes(rng, centres, cfg.queries, cfg.flip)
-
-
-def item_id(i: int) -> str:
-    return f"doc-{i:08d}"
+    return data.make_codes(cfg.seed, cfg.bits, cfg.items, cfg.queries, cfg.centres, cfg.flip)
 
 
 def synthetic_texts(n: int, seed: int) -> list[str]:
@@ -263,7 +247,7 @@ def build_collection(cfg: Config, path: Path, fingerprint: str, db: np.ndarray, 
     try:
         for s in range(0, len(db), cfg.insert_batch):
             e = min(s + cfg.insert_batch, len(db))
-            coll.upsert([item_id(i) for i in range(s, e)], db[s:e])
+            coll.upsert([data.item_id(i) for i in range(s, e)], db[s:e])
         insert_s = time.perf_counter() - start
         seconds = min(cfg.phase_s, 3.0)
         search = lambda q: coll.search(q, K, include_metadata=False)  # noqa: E731
@@ -297,97 +281,24 @@ def inprocess_encode(hasher: Any, texts: list[str], batch: int | None) -> float:
 # ---- the server -------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server_settings() -> dict[str, Any]:
     """The pass-through settings as the server will read them (the same environment variables as here)."""
     settings = Settings()
     return {name: getattr(settings, name) for name in PASS_THROUGH}
 
 
-class Server:
-    """``hamdex serve`` in a subprocess (its own process group), stopped with SIGTERM."""
-
-    def __init__(self, cfg: Config, model: Path, collection: Path, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "server.log"
-        keep = {f"HAMDEX_{name.upper()}" for name in PASS_THROUGH}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HAMDEX_") or k in keep}
-        env.update(
-            OMP_NUM_THREADS=str(cfg.omp_threads),
-            HAMDEX_LOG_LEVEL=cfg.log_level,
-            HAMDEX_COLLECTIONS_DIR=str(workdir / "collections"),
-            HAMDEX_MODELS_DIR=str(workdir / "models"),
-        )
-        serve = ["-m", "hamdex.service.cli", "serve", "-m", str(model), "-c", str(collection), "--port", str(self.port)]
-        serve += ["--device", "cpu"]
-        if cfg.profile_server:  # the same CLI under cProfile (the event-loop thread only)
-            serve = ["-c", PROFILE_LAUNCHER, str(Path(cfg.profile_server).resolve()), *serve[2:]]
-        self.command = [sys.executable, *serve]
-        start = time.perf_counter()
-        with open(self.log, "ab") as log:
-            self.popen = subprocess.Popen(
-                self.command,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.popen.pid
-        self._wait_ready(start)
-
-    def _wait_ready(self, start: float, timeout: float = 300.0) -> None:
-        while time.perf_counter() - start < timeout:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"the server exited during start-up:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    self.startup_s = time.perf_counter() - start
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the server was not ready after {timeout} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log.read_text("utf-8", errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def rss(self) -> int:
-        """VmRSS in bytes (/proc/PID/status)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process, all its threads (/proc/PID/stat)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout: float = 120.0) -> int | None:
-        """SIGTERM (graceful: the collection is closed, a snapshot written); SIGKILL if it hangs (None)."""
-        if self.popen.poll() is not None:
-            return self.popen.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.popen.wait()
-            return None
+def start_server(cfg: Config, model: Path, collection: Path, workdir: Path) -> Server:
+    """``hamdex serve`` in a subprocess, ready; the pass-through settings come from this process's environment."""
+    port = free_port()
+    keep = {f"HAMDEX_{name.upper()}" for name in PASS_THROUGH}
+    env = service_env(workdir, keep, OMP_NUM_THREADS=str(cfg.omp_threads), HAMDEX_LOG_LEVEL=cfg.log_level)
+    args = serve_args(model, collection, port)
+    command = [*CLI, *args]
+    if cfg.profile_server:  # the same CLI under cProfile (the event-loop thread only)
+        command = [sys.executable, "-c", PROFILE_LAUNCHER, str(Path(cfg.profile_server).resolve()), *args]
+    server = Server.spawn(command, env, workdir / "server.log", port)
+    server.wait_ready()
+    return server
 
 
 PROFILE_LAUNCHER = """
@@ -429,221 +340,6 @@ def batch_stats(before: dict[str, float], after: dict[str, float], batcher: str,
     }
 
 
-# ---- load generation ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    kind: str  # "search", "upsert", "encode"
-    path: str
-    body: bytes
-    check: Callable[[httpx.Response], str | None] | None = None  # an error message, or None
-
-
-@dataclass
-class KindStats:
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter = field(default_factory=Counter)
-    headers: Counter = field(default_factory=Counter)  # sums of X-Queue-Ms, X-Search-Ms, X-Encode-Ms
-
-    def record(self, seconds: float, error: str | None, response: httpx.Response | None) -> None:
-        self.latencies.append(seconds)
-        if error is not None:
-            self.errors[error] += 1
-        elif response is not None:
-            for name in ("x-queue-ms", "x-search-ms", "x-encode-ms"):
-                self.headers[name] += float(response.headers.get(name, 0.0))
-
-    def summary(self, window_s: float) -> dict[str, Any]:
-        n = len(self.latencies)
-        ok = n - sum(self.errors.values())
-        lat = np.asarray(self.latencies) * 1000
-        return {
-            "requests": n,
-            "per_s": n / window_s,
-            "p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),
-            "mean_ms": float(lat.mean()) if n else float("nan"),
-            "errors": sum(self.errors.values()),
-            "error_kinds": dict(self.errors),
-            "queue_ms": self.headers["x-queue-ms"] / ok if ok else float("nan"),
-            "search_ms": self.headers["x-search-ms"] / ok if ok else float("nan"),
-            "encode_ms": self.headers["x-encode-ms"] / ok if ok else float("nan"),
-        }
-
-
-async def _send(client: httpx.AsyncClient, req: Request) -> tuple[httpx.Response | None, str | None]:
-    try:
-        response = await client.post(req.path, content=req.body, headers=JSON_HEADERS)
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}"
-    if response.status_code != 200:
-        return response, f"HTTP {response.status_code}: {response.text[:200]}"
-    if req.check is not None and (problem := req.check(response)) is not None:
-        return response, problem
-    return response, None
-
-
-class RawResponse:
-    """What the checks read of a response: status, headers (lower-case names), body."""
-
-    def __init__(self, status_code: int, headers: dict[str, str], content: bytes) -> None:
-        self.status_code, self.headers, self.content = status_code, headers, content
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-class RawConnection:
-    """One keep-alive HTTP/1.1 connection on asyncio streams, for ``--client-pool raw``: the least client CPU per
-    request this process can spend, a stand-in for a load generator on another machine (httpx spends ~0.7 ms of
-    this machine's CPU per request, on the cores the server needs). Enough HTTP for this server's replies:
-    Content-Length bodies, no chunking."""
-
-    def __init__(self, url: str) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def __aenter__(self) -> RawConnection:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-    async def post(self, path: str, content: bytes, headers: dict[str, str] | None = None) -> RawResponse:
-        assert self.reader is not None and self.writer is not None
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-        self.writer.write(f"{head}Content-Length: {len(content)}\r\n\r\n".encode() + content)
-        try:
-            raw = await self.reader.readuntil(b"\r\n\r\n")
-            lines = raw.decode("latin-1").split("\r\n")
-            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-            hdrs = {k.lower(): v for k, v in fields.items()}
-            body = await self.reader.readexactly(int(hdrs.get("content-length", "0")))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise httpx.ReadError(f"raw connection: {exc!r}") from exc
-        return RawResponse(int(lines[0].split(" ", 2)[1]), hdrs, body)
-
-
-def _client(url: str, connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(60.0))
-
-
-async def _clients(stack: contextlib.AsyncExitStack, url: str, concurrency: int, pool: str) -> list[httpx.AsyncClient]:
-    """One client per worker: one of its own with one connection ("per-worker"), or one shared with a pool of
-    ``concurrency`` connections ("shared"; httpx's pool costs client CPU per request growing with its size)."""
-    if pool == "shared":
-        return [await stack.enter_async_context(_client(url, concurrency))] * concurrency
-    if pool == "raw":
-        return [await stack.enter_async_context(RawConnection(url)) for _ in range(concurrency)]
-    return [await stack.enter_async_context(_client(url, 1)) for _ in range(concurrency)]
-
-
-async def timed_load(
-    server: Server,
-    concurrency: int,
-    make: Callable[[], Request],
-    seconds: float,
-    warmup: float,
-    rss_every: float | None = None,
-    pool: str = "per-worker",
-) -> dict[str, Any]:
-    """``concurrency`` workers send ``make()`` requests back to back; requests completed in the ``seconds`` after
-    ``warmup`` count. Also: CPU of the server and of this process over the window, RSS samples if asked."""
-    stats: dict[str, KindStats] = {}
-    rss: list[int] = []
-    async with contextlib.AsyncExitStack() as stack:
-        clients = await _clients(stack, server.url, concurrency, pool)
-        loop_start = time.perf_counter()
-        window_start, end = loop_start + warmup, loop_start + warmup + seconds
-        marks: dict[str, float] = {}
-
-        async def worker(client: httpx.AsyncClient) -> None:
-            while time.perf_counter() < end:
-                req = make()
-                t0 = time.perf_counter()
-                response, error = await _send(client, req)
-                t1 = time.perf_counter()
-                if window_start <= t0 and t1 <= end:
-                    stats.setdefault(req.kind, KindStats()).record(t1 - t0, error, response)
-
-        async def meter() -> None:
-            await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-            marks.update(server_cpu=server.cpu_s(), client_cpu=time.process_time(), at=time.perf_counter())
-            if rss_every is None:
-                return
-            while time.perf_counter() < end:
-                rss.append(server.rss())
-                await asyncio.sleep(min(rss_every, max(0.0, end - time.perf_counter())))
-
-        tasks = [asyncio.create_task(worker(client)) for client in clients]
-        meter_task = asyncio.create_task(meter())
-        await asyncio.sleep(max(0.0, end - time.perf_counter()))
-        server_cpu, client_cpu, at_end = server.cpu_s(), time.process_time(), time.perf_counter()
-        await asyncio.gather(*tasks)
-        await meter_task
-        if rss_every is not None:
-            rss.append(server.rss())
-    window = at_end - marks["at"]
-    kinds = {kind: s.summary(window) for kind, s in sorted(stats.items())}
-    total = sum(k["requests"] for k in kinds.values())
-    out = {
-        "concurrency": concurrency,
-        "window_s": window,
-        "requests": total,
-        "per_s": total / window,
-        "errors": sum(k["errors"] for k in kinds.values()),
-        "server_cpu_ms_per_req": (server_cpu - marks["server_cpu"]) * 1000 / max(total, 1),
-        "client_cpu_ms_per_req": (client_cpu - marks["client_cpu"]) * 1000 / max(total, 1),
-        "server_cpu_cores": (server_cpu - marks["server_cpu"]) / window,
-        "client_cpu_cores": (client_cpu - marks["client_cpu"]) / window,
-        "kinds": kinds,
-    }
-    if rss_every is not None:
-        out["rss"] = rss
-    return out
-
-
-async def batch_load(server: Server, concurrency: int, requests: list[Request], pool: str) -> dict[str, Any]:
-    """Send every request once, ``concurrency`` in flight; wall time from the first send to the last reply."""
-    stats = KindStats()
-    responses: list[httpx.Response | None] = [None] * len(requests)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = await _clients(stack, server.url, concurrency, pool)
-        await asyncio.gather(*(_send(client, requests[0]) for client in dict.fromkeys(clients)))  # warm-up
-        next_index = iter(range(len(requests)))
-        cpu0, client0, start = server.cpu_s(), time.process_time(), time.perf_counter()
-
-        async def worker(client: httpx.AsyncClient) -> None:
-            for i in next_index:
-                t0 = time.perf_counter()
-                response, error = await _send(client, requests[i])
-                stats.record(time.perf_counter() - t0, error, response)
-                responses[i] = response if error is None else None
-
-        await asyncio.gather(*(worker(client) for client in clients))
-        wall = time.perf_counter() - start
-        server_cpu, client_cpu = server.cpu_s() - cpu0, time.process_time() - client0
-    out = stats.summary(wall)
-    out.update(
-        wall_s=wall,
-        server_cpu_cores=server_cpu / wall,
-        client_cpu_cores=client_cpu / wall,
-        server_cpu_ms_per_req=server_cpu * 1000 / len(requests),
-        client_cpu_ms_per_req=client_cpu * 1000 / len(requests),
-    )
-    return out | {"responses": responses}
-
-
 def search_request_maker(pool_hex: list[bytes], rng: np.random.Generator) -> Callable[[], Request]:
     head, tail = b'{"queries":[{"code":"', f'"}}],"k":{K},"include_metadata":false}}'.encode()
     n = len(pool_hex)
@@ -677,7 +373,7 @@ class MixedLoad:
                 self.next_new += 1
                 self.new_items[item] = code
             else:
-                item = item_id(int(self.rng.integers(self.cfg.items)))
+                item = data.item_id(int(self.rng.integers(self.cfg.items)))
             items.append({"id": item, "code": code, "metadata": {"source": "http-bench"}})
         expected = len(items)
 
@@ -742,7 +438,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "raw FAISS QPS (batch %d) %.0f; by batch %s", cfg.raw_batch, raw_runs[0], results["raw_faiss_qps_by_batch"]
         )
 
-        server = Server(cfg, model_dir, collection_dir, work)
+        server = start_server(cfg, model_dir, collection_dir, work)
         try:
             results["server"] = {"startup_s": server.startup_s, "rss_ready_bytes": server.rss()}
             run_phases(cfg, server, results, pool, texts, model_dir, raw_search)
@@ -1024,22 +720,6 @@ def format_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN / infinity: null instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def write_json(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
-
-
 # ---- entry point ----------------------------------------------------------------------------------------------
 
 
@@ -1111,17 +791,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("hamdex.index").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging("hamdex.index", "httpx")
     results = run(config_from_args(args))
-    text = format_tables(results)
-    print(text)
-    if args.json:
-        write_json(results, args.json)
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(text.lstrip() + "\n")
+    publish(results, format_tables(results), args.json, args.md)
     return results
 
 

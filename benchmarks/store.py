@@ -31,6 +31,12 @@ the headline numbers. JSON: ``{bits: {...}}`` plus the headline keys of 64 bits 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:  # python benchmarks/store.py: the root, for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import gc
 import json
@@ -42,12 +48,10 @@ import resource
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -57,10 +61,12 @@ from hamdex.index.kinds import KINDS
 from hamdex.index.snapshot import MANIFEST_FILE, SNAPSHOT_GLOB
 from tqdm import tqdm
 
+from benchmarks.data import K, exact_kth, hits_to_rows, item_ids, make_codes, recall_at_k
+from benchmarks.report import publish, setup_logging
+
 LOG = logging.getLogger("benchmarks.store")
 REPO = Path(__file__).resolve().parents[1]
 FINGERPRINT = "bench-store"
-K = 10
 ALL_KINDS = ["flat", "ivf", "hnsw", "hash", "multihash"]
 INSERT_GOAL = 100_000  # durable items/s at 64 bits
 RESTART_GOAL_S = 5.0  # for 1M items, with and without a fresh snapshot
@@ -125,54 +131,9 @@ class Config:
 # ---- data and exact reference ---------------------------------------------------------------------------------
 
 
-def structured_codes(rng: np.random.Generator, centres: np.ndarray, n: int, flip: float) -> np.ndarray:
-    """uint8 (n, n_bytes): a random centre per item with each bit flipped with probability ``flip``."""
-    n_bits = centres.shape[1] * 8
-    out = np.empty((n, centres.shape[1]), np.uint8)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        flips = np.packbits(rng.random((m, n_bits), dtype=np.float32) < flip, axis=1)  # (m, n_bytes)
-        out[start : start + m] = centres[rng.integers(0, len(centres), m)] ^ flips
-    return out
-
-
 def make_data(cfg: Config, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(database uint8 (items, n_bytes), queries uint8 (queries, n_bytes)), seeded by (seed, n_bits)."""
-    rng = np.random.default_rng([cfg.seed, n_bits])
-    centres = rng.integers(0, 256, (cfg.centres, n_bits // 8), dtype=np.uint8)
-    return structured_codes(rng, centres, cfg.items, cfg.flip), structured_codes(rng, centres, cfg.queries, cfg.flip)
-
-
-def exact_kth(db: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
-    """int (q,): the exact k-th smallest Hamming distance from each query to ``db``."""
-    flat = faiss.IndexBinaryFlat(db.shape[1] * 8)
-    flat.add(db)
-    distances, _ = flat.search(queries, k)
-    return distances[:, k - 1].astype(np.int64)
-
-
-def recall_at_k(queries: np.ndarray, db: np.ndarray, labels: np.ndarray, kth: np.ndarray) -> float:
-    """Fraction of the q*k result slots holding an item no farther than the exact k-th neighbour (ties count).
-
-    ``labels`` int (q, k) are row numbers of ``db``, -1 for an empty slot; distances are recomputed here.
-    """
-    rows = np.clip(labels, 0, None)
-    distances = np.bitwise_count(queries[:, None, :] ^ db[rows]).sum(-1, dtype=np.int64)  # (q, k)
-    good = (labels >= 0) & (distances <= kth[:, None])
-    return float(good.sum() / labels.size)
-
-
-def item_ids(n: int) -> list[str]:
-    return [f"doc-{i:08d}" for i in range(n)]
-
-
-def hits_to_rows(results: list[list[Any]], k: int = K) -> np.ndarray:
-    """int64 (q, k) database rows from ``Collection.search`` hits (ids ``doc-%08d``), -1 padded."""
-    out = np.full((len(results), k), -1, np.int64)
-    for i, hits in enumerate(results):
-        for j, hit in enumerate(hits[:k]):
-            out[i, j] = int(hit.id[4:])
-    return out
+    return make_codes(cfg.seed, n_bits, cfg.items, cfg.queries, cfg.centres, cfg.flip)
 
 
 # ---- raw FAISS baselines ---------------------------------------------------------------------------------------
@@ -580,11 +541,6 @@ def format_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(results: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-
-
 # ---- entry point -----------------------------------------------------------------------------------------------
 
 
@@ -686,16 +642,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if args.probe_open:
         print(json.dumps(probe_open(args.probe_open)), flush=True)
         os._exit(0)  # skip tearing down the index: only the numbers above matter
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("hamdex.index").setLevel(logging.WARNING)
+    setup_logging("hamdex.index")
     results = run(config_from_args(args))
-    text = format_tables(results)
-    print(text)
-    if args.json:
-        write_json(results, args.json)
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(text.lstrip() + "\n")
+    publish(results, format_tables(results), args.json, args.md)
     return results
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import load_script
-
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script("abuse")
+    from benchmarks import abuse  # at first use, not at collection: a script may set OMP_* on import
+
+    return abuse
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import load_script
-
 
 @pytest.mark.milvus
 def test_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
-    script = load_script("backends")
+    from benchmarks import backends as script
+
     script.main(["--quick", "--json", str(tmp_path / "backends.json"), "--workdir", str(tmp_path)])
     results = json.loads((tmp_path / "backends.json").read_text())
     for backend in ("faiss", "milvus"):

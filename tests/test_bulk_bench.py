@@ -11,11 +11,10 @@ import math
 
 import numpy as np
 
-from tests.scripts import load_script
-
 
 def test_quick_bulk_benchmark_reports_every_key(tmp_path):
-    script = load_script("bulk")
+    from benchmarks import bulk as script
+
     out = tmp_path / "bulk.json"
     result = script.main(["--quick", "--json", str(out), "--workdir", str(tmp_path / "work"), "--no-progress"])
     saved = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""Crash test (issue 4): benchmarks/crash.py's machinery against real server processes killed with SIGKILL.
+"""Crash test (issue 4): the harness in tests/crash/ against real server processes killed with SIGKILL.
 
 Every server here is a separate process (its own process group) serving the real app with uvicorn over HTTP. To
 fit 20+ kills in the CI budget on 2 cores, most are forked from a helper that has imported the service already
@@ -21,9 +21,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.scripts import load_script
-
-crash = load_script("crash")
+from benchmarks import crash as crash_cli
+from tests import crash
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +116,7 @@ def test_real_cli_server(dense_model_dir: Path, tmp_path: Path) -> None:
 
 def test_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/crash.py wiring: flags, table, JSON, exit status; the run itself replaced by canned numbers."""
-    args = crash.parse_args(["--kills", "7", "--json", "x.json", "--seed", "3", "--collection", "c"])
+    args = crash_cli.parse_args(["--kills", "7", "--json", "x.json", "--seed", "3", "--collection", "c"])
     assert (args.kills, args.json, args.seed, args.collection, args.launcher) == (
         7,
         Path("x.json"),
@@ -136,18 +135,18 @@ def test_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.Cap
         seen["cfg"] = cfg
         return json.loads(json.dumps(summary))
 
-    monkeypatch.setattr(crash, "make_launcher", lambda name: NoLauncher())
-    monkeypatch.setattr(crash, "run_crash_test", fake_run)
+    monkeypatch.setattr(crash_cli, "make_launcher", lambda name: NoLauncher())
+    monkeypatch.setattr(crash_cli, "run_crash_test", fake_run)
     out = tmp_path / "r.json"
     argv = ["--kills", "7", "--model", str(tmp_path), "--collection", str(tmp_path / "c"), "--json", str(out)]
-    assert crash.main(argv) == 0
+    assert crash_cli.main(argv) == 0
     assert seen["closed"] and seen["cfg"].kills == 7
     report = json.loads(out.read_text())
     keys = {"kills", "acknowledged", "lost", "corrupted", "in_flight_applied", "in_flight_absent", "seconds"}
     assert keys <= set(report) and report["kills"] == 7 and report["lost"] == 0
     assert "| acknowledged" in capsys.readouterr().out
     summary["corrupted"] = 1
-    assert crash.main([*argv[:-1], str(tmp_path / "r2.json")]) == 1
+    assert crash_cli.main([*argv[:-1], str(tmp_path / "r2.json")]) == 1
 
 
 def test_resolve_pending() -> None:

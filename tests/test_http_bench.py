@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts import load_script
-
 
 def _http_script():
-    return load_script("http_bench")
+    from benchmarks import http_bench  # at first use, not at collection: a script may set OMP_* on import
+
+    return http_bench
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,6 @@ from hamdex.models import data
 from hamdex.models.bits import pack
 from hamdex.models.bottlenecks import BOTTLENECKS
 
-from tests.scripts import load_script
-
 MARGIN = 0.02  # P@100 points the default model must lead ITQ by (measured lead: 0.04)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -169,7 +167,9 @@ def test_write_json_refuses_nan(tmp_path: Path) -> None:
 
 
 def _quality_script():
-    return load_script("quality")
+    from benchmarks import quality  # at first use, not at collection: a script may set OMP_* on import
+
+    return quality
 
 
 def test_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

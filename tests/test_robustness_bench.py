@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.scripts import load_script
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_script("robustness")
+    from benchmarks import robustness  # at first use, not at collection: a script may set OMP_* on import
+
+    return robustness
 
 
 def test_cells_are_selected_by_pattern_in_matrix_order(bench):

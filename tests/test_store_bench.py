@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.scripts import load_script
-
 
 def _store_script():
-    return load_script("store")
+    from benchmarks import store  # at first use, not at collection: a script may set OMP_* on import
+
+    return store
 
 
 @pytest.fixture(scope="module")
