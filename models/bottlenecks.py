@@ -19,6 +19,9 @@ and a KL term to a Bernoulli(0.5) prior.
 ``gaussian``: VDSH (Chaidaroon & Fang, SIGIR 2017, "Variational Deep Semantic Hashing"): a Gaussian VAE with the
 re-parameterization trick z = mu + sigma * eps and a KL term to N(0, I); the decoder sees the continuous z, and
 codes threshold the mean at each dimension's training median (so every bit is balanced on the training set).
+
+``vq``: a binary VQ-VAE by lookup-free quantization (LFQ, MAGVIT-v2): sign bits with commitment and entropy terms
+(``models.vq``; needs ``vector-quantize-pytorch``).
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class GaussianBottleneck(nn.Module):
         self.thresholds.copy_(logits.chunk(2, dim=1)[0].float().median(dim=0).values)
 
 
-BOTTLENECKS = ("sign", "bernoulli", "gaussian")
+BOTTLENECKS = ("sign", "bernoulli", "gaussian", "vq")
 
 
 def make_bottleneck(name: str, *, n_bits: int, kl_weight: float) -> nn.Module:
@@ -127,4 +130,8 @@ def make_bottleneck(name: str, *, n_bits: int, kl_weight: float) -> nn.Module:
         return BernoulliBottleneck(kl_weight)
     if name == "gaussian":
         return GaussianBottleneck(n_bits, kl_weight)
+    if name == "vq":
+        from hamdex.models.vq import BinaryVQBottleneck  # imports this module; and only vq pays the library's import
+
+        return BinaryVQBottleneck(n_bits, kl_weight)
     raise ValueError(f"unknown bottleneck {name!r}; choose one of {', '.join(BOTTLENECKS)}")

@@ -85,7 +85,9 @@ def train(
         typer.Option(help="Vector rows are flattened images of this shape, e.g. 28x28 (auto: square 0-255 rows)."),
     ] = None,
     bits: Annotated[int, typer.Option(help="Code length (multiple of 8).")] = 32,
-    bottleneck: Annotated[str, typer.Option(help="bernoulli (default) or sign.")] = "bernoulli",
+    bottleneck: Annotated[
+        str, typer.Option(help="bernoulli (default), sign, gaussian, or vq (binary VQ-VAE by LFQ).")
+    ] = "bernoulli",
     kl_weight: Annotated[
         float | None, typer.Option(help="Weight of the bottleneck regulariser (default: the data type's preset).")
     ] = None,
