@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -43,10 +42,10 @@ from hamdex.index.errors import (
 )
 from hamdex.index.rwlock import RWLock
 from hamdex.index.store import DB_FILE
+from hamdex.index.validation import NAME_PATTERN
 
 LOG = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CREATING = ".creating-"  # prefix of a collection being built
 _TRASH = ".trash-"  # prefix of a collection being deleted
 ROOT_LOCK = ".registry.lock"

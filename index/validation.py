@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 from hamdex.index.errors import CodeLengthError, InvalidItemsError, InvalidQueryError
 
 Scalar = str | int | float | bool | None
+# a collection or model name: one plain, visible path component (index.registry.check_name)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def is_int(value: object) -> bool:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from hamdex.index.registry import NAME_PATTERN
-from hamdex.index.validation import check_id
+from hamdex.index.validation import NAME_PATTERN, check_id
 from pydantic import (
     AfterValidator,
     BaseModel,
