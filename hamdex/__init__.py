@@ -12,7 +12,13 @@ and the ``hamdex`` CLI). What most code needs is here::
     with hamdex.open_collection("var/collection", hasher.fingerprint) as collection:
         hits = collection.search(codes, k=10)
 
-The names are imported on first use, so ``import hamdex`` stays light (no torch, no FAISS).
+A running server (``hamdex serve``) is reached through ``hamdex.Client`` (or ``hamdex.AsyncClient``; docs/client.md)::
+
+    with hamdex.Client("http://127.0.0.1:8000") as client:
+        hits = client.search(["rocket engines and orbits"], k=10)[0]
+
+The names are imported on first use, so ``import hamdex`` stays light (no torch, no FAISS; the client needs
+neither).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
 
 # public name -> (module, attribute)
 _EXPORTS = {
+    "AsyncClient": ("hamdex.client", "AsyncClient"),
+    "Client": ("hamdex.client", "Client"),
+    "HamdexError": ("hamdex.client", "HamdexError"),
     "Hasher": ("hamdex.models.hasher", "Hasher"),
     "load_model": ("hamdex.models.checkpoint", "load"),
     "save_model": ("hamdex.models.checkpoint", "save"),
@@ -42,6 +51,9 @@ _EXPORTS = {
     "open_or_create_collection": ("hamdex.index.backends", "open_or_create_collection"),
 }
 __all__ = [
+    "AsyncClient",
+    "Client",
+    "HamdexError",
     "Hasher",
     "__version__",
     "create_collection",
@@ -52,6 +64,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from hamdex.client import AsyncClient, Client, HamdexError
     from hamdex.index.backends import create_collection, open_collection, open_or_create_collection
     from hamdex.models.checkpoint import load as load_model
     from hamdex.models.checkpoint import save as save_model

@@ -26,7 +26,6 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from hamdex.service.bulk.client import BulkClient
     from hamdex.service.bulk.job import Encoder, IndexSummary
 
 app = typer.Typer(
@@ -43,8 +42,21 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, c
 FEATURIZER_FOR_KIND = {"text": "text", "image": "pixels", "vector": "dense"}
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from hamdex import __version__
+
+        typer.echo(f"hamdex {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -243,7 +255,10 @@ def _print_report(report: dict) -> None:
 def index_cmd(
     data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Items to index (path or demo:train).")],
     model: ModelOpt = Path("var/model"),
-    collection: CollectionOpt = Path("var/collection"),
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="Collection directory [var/collection]; with --server: its name."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Items per encode/insert block.")] = 4096,
     limit: Annotated[int | None, typer.Option(help="Index only the first N items.")] = None,
     strict: Annotated[bool, typer.Option(help="Abort on the first bad row instead of skipping it.")] = False,
@@ -253,7 +268,7 @@ def index_cmd(
     server: Annotated[
         str | None, typer.Option(help="Send the items to a running server instead, e.g. http://127.0.0.1:8000")
     ] = None,
-    name: Annotated[str, typer.Option(help="With --server: the collection.")] = "default",
+    name: Annotated[str | None, typer.Option(help="With --server: the collection (as --collection).")] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="HAMDEX_API_KEY", help="With --server: a key with the write scope.")
     ] = None,
@@ -269,39 +284,51 @@ def index_cmd(
     backend: Annotated[
         str, typer.Option(help="A new collection's backend: faiss, or milvus (pip install 'hamdex[milvus]').")
     ] = "faiss",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Bulk-index a file or folder into a collection (created when missing), or into a server's (--server).
 
     Bad rows are skipped and reported (--strict: abort). An interrupted run, rerun with the same arguments,
     resumes after the last committed block; a finished one does nothing unless --restart. With --ray the
-    encoding runs on a Ray cluster and the codes are written here."""
+    encoding runs on a Ray cluster and the codes are written here. Exits 2 when every row was skipped."""
     from hamdex.index.errors import CollectionError
     from hamdex.service.bulk import client as bulk_client
     from hamdex.service.bulk import job as bulk
+
+    from hamdex.client import HamdexError
 
     ray = ray or ray_address is not None
     if ray and server:
         raise _fail("--ray and --server do not combine: the server encodes what it is sent")
     try:
         if server:
-            with bulk_client.BulkClient(server, name, api_key) as client:
-                summary = _index_remote(data_spec, client, batch_size, limit, strict, restart)
+            if name is not None and collection is not None and name != collection:
+                raise _fail(f"--name {name} and --collection {collection} name two collections")
+            target = name or collection or "default"
+            summary = _index_remote(data_spec, server, target, api_key, batch_size, limit, strict, restart)
         else:
             encoder = _ray_encoder(model, ray_address, device, ray_actors, batch_size) if ray else None
-            summary = _index_local(
-                data_spec, model, collection, device, batch_size, limit, strict, restart, encoder, backend
-            )
+            path = Path(collection or "var/collection")
+            summary = _index_local(data_spec, model, path, device, batch_size, limit, strict, restart, encoder, backend)
     except bulk.BadRowError as exc:
         raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
-    except bulk_client.RemoteError as exc:
+    except (bulk_client.RemoteError, HamdexError) as exc:
         raise _fail(escape(f"the server refused: {exc}")) from exc
     except (data.DataFormatError, data.DataNotFoundError, CollectionError) as exc:
         raise _fail(escape(str(exc))) from exc
     except _ray_job_errors() as exc:
         raise _fail(escape(f"Ray: {exc}")) from exc
-    _print_summary(summary)
+    if json_out:
+        typer.echo(json.dumps(summary.to_json()))
+    else:
+        _print_summary(summary)
     if report:
         report.write_text(json.dumps(summary.to_json(), indent=2))
+    # an empty collection would be served as if the job had worked (issue 22)
+    if summary.already_done and summary.collection_count == 0:
+        raise _fail("this job finished before, yet the collection is empty (were all its rows skipped?); --restart")
+    if summary.items == 0 and summary.skipped and not summary.resumed_from and not summary.already_done:
+        raise _fail(f"every row was skipped ({summary.skipped}); nothing was indexed")
 
 
 def _index_local(
@@ -355,16 +382,29 @@ def _ray_job_errors() -> tuple[type[Exception], ...]:
 
 
 def _index_remote(
-    spec: str, client: BulkClient, batch_size: int, limit: int | None, strict: bool, restart: bool
+    spec: str,
+    server: str,
+    name: str,
+    api_key: str | None,
+    batch_size: int,
+    limit: int | None,
+    strict: bool,
+    restart: bool,
 ) -> IndexSummary:
+    """A file or folder through hamdex.Client (resumable, retried); the demo corpus as one unkeyed upload."""
     from hamdex.service.bulk import client as bulk_client
     from hamdex.service.bulk import job as bulk
+
+    from hamdex.client import Client
 
     if spec.startswith("demo:"):
         block = load_data(spec, limit)
         blocks = bulk.split_block(block, batch_size)
-        return bulk_client.index_blocks(blocks, client, total=len(block.ids), strict=strict)
-    return bulk_client.index_file(spec, client, batch_size=batch_size, limit=limit, strict=strict, restart=restart)
+        with bulk_client.BulkClient(server, name, api_key) as client:
+            return bulk_client.index_blocks(blocks, client, total=len(block.ids), strict=strict)
+    with Client(server, api_key=api_key, collection=name) as client:
+        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
+        return client.bulk_upload(spec, progress=True, **options)
 
 
 def _print_summary(summary: IndexSummary) -> None:
@@ -465,12 +505,25 @@ def search(
     by_code: Annotated[bool, typer.Option("--by-code", help="Queries are hex or base64 codes.")] = False,
     url: Annotated[str | None, typer.Option(help="Query a running server instead, e.g. http://127.0.0.1:8000")] = None,
     model: ModelOpt = Path("var/model"),
-    collection: CollectionOpt = Path("var/collection"),
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="Collection directory [var/collection]; with --url: its name."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="HAMDEX_API_KEY", help="With --url: a key with the read scope.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the hits as JSON: a list per query.")] = False,
 ) -> None:
     """Find Hamming neighbours in a collection or on a running server."""
     field = "id" if by_id else "code" if by_code else "input"
     body = {"queries": [{field: q} for q in query], "k": k, "radius": radius}
-    results = _search_remote(url, body) if url else _search_local(model, collection, body)
+    if url:
+        results = _search_remote(url, collection or "default", api_key, field, query, k, radius)
+    else:
+        results = _search_local(model, Path(collection or "var/collection"), body)
+    if json_out:
+        typer.echo(json.dumps(results))
+        return
     for q, hits in zip(query, results, strict=True):
         table = Table(title=f"query: {q[:60]}")
         for col in ("id", "distance", "metadata"):
@@ -480,11 +533,18 @@ def search(
         console.print(table)
 
 
-def _search_remote(url: str, body: dict) -> list[list[dict]]:
-    import httpx
+def _search_remote(
+    url: str, name: str, api_key: str | None, field: str, queries: list[str], k: int, radius: int | None
+) -> list[list[dict]]:
+    from hamdex.client import Client, HamdexError
 
-    with httpx.Client(base_url=url, timeout=60) as client:
-        return _post_search(client, body)
+    source = {{"id": "ids", "code": "codes"}.get(field, "inputs"): queries}
+    try:
+        with Client(url, api_key=api_key, collection=name) as client:
+            results = client.search(**source, k=k, radius=radius)
+    except HamdexError as exc:
+        raise _fail(escape(str(exc))) from exc
+    return [[hit.model_dump() for hit in hits] for hits in results]
 
 
 def _search_local(model: Path, collection: Path, body: dict) -> list[list[dict]]:

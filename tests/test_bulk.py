@@ -217,3 +217,17 @@ def test_index_into_a_milvus_collection_gives_the_faiss_codes(dense_model_dir, t
     assert rerun.exit_code == 0 and "already finished" in rerun.output
     bad = run_index(*args, "-c", str(tmp_path / "other"), "--backend", "elastic")
     assert bad.exit_code == 2 and "backend" in bad.output
+
+
+def test_a_job_whose_every_row_was_skipped_fails(dense_model_dir, tmp_path):
+    """rc 0 and an empty collection would let a deployment serve nothing as if indexing had worked (issue 22)."""
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps({"id": f"s{i}", "vector": [1.0, 2.0]}) + "\n" for i in range(5)))
+    report = tmp_path / "r.json"
+    args = [str(data), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--report", str(report)]
+    result = run_index(*args)
+    assert result.exit_code == 2, result.output
+    assert "every row was skipped (5)" in result.output and "input_shape" in result.output
+    assert json.loads(report.read_text())["reasons"] == {"input_shape": 5}
+    again = run_index(*args)  # the job is done, and the collection empty: still a failure
+    assert again.exit_code == 2 and "the collection is empty" in again.output

@@ -27,9 +27,12 @@ from tqdm.auto import tqdm
 class RemoteError(Exception):
     """The server refused (``status`` and ``error_type`` from its error body) or could not be reached."""
 
-    def __init__(self, message: str, error_type: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, error_type: str | None = None, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.error_type, self.status = error_type, status
+        self.retry_after = retry_after  # seconds, from a 429 or 503 answer's Retry-After (hamdex.client retries)
 
 
 class BulkClient:
@@ -85,7 +88,9 @@ class BulkClient:
             error_type, message = None, resp.text[:500]
         if error_type in report:
             return body
-        raise RemoteError(f"{resp.status_code} {error_type}: {message}", error_type, resp.status_code)
+        retry_after = resp.headers.get("retry-after", "")
+        seconds = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
+        raise RemoteError(f"{resp.status_code} {error_type}: {message}", error_type, resp.status_code, seconds)
 
 
 def index_file(
