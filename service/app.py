@@ -20,7 +20,7 @@ from hamdex.service.fast_search import FastSearch
 from hamdex.service.metrics import Metrics
 from hamdex.service.middleware import BatchGuard, ServiceMiddleware
 from hamdex.service.openapi import install_openapi
-from hamdex.service.routes import bulk, collections, encode, items, meta, search
+from hamdex.service.routes import bulk, collections, decode, encode, items, meta, search
 from hamdex.service.settings import Settings, get_settings
 from hamdex.service.state import ServiceState
 
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BatchGuard, settings=settings)  # between the two: FastSearch never sees an oversized batch
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_handlers(app)
-    for module in (meta, encode, items, bulk, search, collections):
+    for module in (meta, encode, decode, items, bulk, search, collections):
         app.include_router(module.router)
     install_openapi(app, settings)
     if keyed_docs:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import typer
 from hamdex.models import data
+from hamdex.service import cli_decode
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -607,6 +608,11 @@ def eval_cmd(
     )
     if json_out:
         json_out.write_text(json.dumps({"k": k, "n_bits": hasher.n_bits, "methods": rows}, indent=2))
+
+
+# the decoder's commands live beside this module (service.cli_decode)
+app.command("reconstruct")(cli_decode.reconstruct)
+app.command("generate")(cli_decode.generate_cmd)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ STATUS: dict[str, int] = {
     # request the API document calls valid may meet it (a conflict with the collection's state, as above)
     "unsupported_search_param": 409,
     "collection_exists": 409,
+    # /v1/reconstruct and /v1/generate on a model whose decoder rebuilds other features than its inputs (scattering)
+    "not_reconstructable": 409,
+    "image_format_unsupported": 409,  # images whose channels a PNG cannot hold: ask image_format array
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
     "backend_unavailable": 501,  # a collection backend whose client library is not installed (pymilvus)

@@ -148,13 +148,15 @@ class ServiceMiddleware:
 
 
 INLINE_COUNT_BYTES = 256 * 1024  # BatchGuard counts shorter bodies on the event loop (about a millisecond at most)
-# POST routes whose JSON body is a batch, and the list that holds it (service.routes.search / items / encode)
+# POST routes whose JSON body is a batch, and the list that holds it (service.routes: search, items, encode, decode)
 _BATCH_ROUTES = {
     re.compile(r"^/v1/search$"): ("queries", "/v1/search"),
     re.compile(r"^/v1/collections/[^/]+/search$"): ("queries", "/v1/collections/{name}/search"),
     re.compile(r"^/v1/items$"): ("items", "/v1/items"),
     re.compile(r"^/v1/collections/[^/]+/items$"): ("items", "/v1/collections/{name}/items"),
     re.compile(r"^/v1/encode$"): ("inputs", "/v1/encode"),
+    re.compile(r"^/v1/reconstruct$"): ("items", "/v1/reconstruct"),
+    re.compile(r"^/v1/generate$"): ("codes", "/v1/generate"),
 }
 
 

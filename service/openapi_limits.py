@@ -10,7 +10,9 @@ and from the checkpoints it serves, read from their ``hamdex.json`` without load
 - raw inputs as the model's featurizer takes them (text, ``d`` float32 values, or pixels in [0, 255]) and codes
   of its length (hex, base64 or bits);
 - the collection-create body as one branch per backend and index kind, with that kind's parameters and bounds;
-- the NDJSON body of the bulk routes, as the array of rows its lines hold.
+- the NDJSON body of the bulk routes, as the array of rows its lines hold;
+- /v1/reconstruct and /v1/generate: batches, ``n`` (1..HAMDEX_MAX_BATCH), and the default model's inputs, masks
+  (none for a text model) and codes, since these routes use that model only.
 
 The models are those of ``HAMDEX_MODEL_PATH`` and ``HAMDEX_MODELS_DIR`` when the document is first built. When
 they differ (inputs or code length), inputs and codes are documented as any of theirs: a collection's own model
@@ -140,6 +142,7 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
     metadata["description"] = _metadata_rule(settings)
     if specs:
         _add_model_inputs(schemas, settings, specs)
+    _add_decode_limits(schemas, settings, ModelSpec.read(settings.model_path))
     schemas["CreateCollectionRequest"] = _create_request(schemas["CreateCollectionRequest"], settings, specs)
     schemas["BulkRow"] = _bulk_row(settings, specs)
     for path, methods in document["paths"].items():
@@ -188,6 +191,29 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
         packed = schemas["PackedVectors"]["properties"]
         packed["data"]["description"] += " Its length must match the shape (not expressible here)."
         packed["shape"]["description"] += f" At most {settings.max_batch} items."
+
+
+def _add_decode_limits(schemas: dict[str, Schema], settings: Settings, spec: ModelSpec | None) -> None:
+    """/v1/reconstruct and /v1/generate: batches, and the default model's inputs, masks and codes (these routes
+    use the default model only). A text model takes no mask."""
+    schemas["ReconstructRequest"]["properties"]["items"].update(minItems=1, maxItems=settings.max_batch)
+    generate = schemas["GenerateRequest"]["properties"]
+    generate["codes"].update(minItems=1, maxItems=settings.max_batch)
+    generate["n"]["maximum"] = settings.max_batch
+    if spec is None:
+        return
+    item = schemas["ReconstructItem"]["properties"]
+    item["input"] = {**input_schema(spec, settings), "title": "Input"}
+    generate["codes"]["items"] = code_schema(spec.n_bits)
+    if spec.featurizer == "text":
+        del item["mask"]
+        return
+    flag = {"type": "boolean"}
+    forms = [_fixed_array(flag, spec.input_dim)]
+    if len(spec.image_shape) >= 2:  # or as rows, as an image input may come
+        height = spec.image_shape[0]
+        forms.append(_fixed_array(_fixed_array(flag, spec.input_dim // height), height))
+    item["mask"] = {"anyOf": [*forms, {"type": "null"}], "title": "Mask", "description": item["mask"]["description"]}
 
 
 def _create_request(base: Schema, settings: Settings, specs: list[ModelSpec]) -> Schema:

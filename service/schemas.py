@@ -324,3 +324,74 @@ class Info(BaseModel):
     # the checkpoint's training report (models.train.training_report): steps, validation, code health, the ITQ
     # comparison and what the safeguard did; None for checkpoints from before it
     training: dict[str, Any] | None = None
+
+
+# ---- reconstruct and generate (service.routes.decode) -----------------------------------------------------------
+
+# A mask of an input's missing values (true: missing), flat or as rows like the input: for pixel and dense models.
+Mask = list[StrictBool] | list[list[StrictBool]]
+ImageFormat = Literal["png", "array"]
+MAX_TOP_WORDS = 1000
+MAX_SEED = (1 << 32) - 1
+
+
+class ReconstructItem(_Strict):
+    input: RawInput
+    mask: Mask | None = Field(None, description="Missing values (true), to inpaint; pixel and dense models only.")
+
+
+class DecodeOptions(_Strict):
+    image_format: ImageFormat = Field("png", description="Images as base64 PNG or as rows of pixel values.")
+    top_words: JsonInt = Field(10, ge=1, le=MAX_TOP_WORDS, description="Text: words per output, most probable first.")
+
+
+class ReconstructRequest(DecodeOptions):
+    items: list[ReconstructItem]
+
+
+class GenerateRequest(DecodeOptions):
+    # codes, or n codes sampled from the prior (seed only with n: it seeds the sampling)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["codes"], "not": {"anyOf": [{"required": ["n"]}, {"required": ["seed"]}]}},
+                {"required": ["n"], "not": {"required": ["codes"]}},
+            ]
+        }
+    )
+
+    codes: list[WireCode] | SkipJsonSchema[None] = _source("Codes to decode (hex, base64 or bits).")
+    n: Annotated[StrictInt, Field(ge=1), BeforeValidator(_whole)] | SkipJsonSchema[None] = _source(
+        "Codes to sample from the prior."
+    )
+    seed: Annotated[StrictInt, Field(ge=0, le=MAX_SEED), BeforeValidator(_whole)] | None = Field(
+        None, description="With n: the sampling's seed (unset: random)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GenerateRequest:
+        _exactly_one(self, ("codes", "n"), "a request")
+        if self.codes is not None and "seed" in self.model_fields_set:
+            raise ValueError("'seed' goes with 'n' (sampled codes), not with 'codes'")
+        return self
+
+
+class WeightedWord(BaseModel):
+    word: str
+    weight: float
+
+
+class DecodedItem(BaseModel):
+    code: str = Field(..., description="The code (hex) the output was decoded from.")
+    image: str | None = Field(None, description="Image models, image_format png: base64 of a PNG.")
+    pixels: list[Any] | None = Field(None, description="Image models, image_format array: rows of values 0-255.")
+    vector: list[float] | None = Field(None, description="Dense models: the vector.")
+    words: list[WeightedWord] | None = Field(None, description="Text models: the top words of the decoded bag.")
+
+
+class DecodeResponse(BaseModel):
+    outputs: list[DecodedItem]
+    kind: Literal["text", "pixels", "dense"] = Field(..., description="The model's featurizer: which field is set.")
+    n_bits: int
+    fingerprint: str
+    seed: int | None = Field(None, description="Sampled codes: the seed that draws them again.")
