@@ -55,3 +55,18 @@ def test_the_public_face_loads_a_model_and_opens_a_collection(text_model_dir: Pa
         hits = collection.search(codes[:1], k=1)
     assert hits[0][0].id == "a" and hits[0][0].distance == 0
     assert sorted(dir(hamdex)) == sorted(hamdex.__all__)
+
+
+def test_hamdex_version_prints_the_package_version() -> None:
+    from hamdex.service.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"hamdex {hamdex.__version__}"
+
+
+def test_the_license_is_the_apache_2_text_pyproject_names() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert metadata.metadata("hamdex")["License-Expression"] == "Apache-2.0"
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
