@@ -311,7 +311,10 @@ class _Base:
         if len(given) != 1:
             raise InvalidRequest("search needs exactly one of inputs, codes or ids", "validation_error")
         field, value = given[0]
-        queries = _inputs(value) if field == "input" else _codes_in(value) if field == "code" else _inputs(value)
+        if field == "input":
+            queries = _inputs(value)
+        else:
+            queries = _codes_in(value) if field == "code" else [value] if isinstance(value, str) else list(value)
         body = {"queries": [{field: q} for q in queries], **{k: v for k, v in options.items() if v is not None}}
 
         def parse(data: Any) -> list[list[schemas.Hit]]:

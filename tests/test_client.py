@@ -84,6 +84,7 @@ def test_encode_upsert_get_search_delete(text_server: str, text_model_dir: Path)
             assert len(hits) == len(TEXTS)
         assert client.search(TEXTS[:2], k=len(TEXTS)) == by_code
         assert client.search(ids=IDS[:2], k=len(TEXTS)) == by_code
+        assert client.search(ids=np.array(IDS[:1]), k=len(TEXTS)) == client.search(ids=IDS[0], k=len(TEXTS))
         filtered = client.search(codes=encoded.codes[0], k=len(TEXTS), filter={"topic": 1})[0]
         assert filtered and all(h.metadata == {"topic": 1} for h in filtered)
         near = client.search(codes=encoded.codes[0], k=len(TEXTS), radius=2, include_metadata=False)[0]
