@@ -12,7 +12,7 @@ and from the checkpoints it serves, read from their ``hamdex.json`` without load
 - the collection-create body as one branch per backend and index kind, with that kind's parameters and bounds;
 - the NDJSON body of the bulk routes, as the array of rows its lines hold;
 - /v1/reconstruct and /v1/generate: batches, ``n`` (1..HAMDEX_MAX_BATCH), and the default model's inputs, masks
-  (none for a text model) and codes, since these routes use that model only.
+  (null only for a text model) and codes, since these routes use that model only.
 
 The models are those of ``HAMDEX_MODEL_PATH`` and ``HAMDEX_MODELS_DIR`` when the document is first built. When
 they differ (inputs or code length), inputs and codes are documented as any of theirs: a collection's own model
@@ -195,7 +195,7 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
 
 def _add_decode_limits(schemas: dict[str, Schema], settings: Settings, spec: ModelSpec | None) -> None:
     """/v1/reconstruct and /v1/generate: batches, and the default model's inputs, masks and codes (these routes
-    use the default model only). A text model takes no mask."""
+    use the default model only)."""
     schemas["ReconstructRequest"]["properties"]["items"].update(minItems=1, maxItems=settings.max_batch)
     generate = schemas["GenerateRequest"]["properties"]
     generate["codes"].update(minItems=1, maxItems=settings.max_batch)
@@ -205,8 +205,8 @@ def _add_decode_limits(schemas: dict[str, Schema], settings: Settings, spec: Mod
     item = schemas["ReconstructItem"]["properties"]
     item["input"] = {**input_schema(spec, settings), "title": "Input"}
     generate["codes"]["items"] = code_schema(spec.n_bits)
-    if spec.featurizer == "text":
-        del item["mask"]
+    if spec.featurizer == "text":  # null only: a mask is for pixel and dense inputs
+        item["mask"] = {"type": "null", "title": "Mask", "description": item["mask"]["description"]}
         return
     flag = {"type": "boolean"}
     forms = [_fixed_array(flag, spec.input_dim)]

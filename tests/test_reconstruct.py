@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -335,3 +336,37 @@ def test_every_binary_bottlenecks_decoder_sees_the_codes_bits(bottleneck: str) -
     x = hasher.features(dense_vectors(30))
     codes = hasher.encode_features(x).codes
     np.testing.assert_allclose(generate.generate(hasher, codes).outputs, generate.reconstruct(hasher, x).outputs)
+
+
+def test_the_document_states_the_decode_limits(make_client: MakeClient, trained: dict[str, Path]) -> None:
+    """Valid by the OpenAPI document <=> taken by the server, on a pixel model (masks) and a text one (no mask)."""
+    image, rows = digit_images(1)[0].tolist(), [[True] * 8] * 8
+    cases = {
+        "pixels": [
+            ("/v1/reconstruct", {"items": [{"input": image, "mask": rows}]}),
+            ("/v1/reconstruct", {"items": [{"input": image, "mask": [False] * 64}], "image_format": "array"}),
+            ("/v1/reconstruct", {"items": [{"input": image, "mask": [True] * 63}]}),
+            ("/v1/reconstruct", {"items": [{"input": image, "mask": None}]}),
+            ("/v1/reconstruct", {"items": [{"input": image[:7]}]}),
+            ("/v1/reconstruct", {"items": [{"input": image}] * 3}),
+            ("/v1/generate", {"codes": ["00000000"], "top_words": 1000}),
+            ("/v1/generate", {"codes": ["0000"]}),
+            ("/v1/generate", {"n": 2, "seed": None}),
+            ("/v1/generate", {"n": 3}),
+            ("/v1/generate", {"n": 1, "seed": -1}),
+        ],
+        "text": [
+            ("/v1/reconstruct", {"items": [{"input": "goal"}], "top_words": 1001}),
+            ("/v1/reconstruct", {"items": [{"input": "goal", "mask": [True]}]}),
+            ("/v1/reconstruct", {"items": [{"input": "goal", "mask": None}]}),
+            ("/v1/generate", {"codes": ["0000"], "seed": None}),
+        ],
+    }
+    for kind, requests in cases.items():
+        client = make_client(trained[kind], max_batch=2)
+        doc = client.get("/openapi.json").json()
+        for path, body in requests:
+            schema = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            valid = jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).is_valid(body)
+            resp = client.post(path, json=body)
+            assert valid == resp.is_success, (kind, path, body, valid, resp.status_code, resp.text[:200])
