@@ -15,14 +15,20 @@ The goal per cell: hamdex mAP >= 1.1 x ITQ's and P@100 >= ITQ's. ``--json FILE``
 safeguard did); a markdown table is printed (``--markdown FILE`` too) and ``--plot FILE`` draws hamdex / ITQ mAP
 per cell.
 
+``--bottleneck vq,bernoulli`` trains each cell once per bottleneck (``hamdex train --bottleneck B``, all else at its
+default; default: the CLI's own). The CLI's default bottleneck is the method ``hamdex``, another one
+``hamdex_<name>``; with more than one, a second table puts their P@100 and mAP side by side.
+
     python benchmarks/robustness.py --quick --json var/robust.json     # the small cells (minutes each)
     python benchmarks/robustness.py --cells 'digits-*,trec-32'          # fnmatch patterns over cell names
     python benchmarks/robustness.py --list                              # every cell name
+    python benchmarks/robustness.py --cells 'digits-*' --bottleneck bernoulli,vq --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import gzip
 import json
@@ -159,30 +165,54 @@ def _save_for_cli(block: data.Block, folder: Path) -> Path:
     return path
 
 
-def run_cell(split: Split, bits: int, folder: Path) -> dict[str, dict[str, float | str]]:
-    """Train with the CLI's defaults at this width, then score hamdex and the baselines on the queries."""
+def method_name(bottleneck: str | None) -> str:
+    """``hamdex`` for the CLI's default bottleneck (None), else ``hamdex_<bottleneck>`` (as benchmarks/quality.py)."""
+    return "hamdex" if bottleneck is None or bottleneck == cli_default_bottleneck() else f"hamdex_{bottleneck}"
+
+
+def cli_default_bottleneck() -> str:
+    """The bottleneck ``hamdex train`` uses unless told: ModelConfig's default (no preset sets one)."""
+    from hamdex.models.autoencoder import ModelConfig
+
+    return next(f.default for f in dataclasses.fields(ModelConfig) if f.name == "bottleneck")
+
+
+def run_cell(
+    split: Split, bits: int, folder: Path, bottlenecks: Sequence[str | None] = (None,)
+) -> dict[str, dict[str, float | str]]:
+    """Train with the CLI's defaults at this width (once per bottleneck; None: the CLI's), then score each model
+    and the baselines on the queries."""
     from hamdex.service import cli
 
-    data_path, model_dir = _save_for_cli(split.train, folder), folder / f"model-{bits}"
-    start = time.perf_counter()
-    cli.train(str(data_path), out=model_dir, bits=bits, device="cpu")  # every other option at its default
-    seconds = time.perf_counter() - start
-    hasher = checkpoint.load(model_dir, "cpu")
-    rows = evaluate_hasher(hasher, split.train, split.queries, k=100, baselines=list(BASELINES))
-    report = hasher.info["report"]
-    out = {name: {k: float(rows[name][k]) for k in KEYS} for name in rows}
-    out["hamdex"].update(
-        train_seconds=seconds,
-        featurizer=hasher.featurizer.kind,
-        safeguard=report["safeguard"]["action"],
-        steps=report["steps"],
-    )
-    for name in BASELINES:
-        out[name]["train_seconds"] = float(rows[name]["seconds"])
+    data_path = _save_for_cli(split.train, folder)
+    out: dict[str, dict[str, float | str]] = {}
+    for i, bottleneck in enumerate(bottlenecks):
+        model_dir = folder / f"model-{bits}-{bottleneck}"
+        chosen = {} if bottleneck is None else {"bottleneck": bottleneck}
+        start = time.perf_counter()
+        cli.train(str(data_path), out=model_dir, bits=bits, device="cpu", **chosen)  # all else at its default
+        seconds = time.perf_counter() - start
+        hasher = checkpoint.load(model_dir, "cpu")
+        baselines = list(BASELINES) if i == 0 else []
+        rows = evaluate_hasher(hasher, split.train, split.queries, k=100, baselines=baselines)
+        report = hasher.info["report"]
+        out.update({name: {k: float(rows[name][k]) for k in KEYS} for name in rows if name != "hamdex"})
+        for name in baselines:
+            out[name]["train_seconds"] = float(rows[name]["seconds"])
+        out[method_name(bottleneck)] = {
+            **{k: float(rows["hamdex"][k]) for k in KEYS},
+            "train_seconds": seconds,
+            "featurizer": hasher.featurizer.kind,
+            "bottleneck": bottleneck or cli_default_bottleneck(),  # as asked: an ITQ fallback ships none
+            "safeguard": report["safeguard"]["action"],
+            "steps": report["steps"],
+        }
     return out
 
 
-def run(cells: Sequence[str], json_path: Path | None = None) -> dict[str, dict]:
+def run(
+    cells: Sequence[str], json_path: Path | None = None, bottlenecks: Sequence[str | None] = (None,)
+) -> dict[str, dict]:
     """Every cell, one data set loaded once for all its widths; the JSON is rewritten after each cell."""
     results: dict[str, dict] = json.loads(json_path.read_text()) if json_path and json_path.exists() else {}
     by_data: dict[str, list[int]] = {}
@@ -194,7 +224,7 @@ def run(cells: Sequence[str], json_path: Path | None = None) -> dict[str, dict]:
         LOG.info("%s: %d training items, %d queries", name, len(split.train), len(split.queries))
         for bits in widths:
             with tempfile.TemporaryDirectory(prefix="hamdex-robust-") as tmp:
-                results[f"{name}-{bits}"] = run_cell(split, bits, Path(tmp))
+                results[f"{name}-{bits}"] = run_cell(split, bits, Path(tmp), bottlenecks)
             LOG.info("%s-%d: %s", name, bits, _summary(results[f"{name}-{bits}"]))
             if json_path:
                 json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +255,24 @@ def format_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def format_bottlenecks(results: dict[str, dict]) -> str:
+    """P@100, mAP and what the safeguard did for every trained bottleneck per cell, ITQ beside them."""
+    methods = sorted(
+        {m for r in results.values() for m in r if m.startswith("hamdex")}, key=lambda m: (m != "hamdex", m)
+    )
+    labels = [cli_default_bottleneck() if m == "hamdex" else m.removeprefix("hamdex_") for m in methods]
+    head = " | ".join(f"{label} P@100 | {label} mAP | {label} safeguard" for label in labels)
+    lines = [f"| cell | ITQ P@100 | ITQ mAP | {head} |", "|---" * (3 + 3 * len(methods)) + "|"]
+    for cell, r in results.items():
+        cols = [_method_cols(r[m]) if m in r else "- | - | -" for m in methods]
+        lines.append(f"| {cell} | {r['itq']['p@100']:.3f} | {r['itq']['map']:.3f} | {' | '.join(cols)} |")
+    return "\n".join(lines)
+
+
+def _method_cols(m: dict) -> str:
+    return f"{m['p@100']:.3f} | {m['map']:.3f} | {m.get('safeguard', '-')}"
+
+
 def plot(results: dict[str, dict], path: Path) -> Path:
     from hamdex.evaluation.plots import plot_ratio_bars
 
@@ -241,6 +289,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, help="PNG of hamdex / ITQ mAP per cell")
     parser.add_argument("--list", action="store_true", help="print the cell names and exit")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 trains faster on a busy machine)")
+    parser.add_argument(
+        "--bottleneck",
+        help="comma-separated bottlenecks to train each cell with, e.g. bernoulli,vq (default: the CLI's)",
+    )
     return parser.parse_args(argv)
 
 
@@ -256,13 +308,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
 
         torch.set_num_threads(args.threads)
     patterns = args.cells.split(",") if args.cells else [f"{n}-*" for n in QUICK] if args.quick else ["*"]
-    results = run(select_cells(patterns), args.json)
-    table = format_markdown({c: results[c] for c in all_cells() if c in results})
+    bottlenecks = args.bottleneck.split(",") if args.bottleneck else [None]
+    results = run(select_cells(patterns), args.json, bottlenecks)
+    ordered = {c: results[c] for c in all_cells() if c in results}
+    table = format_markdown({c: r for c, r in ordered.items() if "hamdex" in r})
+    if any(m.startswith("hamdex_") for r in ordered.values() for m in r):
+        table += "\n\n" + format_bottlenecks(ordered)
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")
     if args.plot:
-        plot({c: results[c] for c in all_cells() if c in results}, args.plot)
+        plot({c: r for c, r in ordered.items() if "hamdex" in r}, args.plot)
     return results
 
 

@@ -9,7 +9,7 @@ from hamdex.models.bottlenecks import (
 )
 
 
-@pytest.mark.parametrize("name", ["sign", "bernoulli"])
+@pytest.mark.parametrize("name", ["sign", "bernoulli", "vq"])
 def test_bits_are_binary_and_carry_gradients(name):
     torch.manual_seed(0)
     bottleneck = make_bottleneck(name, n_bits=16, kl_weight=0.1).train()
@@ -18,11 +18,11 @@ def test_bits_are_binary_and_carry_gradients(name):
     assert set(out.z.unique().tolist()) <= {0.0, 1.0}
     assert out.z.shape == out.latent.shape == (8, 16)
     (out.z.sum() + out.loss).backward()
-    # straight-through: d bits / d logits = sigmoid'(logits) > 0 everywhere
+    # straight-through: d bits / d logits > 0 everywhere (sigmoid'(logits); vq: 1/2 before its terms)
     assert logits.grad is not None and (logits.grad.abs() > 0).all()
 
 
-@pytest.mark.parametrize("name", ["sign", "bernoulli"])
+@pytest.mark.parametrize("name", ["sign", "bernoulli", "vq"])
 def test_eval_is_deterministic_threshold(name):
     bottleneck = make_bottleneck(name, n_bits=64, kl_weight=0.1).eval()
     logits = torch.randn(32, 64)
@@ -62,7 +62,7 @@ def test_kl_weight_scales_loss():
 
 
 def test_unknown_bottleneck_names_choices():
-    with pytest.raises(ValueError, match="sign, bernoulli, gaussian"):
+    with pytest.raises(ValueError, match="sign, bernoulli, gaussian, vq"):
         make_bottleneck("nope", n_bits=8, kl_weight=0.0)
 
 

@@ -3,6 +3,7 @@ epochs here), the JSON layout, the markdown table and the plot."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -70,3 +71,25 @@ def test_markdown_and_plot(bench, tmp_path):
     assert "| trec-16 |" in table and "| 1.00 x |" in table and table.rstrip().endswith("missed |")
     path = bench.plot(results, tmp_path / "ratios.png")
     assert Path(path).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_each_cell_trains_once_per_bottleneck_asked_for(bench, monkeypatch, tmp_path):
+    from hamdex.service import cli
+
+    real_train = cli.train
+    seen = []
+    assert bench.cli_default_bottleneck() == inspect.signature(cli.train).parameters["bottleneck"].default
+
+    def short_train(data_spec, **options):
+        seen.append(options)
+        return real_train(data_spec, epochs=2, hidden="16", **options)
+
+    monkeypatch.setattr(cli, "train", short_train)
+    monkeypatch.setitem(bench.DATASETS, "digits", lambda: _tiny_digits(bench, flat=True))
+    cell = bench.run(["digits-16"], None, ["bernoulli", "vq"])["digits-16"]
+    assert [o.get("bottleneck") for o in seen] == ["bernoulli", "vq"]
+    assert set(cell) == {"hamdex", "hamdex_vq", "itq", "lsh_centered"}  # the CLI's default keeps its name
+    assert (cell["hamdex"]["bottleneck"], cell["hamdex_vq"]["bottleneck"]) == ("bernoulli", "vq")
+    table = bench.format_bottlenecks({"digits-16": cell})
+    assert "| bernoulli P@100 | bernoulli mAP | bernoulli safeguard | vq P@100 | vq mAP | vq safeguard |" in table
+    assert table.splitlines()[-1].startswith("| digits-16 | ")
