@@ -3,6 +3,7 @@ public face that imports lazily."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -37,9 +38,10 @@ def test_import_hamdex_is_light_and_names_its_version() -> None:
 
 
 def test_bare_folder_names_are_not_importable_outside_the_source_tree() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # a run from a source tree
     for name in ("models", "index", "service", "evaluation"):
         code = f"import importlib.util; print(importlib.util.find_spec({name!r}) is None)"
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/", env=env)
         assert out.stdout.strip() == "True", name
 
 
