@@ -38,7 +38,15 @@ from hamdex.models.neighbours import (
 )
 from hamdex.models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
 from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
-from hamdex.models.safeguard import Verdict, assess, clearly_wins, decide, fit_itq_candidate, with_readout
+from hamdex.models.safeguard import (
+    Verdict,
+    assess,
+    clearly_wins,
+    collapsed,
+    decide,
+    fit_itq_candidate,
+    with_readout,
+)
 from hamdex.models.scattering import scattering_targets
 from hamdex.models.teacher import cluster_labels, spectral_teacher_bits
 from tqdm.auto import tqdm
@@ -409,7 +417,7 @@ def _safeguard(
         result = _joined(result, more)
         model = assess("model", result.model, x, probe, device, cfg.seed)
     alternative = None
-    if itq is not None and not clearly_wins(model, itq):
+    if itq is not None and collapsed(model, itq):  # another read-out can repair a collapse (models.safeguard.decide)
         other = "threshold" if model_config.readout == "itq" else "itq"
         alternative = assess(
             f"model, {other} read-out",

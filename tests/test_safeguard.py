@@ -203,3 +203,19 @@ def test_training_goes_on_only_while_the_probe_still_rises():
     assert _still_improving(result(9))
     assert not _still_improving(result(3))  # levelled off early: more of the same would not help
     assert not _still_improving(result(9, stopped="patience"))
+
+
+def test_another_read_out_is_tried_only_for_collapsed_codes(digits, probe):
+    """A healthy model that does not clearly beat ITQ gets no second draw from its other read-out (on TREC that
+    draw cleared the margin on the probe and lost to ITQ by labels); a collapsed one does, since a read-out is what
+    a collapse breaks."""
+    _, _, x = digits
+    itq = fit_itq_candidate(x, 16, "bernoulli", probe, CPU)
+    healthy = assess("model", itq.model, x, probe, CPU)
+    healthy.probe_map = itq.probe_map * 1.02  # not a clear win
+    other = assess("model, itq read-out", itq.model, x, probe, CPU)
+    other.probe_map = itq.probe_map * 1.3
+    assert decide(healthy, itq, other).action == "itq fallback"
+    broken = assess("model", _constant_model(x.shape[1], 16), x, probe, CPU)
+    verdict = decide(broken, itq, other)
+    assert verdict.action == "read-out switched" and verdict.chosen is other and verdict.collapsed
