@@ -166,3 +166,27 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{target}: no heading #{anchor} in {path.name}")
     assert not broken, f"{doc.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def synopsis_lines(text: str) -> list[str]:
+    """The command lines of the README's CLI synopsis: the first bash block under "The command line"."""
+    section = text.split("## The command line", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("hamdex ")]
+
+
+def test_the_cli_synopsis_names_only_real_commands_and_options() -> None:
+    """The synopsis needs data files and minutes of training to run; what drifts in it is a command or a flag, so
+    each line's command must exist and each of its flags must be one of that command's options."""
+    import typer
+    from hamdex.service.cli import app
+
+    group = typer.main.get_command(app)  # a click group (typer's own click)
+    lines = synopsis_lines(README.read_text(encoding="utf-8"))
+    assert len(lines) >= 10
+    for line in lines:
+        name = line.split()[1]
+        assert name in group.commands, f"no command {name!r}: {line}"
+        options = {opt for param in group.commands[name].params for opt in (*param.opts, *param.secondary_opts)}
+        for flag in re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", line):
+            assert flag in options, f"{flag} is not an option of hamdex {name}: {line}"
