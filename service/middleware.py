@@ -60,6 +60,18 @@ def _error(status: int, error_type: str, message: str, headers: list[tuple[bytes
     ]
 
 
+def _error_type(body: bytes) -> str | None:
+    """The ``error_type`` of an error body (service.errors: every error is ``{"error", "error_type"}``), for the
+    error counter; None for a body that is not one (e.g. a streamed or non-JSON reply)."""
+    if not body.startswith(b"{") or len(body) > 65536:
+        return None
+    try:
+        value = orjson.loads(body).get("error_type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 class ServiceMiddleware:
     def __init__(self, app: Any, settings: Settings, metrics: Metrics) -> None:
         self.app, self.settings, self.metrics = app, settings, metrics
@@ -78,10 +90,12 @@ class ServiceMiddleware:
         timeout = None if streaming else self.settings.request_timeout_s
         deadline = Deadline(timeout)
         scope.setdefault("state", {}).update(request_id=request_id, timings=timings, deadline=deadline)
-        state = {"status": 500, "started": False}
+        state: dict[str, Any] = {"status": 500, "started": False, "error_type": None}
         id_header = [(b"x-request-id", request_id.encode())]
 
         async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.body" and state["status"] >= 400 and state["error_type"] is None:
+                state["error_type"] = _error_type(message.get("body", b""))
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
                 extra = [
@@ -120,23 +134,26 @@ class ServiceMiddleware:
             await self._fail(send, state, 504, "timeout", message, id_header)
         finally:
             deadline.cancel()  # answered, timed out or abandoned: work still running for it stops at its next check
-            self._account(scope, state["status"], time.perf_counter() - start, request_id)
+            self._account(scope, state, time.perf_counter() - start, request_id)
 
     @staticmethod
     async def _fail(send: Any, state: dict, status: int, error_type: str, message: str, headers: list) -> None:
         if state["started"]:  # too late for an error response: the client sees a cut-off reply
             return
-        state["status"] = status
+        state["status"], state["error_type"] = status, error_type
         for msg in _error(status, error_type, message, headers):
             await send(msg)
 
-    def _account(self, scope: dict, status: int, seconds: float, request_id: str) -> None:
+    def _account(self, scope: dict, state: dict, seconds: float, request_id: str) -> None:
+        status = state["status"]
         route = scope.get("route")
         # the template without convertors: "/v1/items/{item_id}", not "{item_id:item_id}"
         template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
         self.metrics.requests.labels(template, method, str(status)).inc()
         self.metrics.latency.labels(template, method).observe(seconds)
+        if status >= 400:
+            self.metrics.errors.labels(template, method, state["error_type"] or f"http_{status}").inc()
         LOG.info(
             "%s %s %d %.1fms",
             method,

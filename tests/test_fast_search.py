@@ -149,7 +149,7 @@ def test_fast_searches_count_under_the_route_template(pair: Callable) -> None:
     fast.post("/v1/collections/named/search", json={"queries": [{"code": code(0)}]})
     fast.post("/v1/collections/named/search", json={"queries": [{"code": code(0)}]})
     text = fast.get("/metrics").text
-    requests = "hamdex_requests_total"
+    requests = "hamdex_http_requests_total"
     assert metric(text, requests, route="/v1/search", method="POST", status="200") == 1
     assert metric(text, requests, route="/v1/collections/{name}/search", method="POST", status="200") == 2
     assert metric(text, "hamdex_queue_wait_seconds_count", batcher="search") == 3

@@ -463,4 +463,4 @@ def test_an_oversized_batch_is_refused_before_validation(
     assert fits.status_code == 200 and calls == {"validate": 1, "check_batch": 1}
     assert_error(client.post("/v1/items", json={"items": []}), 422, "empty_batch")  # the route's own check
     metrics = client.get("/metrics").text
-    assert metric(metrics, "hamdex_requests_total", route="/v1/collections/{name}/search", status="422") == 1
+    assert metric(metrics, "hamdex_http_requests_total", route="/v1/collections/{name}/search", status="422") == 1

@@ -33,6 +33,7 @@ from hamdex.service.auth import KeyConfigError
 from hamdex.service.logs import JsonFormatter
 from typer.testing import CliRunner
 
+import hamdex
 from tests.conftest import MakeClient, dense_vectors, settings_for
 from tests.helpers import ADMIN, KEYS, READER, WRITER, assert_error, bearer, metric, serving
 
@@ -268,7 +269,7 @@ def test_request_timeout(make_client: MakeClient, dense_model_dir: Path, monkeyp
     monkeypatch.setattr(Hasher, "encode_features", original)
     assert client.post("/v1/encode", json={"inputs": dense_vectors(2).tolist()}).status_code == 200
     text = client.get("/metrics").text
-    assert metric(text, "hamdex_requests_total", route="/v1/encode", status="504") == 1
+    assert metric(text, "hamdex_http_requests_total", route="/v1/encode", status="504") == 1
 
 
 def test_index_parameters_beyond_what_faiss_takes(make_client: MakeClient, dense_model_dir: Path) -> None:
@@ -377,8 +378,8 @@ def test_full_queue_answers_429_then_recovers(
     assert [r.status_code for r in got["waited"]] == [200, 200]  # the requests already admitted complete
     assert got["after"].status_code == 200 and len(got["after"].json()["codes"]) == 2  # and the service recovers
     metrics = got["metrics"]
-    assert metric(metrics, "hamdex_rejected_total", batcher="encode") == 2
-    assert metric(metrics, "hamdex_requests_total", route="/v1/encode", status="429") == 1
+    assert metric(metrics, "hamdex_rejected_requests_total", batcher="encode") == 2
+    assert metric(metrics, "hamdex_http_requests_total", route="/v1/encode", status="429") == 1
 
 
 # ---- observability ----------------------------------------------------------------------------------------------
@@ -398,22 +399,28 @@ def test_metrics_exposition(make_client: MakeClient, dense_model_dir: Path) -> N
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
 
-    requests = "hamdex_requests_total"
+    requests = "hamdex_http_requests_total"
     assert metric(text, requests, route="/v1/search", method="POST", status="200") == 1
     assert metric(text, requests, route="/v1/collections/{name}/search", method="POST", status="200") == 1
     assert metric(text, requests, route="/v1/items/{item_id}", method="GET", status="200") == 1
     assert metric(text, requests, route="/v1/items/{item_id}", method="GET", status="404") == 1
     assert metric(text, requests, route="unmatched", method="GET", status="404") == 1
     assert "item-1" not in text and "no-such-item" not in text  # templates, not raw paths
-    assert metric(text, "hamdex_request_seconds_count", route="/v1/encode", method="POST") == 1
-    assert metric(text, "hamdex_request_seconds_bucket", route="/v1/encode", method="POST", le="+Inf") == 1
+    latency = "hamdex_http_request_duration_seconds"
+    assert metric(text, f"{latency}_count", route="/v1/encode", method="POST") == 1
+    assert metric(text, f"{latency}_bucket", route="/v1/encode", method="POST", le="+Inf") == 1
     assert metric(text, "hamdex_queue_wait_seconds_count", batcher="encode") == 1
     assert metric(text, "hamdex_queue_wait_seconds_count", batcher="search") == 2
     assert metric(text, "hamdex_batch_items_sum", batcher="encode") == 2
-    assert metric(text, "hamdex_batch_seconds_count", batcher="search") == 2
+    assert metric(text, "hamdex_batch_duration_seconds_count", batcher="search") == 2
     assert metric(text, "hamdex_collection_items", collection="default") == 3 == count(client)
     assert metric(text, "hamdex_collection_items", collection="named") == 0
     assert metric(text, "process_resident_memory_bytes") > 1e6
+    errors = "hamdex_http_request_errors_total"
+    assert metric(text, errors, route="/v1/items/{item_id}", method="GET", error_type="item_not_found") == 1
+    assert metric(text, errors, route="unmatched", method="GET", error_type="not_found") == 1
+    assert metric(text, "hamdex_build_info", version=hamdex.__version__) == 1
+    assert "_created" not in text  # no creation-time series beside each counter and histogram
 
 
 def test_request_id_is_echoed_or_generated(make_client: MakeClient, dense_model_dir: Path) -> None:

@@ -284,7 +284,7 @@ def test_decode_routes_need_a_read_key_and_are_counted(make_client: MakeClient, 
     assert client.post("/v1/generate", json={"n": 1}, headers=bearer(WRITER)).status_code == 200  # write has read
     assert_error(client.post("/v1/generate", json={"n": 1}, headers=bearer("no-such-key")), 401, "unauthorized")
     text = client.get("/metrics", headers=bearer(READER)).text
-    assert metric(text, "hamdex_requests_total", route="/v1/reconstruct", method="POST", status="200") == 1
+    assert metric(text, "hamdex_http_requests_total", route="/v1/reconstruct", method="POST", status="200") == 1
 
 
 # ---- the command line ------------------------------------------------------------------------------------------
