@@ -31,6 +31,7 @@ disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+BATCHERS = ("encode", "search", "heavy")  # service.engine's micro-batchers
 
 
 class _CollectionItems(Collector):
@@ -93,6 +94,9 @@ class Metrics:
             "hamdex_rejected_requests", "Requests refused by backpressure (429)", ["batcher"], registry=r
         )
         self.queued = Gauge("hamdex_queued_items", "Items waiting in a micro-batcher", ["batcher"], registry=r)
+        for batcher in BATCHERS:  # series that exist at 0 from the start: rate() and alerts see the first 429
+            self.rejected.labels(batcher)
+            self.queued.labels(batcher)
         Info("hamdex_build", "Versions of hamdex and the libraries it runs on", registry=r).info(build_labels())
         ProcessCollector(registry=r)
         if collection_counts is not None:
