@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from hamdex.service.auth import ApiKeys
+from hamdex.service.cors import install_cors
 from hamdex.service.deps import check_key
 from hamdex.service.engine import Engine
 from hamdex.service.errors import ErrorBody, install_handlers
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FastSearch, settings=settings)  # inside ServiceMiddleware: added first
     app.add_middleware(BatchGuard, settings=settings)  # between the two: FastSearch never sees an oversized batch
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+    install_cors(app, settings)  # outermost: preflights answered before any key check
     install_handlers(app)
     for module in (meta, encode, decode, items, bulk, search, collections):
         app.include_router(module.router)

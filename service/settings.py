@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # POST /v1/collections may name a Milvus server (http, https, tcp, grpc, unix URIs): off by default, since the
     # server would connect wherever an admin key says
     milvus_remote_uris: bool = False
+    # CORS for browser clients on other origins (service.cors), off by default: comma-separated origins, e.g.
+    # "https://app.example,https://admin.example", or "*" for any
+    cors_origins: str | None = None
+    cors_allow_credentials: bool = False  # keys travel in Authorization, not cookies; for proxies that need it
+    cors_max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
 
 @lru_cache
