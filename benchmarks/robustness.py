@@ -233,8 +233,12 @@ def run(
 
 
 def _summary(cell: dict) -> str:
-    h, itq = cell["hamdex"], cell["itq"]
-    return f"mAP {h['map']:.4f} / ITQ {itq['map']:.4f} = {h['map'] / itq['map']:.2f} x, P@100 {h['p@100']:.4f}"
+    itq = cell["itq"]
+    return "; ".join(
+        f"{m} mAP {h['map']:.4f} / ITQ {itq['map']:.4f} = {h['map'] / itq['map']:.2f} x, P@100 {h['p@100']:.4f}"
+        for m, h in cell.items()
+        if m.startswith("hamdex")
+    )
 
 
 def format_markdown(results: dict[str, dict]) -> str:

@@ -86,6 +86,8 @@ def test_each_cell_trains_once_per_bottleneck_asked_for(bench, monkeypatch, tmp_
 
     monkeypatch.setattr(cli, "train", short_train)
     monkeypatch.setitem(bench.DATASETS, "digits", lambda: _tiny_digits(bench, flat=True))
+    assert set(bench.run(["digits-16"], None, ["vq"])["digits-16"]) == {"hamdex_vq", "itq", "lsh_centered"}
+    seen.clear()
     cell = bench.run(["digits-16"], None, ["bernoulli", "vq"])["digits-16"]
     assert [o.get("bottleneck") for o in seen] == ["bernoulli", "vq"]
     assert set(cell) == {"hamdex", "hamdex_vq", "itq", "lsh_centered"}  # the CLI's default keeps its name
