@@ -386,6 +386,15 @@ class CollectionBase(ABC):
     def __len__(self) -> int:
         return self._count
 
+    def indexed_fields(self) -> list[str]:
+        """Metadata fields with a payload index (see :meth:`index_fields`)."""
+        return self._store.indexed_fields()
+
+    def index_fields(self, names: Sequence[str]) -> list[str]:
+        """Declare payload indexes on top-level metadata fields, durably (an SQLite expression index each, which
+        filters on them use); returns every indexed field. Building one reads every live row once."""
+        return self._store.index_fields(names)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={str(self._path)!r}, n_bits={self.n_bits}, count={len(self)})"
 

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from hamdex.index.deadline import Deadline
-from hamdex.index.errors import CorruptCollectionError
-from hamdex.index.validation import matches
+from hamdex.index.errors import CorruptCollectionError, InvalidQueryError
+from hamdex.index.filters import escaped_in_json, filter_sql, json_path_literal, matches
 
 DB_FILE = "items.sqlite"
 
@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE UNIQUE INDEX IF NOT EXISTS live_ids ON items(id) WHERE deleted_seq IS NULL;
 CREATE INDEX IF NOT EXISTS marked ON items(deleted_seq) WHERE deleted_seq IS NOT NULL;  -- replay and pruning
 """
+INDEXED_FIELDS_KEY = "indexed_fields"  # settings key: the payload-indexed fields, a JSON list
+MAX_INDEXED_FIELDS = 16  # each index costs every write a little
 _CHUNK = 10_000  # rows per executemany / per fetch while streaming
 _PROGRESS_STEPS = 100_000  # SQLite steps between deadline checks: ~60 per million rows a filter scans
 _MAX_PARAMS = 900  # bound parameters per statement (SQLite's limit is 999 before 3.32)
@@ -145,6 +147,37 @@ class Store:
         if key in ("seq", "next_internal"):
             raise ValueError(f"{key!r} is a reserved settings key")
         conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    # ---- payload indexes ------------------------------------------------------------------------------------
+
+    def indexed_fields(self) -> list[str]:
+        """Top-level metadata fields with a payload index, in the order declared."""
+        return list(self.settings().get(INDEXED_FIELDS_KEY, []))
+
+    def index_fields(self, names: Sequence[str]) -> list[str]:
+        """Add a payload index on each field of ``names`` not indexed yet, in one durable transaction: an SQLite
+        expression index on the field's value and JSON type over the live rows, which the planner uses for
+        equality, ``$in`` and range tests on that field (:mod:`index.filters` inlines the same expressions).
+        Returns every indexed field. Building reads every live row once."""
+        for name in names:
+            check_index_field(name)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (INDEXED_FIELDS_KEY,)).fetchone()
+            have = json.loads(row[0]) if row else []
+            new = [n for n in dict.fromkeys(names) if n not in have]
+            if len(have) + len(new) > MAX_INDEXED_FIELDS:
+                raise InvalidQueryError(f"a collection indexes at most {MAX_INDEXED_FIELDS} fields")
+            for name in new:
+                conn.execute(_payload_index_sql(name))
+            if new:
+                self._put_setting(conn, INDEXED_FIELDS_KEY, have + new)
+        return have + new
+
+    def query_plan(self, where: dict[str, Any]) -> str:
+        """SQLite's plan (EXPLAIN QUERY PLAN details, one per line) for selecting the live rows ``where`` matches."""
+        clause, unc, params = _filter_sql(where)
+        rows = self._query(f"EXPLAIN QUERY PLAN {_LIVE_ROWS.format(unc=unc)} AND {clause}", params)
+        return "\n".join(str(r[-1]) for r in rows)
 
     # ---- writes -------------------------------------------------------------------------------------------
 
@@ -253,15 +286,15 @@ class Store:
         still in the index); with ``where``, only the rows whose metadata matches it (see :meth:`matching`)."""
         if not len(internal_ids):
             return {}
-        clause, params, exact = _filter_sql(where) if where else ("1", {}, True)
+        clause, unc, params = _filter_sql(where) if where else ("1", "0", {})
         columns = "internal, id, metadata" if metadata or where else "internal, id, NULL"
         rows = self._query(
-            f"SELECT {columns} FROM items WHERE internal IN (SELECT value FROM json_each(:ids)) AND {clause}",
+            f"SELECT {columns}, {unc} FROM items WHERE internal IN (SELECT value FROM json_each(:ids)) AND {clause}",
             {**params, "ids": json.dumps([int(i) for i in internal_ids])},
         )
         if where:
-            rows = _really_matching(rows, where, exact, 2)
-        return {internal: (item_id, meta if metadata else None) for internal, item_id, meta in rows}
+            rows = _really_matching(rows, where, 2)
+        return {r[0]: (r[1], r[2] if metadata else None) for r in rows}
 
     def ids(self) -> list[str]:
         return [r[0] for r in self._query("SELECT id FROM items WHERE deleted_seq IS NULL ORDER BY internal")]
@@ -288,22 +321,23 @@ class Store:
         """Live rows whose metadata has each ``where`` field equal to its value (by JSON type and value, as
         :func:`index.validation.matches` decides), or None when more than ``max_rows`` rows match. SQLite reads
         every row to find them: past ``deadline`` it stops (SearchTimeoutError)."""
-        clause, params, exact = _filter_sql(where)
+        clause, unc, params = _filter_sql(where)
         with self._stopping_at(deadline):
-            rows = self._query(f"{_LIVE_ROWS} AND {clause} LIMIT :limit", {**params, "limit": max_rows + 1})
+            sql = f"{_LIVE_ROWS.format(unc=unc)} AND {clause} LIMIT :limit"
+            rows = self._query(sql, {**params, "limit": max_rows + 1})
         if len(rows) > max_rows:
             return None
-        return _matching(rows, where, exact)
+        return _matching(rows, where)
 
     def matching_chunks(self, where: dict[str, Any], deadline: Deadline | None = None) -> Iterator[Matching]:
         """Every live row :meth:`matching` selects, in chunks of at most ``_CHUNK`` rows (memory stays bounded)."""
-        clause, params, exact = _filter_sql(where)
+        clause, unc, params = _filter_sql(where)
         cursor = self._reader.cursor()
         try:
             with self._stopping_at(deadline):
-                cursor.execute(f"{_LIVE_ROWS} AND {clause}", params)
+                cursor.execute(f"{_LIVE_ROWS.format(unc=unc)} AND {clause}", params)
                 while rows := cursor.fetchmany(_CHUNK):
-                    yield _matching(rows, where, exact)
+                    yield _matching(rows, where)
         except sqlite3.DatabaseError as exc:
             raise CorruptCollectionError(self.file, str(exc)) from exc
         finally:
@@ -339,79 +373,49 @@ class Store:
 
 
 _NUL = "\\u0000"  # how JSON writes a NUL inside a string
-_HOLDS_NUL = f"instr(metadata, '{_NUL}') > 0"  # a row that may hold a NUL in a field or string
-_JSON_TEXT = sqlite3.sqlite_version_info >= (3, 38)  # the -> operator: a field's JSON text (an integer's digits)
-_LIVE_ROWS = "SELECT internal, id, code, metadata FROM items WHERE deleted_seq IS NULL"
+_LIVE_ROWS = "SELECT internal, id, code, metadata, {unc} FROM items WHERE deleted_seq IS NULL"
 
 
-def _filter_sql(where: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    """(SQL condition, its named parameters, exact): the rows whose metadata has each ``where`` field equal to its
-    value, by JSON type as well as value (true is not 1, "1" is not 1, null is not a missing field), so that
-    SQLite does the selecting. Not exact for a number at or beyond 2**63 (SQLite reads such JSON integers as
-    reals) nor for a NUL in a field or a string: more rows pass, and :func:`index.validation.matches` decides."""
-    clauses, params, exact = [], {}, True
-    for n, (key, value) in enumerate(where.items()):
-        nul, unquotable = "\x00" in key, _escaped_in_json(key)  # see below
-        test, given, exact_here = _json_test(value, raw=not (nul or unquotable) and _JSON_TEXT)
-        exact &= exact_here
-        test = test.replace(":v", f":v{n}")
-        if given:
-            params[f"v{n}"] = str(value) if _huge(value) else value
-        if nul:  # SQLite's JSON functions cut it there: any row whose JSON holds a NUL, and matches() decides
-            clauses.append(_HOLDS_NUL)
-            exact = False
-        elif unquotable:  # a JSON path cannot name these: walk the fields (json_each unescapes keys)
-            test = test.format(t="type", v="atom")
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = :k{n} AND {test})")
-            params[f"k{n}"] = key
-        else:
-            t, v, j = f"json_type(metadata, :k{n})", f"json_extract(metadata, :k{n})", f"(metadata -> :k{n})"
-            clauses.append(test.format(t=t, v=v, j=j))
-            params[f"k{n}"] = f'$."{key}"'
-    return " AND ".join(clauses) or "1", params, exact
+def check_index_field(name: object) -> str:
+    """A field a payload index may name: a top-level field JSON writes unescaped, not starting with '$'."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= 64
+        or name.startswith("$")
+        or "\x00" in name
+        or escaped_in_json(name)
+    ):
+        raise InvalidQueryError(
+            f"an indexed field is 1-64 printable ASCII characters, without '\"' or '\\', not starting with '$'; "
+            f"got {name!r}"
+        )
+    return name
 
 
-def _escaped_in_json(key: str) -> bool:
-    """Whether json.dumps writes ``key`` escaped (a quote, a backslash, a control or non-ASCII character): a JSON
-    path compares the stored, escaped text, so ``$."é"`` never finds the stored ``"\\u00e9"``."""
-    return not key.isascii() or '"' in key or "\\" in key or any(ord(ch) < 0x20 for ch in key)
+def _payload_index_sql(name: str) -> str:
+    path = json_path_literal(name)
+    return (
+        f'CREATE INDEX IF NOT EXISTS "pf_{name.encode().hex()}" ON items'
+        f"(json_extract(metadata, {path}), json_type(metadata, {path})) WHERE deleted_seq IS NULL"
+    )
 
 
-def _json_test(value: Any, raw: bool) -> tuple[str, bool, bool]:
-    """(condition on a JSON value's type ``{t}``, SQL value ``{v}`` and, when ``raw``, JSON text ``{j}`` for
-    ``== value``, whether it binds ``value`` as ``:v``, exact)."""
-    if value is None:
-        return "{t} = 'null'", False, True
-    if isinstance(value, bool):
-        return ("{t} = 'true'" if value else "{t} = 'false'"), False, True
-    if isinstance(value, str) and "\x00" in value:  # SQLite's JSON functions cut strings at NUL
-        return f"{{t}} = 'text' AND {_HOLDS_NUL}", False, False
-    if isinstance(value, str):
-        return "{v} = :v AND {t} = 'text'", True, True
-    if _huge(value) and raw:  # SQLite cannot bind it: its digits, or a real close to it (matches() decides)
-        return "(({t} = 'integer' AND {j} = :v) OR ({t} = 'real' AND {v} = CAST(:v AS REAL)))", True, False
-    if _huge(value):
-        return "{t} IN ('integer', 'real')", False, False
-    if isinstance(value, float) and not abs(value) < 2**63:
-        return "{v} = :v AND {t} IN ('integer', 'real')", True, False
-    # within 64 bits, a JSON integer beyond them (an SQL real) equals no number, as in Python. The value first:
-    # it rules out most rows, and the type is then read only for the few left
-    return "{v} = :v AND ({t} = 'real' OR ({t} = 'integer' AND typeof({v}) = 'integer'))", True, True
+def _filter_sql(where: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(SQL condition selecting at least the rows ``where`` matches, SQL flag of the rows among them Python must
+    re-check, their named parameters): see :mod:`index.filters`."""
+    params: dict[str, Any] = {}
+    sup, unc = filter_sql(where, params)
+    return sup, unc, params
 
 
-def _huge(value: Any) -> bool:
-    """An integer SQLite cannot bind (beyond 64 bits)."""
-    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
+def _really_matching(rows: list[tuple], where: dict[str, Any], at: int) -> list[tuple]:
+    """The rows SQLite selected whose metadata (column ``at``) matches ``where``: the flagged ones (column
+    ``at + 1``) and those holding a NUL in a string (SQLite's JSON functions cut strings there) are re-checked."""
+    return [r for r in rows if not (r[at + 1] or _NUL in r[at]) or matches(json.loads(r[at]), where)]
 
 
-def _really_matching(rows: list[tuple], where: dict[str, Any], exact: bool, at: int) -> list[tuple]:
-    """The rows SQLite selected whose metadata (column ``at``) matches ``where``: all of them when its test is
-    exact, but for rows holding a NUL in a string (SQLite's JSON functions cut strings there)."""
-    return [r for r in rows if (exact and _NUL not in r[at]) or matches(json.loads(r[at]), where)]
-
-
-def _matching(rows: list[tuple], where: dict[str, Any], exact: bool) -> Matching:
-    rows = _really_matching(rows, where, exact, 3)
+def _matching(rows: list[tuple], where: dict[str, Any]) -> Matching:
+    rows = _really_matching(rows, where, 3)
     n_bytes = len(rows[0][2]) if rows else 0
     return Matching(
         np.fromiter((r[0] for r in rows), np.int64, len(rows)),

@@ -6,10 +6,10 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-from hamdex.index.errors import CodeLengthError, InvalidItemsError, InvalidQueryError
+from hamdex.index.errors import CodeLengthError, InvalidItemsError
+from hamdex.index.filters import check_filter, matches  # noqa: F401  (re-exported)
 
 Scalar = str | int | float | bool | None
 # a collection or model name: one plain, visible path component (index.registry.check_name)
@@ -113,28 +113,3 @@ def check_codes(codes: object, n_bytes: int, what: str) -> np.ndarray:
     ):
         raise CodeLengthError(f"{what} must be uint8 (n, {n_bytes}) for {n_bytes * 8}-bit codes, got {describe(codes)}")
     return np.ascontiguousarray(codes)
-
-
-def check_filter(where: object) -> dict[str, Scalar]:
-    """Equality filter on top-level metadata fields: ``{field: value}``, values JSON scalars."""
-    if where is None:
-        return {}
-    if not isinstance(where, dict):
-        raise InvalidQueryError(f"a filter must be an object of field: value, got {type(where).__name__}")
-    for key, value in where.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidQueryError(f"filter fields must be non-empty strings, got {key!r}")
-        if not isinstance(value, (str, int, float, bool, type(None))):
-            raise InvalidQueryError(f"filter value of {key!r} must be a string, number, boolean or null")
-    return dict(where)
-
-
-def matches(metadata: dict[str, Any], where: dict[str, Scalar]) -> bool:
-    """Every filter field present with an equal value; true is not 1 and "1" is not 1."""
-    for key, want in where.items():
-        if key not in metadata:
-            return False
-        have = metadata[key]
-        if isinstance(have, bool) != isinstance(want, bool) or have != want:
-            return False
-    return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from hamdex.index.validation import NAME_PATTERN, check_id
+from hamdex.service.filter_schema import Filter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -214,22 +215,9 @@ class SearchRequest(_Strict):
     k: JsonInt = Field(10, description="Most hits per query.")
     radius: JsonInt | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
     include_metadata: StrictBool = True
-    filter: dict[str, FilterValue] | None = Field(
-        None,
-        description="Only items whose metadata has each of these top-level fields equal to the value. " + NO_SURROGATES,
-        json_schema_extra={"propertyNames": {"minLength": 1}},
-    )
+    filter: Filter | None = None
     nprobe: QueryParam | None = Field(None, description="Inverted lists to visit (index kind ivf only).")
     ef_search: QueryParam | None = Field(None, description="Graph search breadth (index kind hnsw only).")
-
-    @field_validator("filter")
-    @classmethod
-    def _utf8_filter(cls, where: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, value in (where or {}).items():
-            check_utf8(key, "filter field")
-            if isinstance(value, str):
-                check_utf8(value, "filter value")
-        return where
 
     @property
     def is_plain(self) -> bool:
