@@ -355,6 +355,32 @@ class _Base:
         raise AssertionError("unreachable")
 
 
+def _snapshot(data: Any) -> schemas.SnapshotInfo:
+    return schemas.SnapshotInfo.model_validate(data)
+
+
+def _snapshots(data: Any) -> list[schemas.SnapshotInfo]:
+    return schemas.SnapshotList.model_validate(data).snapshots
+
+
+def _export_lines(path: Path) -> Any:
+    """An export file's NDJSON lines, in chunks: an NDJSON file as it is, a Parquet one converted block by block."""
+    if path.suffix != ".parquet":
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        return
+    import json
+
+    from hamdex.index import transfer  # FAISS and pyarrow: only for a Parquet file
+
+    header, blocks = transfer.read_file(path, "parquet")
+    yield json.dumps({"header": header.__dict__}).encode() + b"\n"
+    for block in blocks:
+        rows = ({"id": i, "code": code.hex(), "metadata": meta} for i, code, meta in block)
+        yield b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+
+
 class Client(_Base):
     """A blocking client of one hamdex server. ``collection``: the collection a call uses unless it names another
     ("default": the server's default collection, /v1/...). ``transport``: an httpx transport (tests).
@@ -494,6 +520,42 @@ class Client(_Base):
         server refuses the block holding one)."""
         options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
         return self._bulk(path, collection, self._transport, self._sleep, progress=progress, **options)
+
+    # -- a collection's data in and out (service.routes.transfer); streamed, not retried
+
+    def export(self, name: str, out: str | Path, *, format: str = "ndjson") -> Path:
+        """Write collection ``name``'s export (NDJSON or Parquet: ids, codes, metadata, its header) to ``out``."""
+        out = Path(out)
+        tmp = out.with_name(f".{out.name}.part")
+        path = f"/v1/collections/{quote(name, safe='')}/export"
+        with self._http.stream("GET", path, params={"format": format}, timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _raise_for(resp)
+            with open(tmp, "wb") as f:
+                for chunk in resp.iter_bytes():
+                    f.write(chunk)
+        tmp.replace(out)
+        return out
+
+    def import_file(self, name: str, path: str | Path) -> schemas.ImportResponse:
+        """Load an export (NDJSON, or Parquet sent as NDJSON) into collection ``name``; its codes must come from the
+        collection's model (Conflict ``fingerprint_mismatch`` otherwise)."""
+        resp = self._http.post(
+            f"/v1/collections/{quote(name, safe='')}/import",
+            content=_export_lines(Path(path)),
+            headers={"content-type": "application/x-ndjson"},
+            timeout=None,
+        )
+        _raise_for(resp)
+        return schemas.ImportResponse.model_validate(resp.json())
+
+    def create_snapshot(self, name: str) -> schemas.SnapshotInfo:
+        """An online backup of collection ``name`` on the server (admin scope); ``hamdex restore`` brings it back."""
+        return self._send(_Call("POST", f"/v1/collections/{quote(name, safe='')}/snapshots", _snapshot))
+
+    def snapshots(self, name: str) -> list[schemas.SnapshotInfo]:
+        return self._send(_Call("GET", f"/v1/collections/{quote(name, safe='')}/snapshots", _snapshots))
 
 
 class AsyncClient(_Base):

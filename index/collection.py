@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from hamdex.index import legacy, snapshot
+from hamdex.index.backup import copy_database
 from hamdex.index.base import (
     SNAPSHOT_EVERY,
     CollectionBase,
@@ -456,6 +457,18 @@ class Collection(CollectionBase):
                 time.perf_counter() - start,
             )
             return seq
+
+    def copy_into(self, directory: Path) -> int:
+        """A consistent copy for a backup (index.backup): the database at some seq S, and a snapshot of the index
+        at a seq <= S. The snapshot mutex keeps any snapshot from pruning the store meanwhile, so opening the copy
+        replays the writes between the two; writes and searches go on. Returns S."""
+        self._check_open()
+        with self._snapshot_mutex:
+            with self._rw.read():
+                arrays, index_seq = self._index.to_arrays(), self._applied_seq
+            seq = copy_database(self._store.file, directory / DB_FILE)  # after: it holds every write applied
+            snapshot.write(directory, index_seq, arrays, self.manifest.settings())
+        return seq
 
     def rebuild(self) -> bool:
         """Rebuild a tombstoned index from the live codes if its tombstones pass REBUILD_FRACTION of it (writes

@@ -114,3 +114,31 @@ class BackendUnreachableError(CollectionError):
     """A collection backend's server does not answer (e.g. a Milvus URI nobody listens on)."""
 
     error_type = "backend_unreachable"
+
+
+class ImportFormatError(CollectionError, ValueError):
+    """An export file (or import body) that is not one: no header, a bad line, a bad id, code or metadata."""
+
+    error_type = "data_format"
+
+    def __init__(self, message: str, error_type: str = "data_format") -> None:
+        super().__init__(message)
+        self.error_type = error_type  # data_format, bad_id, code_format or invalid_metadata
+
+
+class UnsupportedByBackendError(CollectionError):
+    """An operation the collection's backend does not offer (export or backup of a Milvus collection)."""
+
+    error_type = "unsupported_by_backend"
+
+
+class BackupNotFoundError(CollectionError, FileNotFoundError):
+    """No backup (snapshot folder) at the path or name given."""
+
+    error_type = "snapshot_not_found"
+
+
+class CorruptBackupError(CollectionError):
+    """A backup whose files are missing or do not match the checksums its record holds."""
+
+    error_type = "corrupt_snapshot"

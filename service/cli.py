@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import typer
 from hamdex.models import data
-from hamdex.service import cli_decode
+from hamdex.service import cli_decode, cli_transfer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -613,6 +613,10 @@ def eval_cmd(
 # the decoder's commands live beside this module (service.cli_decode)
 app.command("reconstruct")(cli_decode.reconstruct)
 app.command("generate")(cli_decode.generate_cmd)
+# a collection's data in and out, and backups brought back (service.cli_transfer)
+app.command("export")(cli_transfer.export_cmd)
+app.command("import")(cli_transfer.import_cmd)
+app.command("restore")(cli_transfer.restore_cmd)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ STATUS: dict[str, int] = {
     "line_too_long": 422,  # a line longer than HAMDEX_MAX_BULK_LINE_BYTES
     "rows_skipped": 422,  # bad rows of a bulk body skipped (not strict): the others written; the body is the report
     "job_not_found": 404,  # no bulk job of that key in the collection
+    "unsupported_by_backend": 409,  # export or backup of a collection whose backend does not offer it (milvus)
+    "snapshot_not_found": 404,  # no backup of that name (hamdex restore: no backup at the path)
+    "corrupt_snapshot": 500,  # a backup whose files do not match its record's checksums
     "invalid_header": 400,  # e.g. two Authorization headers (which one counts would be a guess)
     "uri_too_long": 414,  # a path and query longer than HAMDEX_MAX_URL_BYTES
     "unauthorized": 401,  # no API key, or an unknown one

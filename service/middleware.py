@@ -14,9 +14,9 @@ and the structured access log. Plain ASGI (not Starlette's BaseHTTPMiddleware) t
 - Batch size (:class:`BatchGuard`, just inside): a JSON body whose ``queries`` / ``items`` / ``inputs`` list holds
   more than ``max_batch`` elements gets 422 ``batch_too_large`` before it is parsed and validated (counting
   stops at max_batch + 1 elements; the answer comes before the API key is checked, as a 413 does).
-- Streaming routes, those whose path ends in ``:bulk`` (``POST .../items:bulk``, service.routes.bulk), are exempt
-  from the body-size limit and the timeout: they take bodies of any size, block by block, and bound each line and
-  the wait for each chunk themselves.
+- Streaming routes, those whose path ends in ``:bulk``, ``/import`` or ``/export`` (service.routes.bulk and
+  .transfer), are exempt from the body-size limit and the timeout: they take bodies of any size, block by block,
+  and bound each line and the wait for each chunk themselves.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException
 
 LOG = logging.getLogger("hamdex.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-STREAMING_SUFFIX = ":bulk"  # paths exempt from the body-size limit and the timeout
+STREAMING_SUFFIX = (":bulk", "/import", "/export")  # paths exempt from the body-size limit and the timeout
 
 
 class BodyTooLarge(HTTPException):

@@ -10,7 +10,8 @@ and from the checkpoints it serves, read from their ``hamdex.json`` without load
 - raw inputs as the model's featurizer takes them (text, ``d`` float32 values, or pixels in [0, 255]) and codes
   of its length (hex, base64 or bits);
 - the collection-create body as one branch per backend and index kind, with that kind's parameters and bounds;
-- the NDJSON body of the bulk routes, as the array of rows its lines hold;
+- the NDJSON body of the bulk routes, as the array of rows its lines hold, and of the import route (a header line
+  of a served model's code length, then rows of codes of that length);
 - /v1/reconstruct and /v1/generate: batches, ``n`` (1..HAMDEX_MAX_BATCH), and the default model's inputs, masks
   (null only for a text model) and codes, since these routes use that model only.
 
@@ -148,6 +149,8 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
     for path, methods in document["paths"].items():
         if path.endswith("/items:bulk"):
             methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _bulk_body(settings)
+        if path.endswith("/import"):
+            methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _import_body(settings, specs)
     _integer_bounds(document)
 
 
@@ -284,5 +287,48 @@ def _bulk_body(settings: Settings) -> Schema:
             f"NDJSON: one row (BulkRow) per line, each at most {settings.max_bulk_line_bytes} bytes; blank lines "
             "are skipped. A line that is not a row is skipped, the others written, and the answer is 422 "
             "rows_skipped with the report (strict=true: 422 at the first, its block not written). No rows: 422."
+        ),
+    }
+
+
+def _import_body(settings: Settings, specs: list[ModelSpec]) -> Schema:
+    """An export as POST .../import takes it (index.transfer): a header line, then rows of id, code and metadata."""
+    n_bits = sorted({spec.n_bits for spec in specs})
+    header = {
+        "type": "object",
+        "properties": {
+            "n_bits": {"type": "integer", "enum": n_bits} if n_bits else {"type": "integer", "minimum": 8},
+            "fingerprint": {"type": "string"},
+            "index_kind": {"type": "string"},
+            "index_params": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "model": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "count": {"type": "integer", "minimum": 0},
+            "seq": {"type": "integer", "minimum": 0},
+            "version": {"const": 1},
+        },
+        "required": ["n_bits", "fingerprint"],
+        "additionalProperties": False,
+    }
+    hex_codes = [{"type": "string", "pattern": f"^[0-9a-fA-F]{{{n // 4}}}$"} for n in n_bits]
+    row = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[^\\u0000]+$"},
+            "code": _any_of(hex_codes) if hex_codes else {"type": "string", "pattern": "^([0-9a-fA-F]{2})+$"},
+            "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}], "description": _metadata_rule(settings)},
+        },
+        "required": ["id", "code"],
+        "additionalProperties": False,
+    }
+    first = {"type": "object", "properties": {"header": header}, "required": ["header"], "additionalProperties": False}
+    return {
+        "type": "array",
+        "minItems": 1,
+        "prefixItems": [first],
+        "items": row,
+        "description": (
+            f"NDJSON: the export's header line, then one row per line, each at most {settings.max_bulk_line_bytes} "
+            "bytes. The header's fingerprint and n_bits must be the collection's (409 fingerprint_mismatch); the "
+            "first bad line answers 422, the blocks before it written."
         ),
     }

@@ -383,3 +383,24 @@ class DecodeResponse(BaseModel):
     n_bits: int
     fingerprint: str
     seed: int | None = Field(None, description="Sampled codes: the seed that draws them again.")
+
+
+# ---- export, import and backups (service.routes.transfer) ------------------------------------------------------
+
+
+class ImportResponse(BaseModel):
+    items: int = Field(..., description="Rows read and upserted (a later row of an id replaces an earlier one).")
+    collection_count: int = Field(..., description="Items in the collection afterwards.")
+    seq: int = Field(..., description="The export's sequence number, from its header.")
+    seconds: float
+
+
+class SnapshotInfo(BaseModel):
+    name: str = Field(..., description="The backup's folder: UTC time and sequence number.")
+    seq: int = Field(..., description="Every write up to this sequence number is in the backup, none after it.")
+    created_at: str
+    bytes: int
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotInfo]

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     model_path: Path = Path("var/model")  # checkpoint directory (hamdex train --out)
     collection_path: Path = Path("var/collection")  # the default collection; created empty if missing
     collections_dir: Path = Path("var/collections")  # named collections (/v1/collections), one subdirectory each
+    # online backups (POST /v1/collections/{name}/snapshots), one subdirectory per collection; unset: under
+    # collections_dir, in .backups (hidden: never taken for a collection)
+    backups_dir: Path | None = None
     models_dir: Path = Path("var/models")  # named model checkpoints, one subdirectory each; "default" = model_path
     index_kind: str = "flat"  # index kind for a newly created collection
     snapshot_every: int = Field(100_000, ge=1)  # changed items between background index snapshots
@@ -74,6 +77,11 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
     cors_allow_credentials: bool = False  # keys travel in Authorization, not cookies; for proxies that need it
     cors_max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
+
+
+    @property
+    def backups_root(self) -> Path:
+        return self.backups_dir if self.backups_dir is not None else self.collections_dir / ".backups"
 
 
 @lru_cache
