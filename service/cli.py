@@ -16,12 +16,15 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import typer
 from hamdex.models import data
-from hamdex.service import cli_decode, cli_transfer
+from hamdex.models.bottlenecks import BOTTLENECKS
+from hamdex.service import cli_decode
+from hamdex.service.cli_info import info as info_cmd
+from hamdex.service.cli_options import DEVICE_METAVAR, DeviceOpt, check_device
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="hamdex: semantic hashing retrieval.",
+    # help text is plain: rich markup would eat "[env HAMDEX_MODEL_PATH]" and "pip install 'hamdex[milvus]'"
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals can hold whole data sets
@@ -39,8 +44,18 @@ console = Console()
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint directory.")]
 CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, cuda, cuda:N.")]
 FEATURIZER_FOR_KIND = {"text": "text", "image": "pixels", "vector": "dense"}
+FEATURIZERS = ("auto", "text", "pixels", "dense")
+BACKENDS = ("faiss", "milvus")
+BASELINES = ("lsh", "lsh_centered", "pcah", "itq")  # hamdex.service.evaluate
+
+
+# enumerated options are choices (the help lists them, a typo is refused); built from the lists they come from
+Featurizer = Literal[FEATURIZERS]  # type: ignore[valid-type]
+Bottleneck = Literal[BOTTLENECKS]  # type: ignore[valid-type]
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
+Readout = Literal["threshold", "itq"]
+TargetFeatures = Literal["input", "scattering"]
 
 
 def _print_version(given: bool) -> None:
@@ -62,6 +77,8 @@ def _main(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # FAISS logs which SIMD build it loads ("Loading faiss with AVX2 support.") at INFO on every command
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 ColumnsOpt = Annotated[
@@ -88,18 +105,26 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _check_list(value: str, allowed: tuple[str, ...]) -> str:
+    unknown = [v for v in value.split(",") if v and v not in allowed]
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return value
+
+
 @app.command()
 def train(
     data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Training data (path or demo:train).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("var/model"),
-    featurizer: Annotated[str, typer.Option(help="auto, text, pixels or dense.")] = "auto",
+    featurizer: Annotated[Featurizer, typer.Option(help="auto: from the data (text, images, vectors).")] = "auto",
     image_shape: Annotated[
         str | None,
         typer.Option(help="Vector rows are flattened images of this shape, e.g. 28x28 (auto: square 0-255 rows)."),
     ] = None,
     bits: Annotated[int, typer.Option(help="Code length (multiple of 8).")] = 32,
     bottleneck: Annotated[
-        str, typer.Option(help="bernoulli (default), sign, gaussian, or vq (binary VQ-VAE by LFQ).")
+        Bottleneck,
+        typer.Option(help="How the encoder's scores become bits (models.bottlenecks)."),
     ] = "bernoulli",
     kl_weight: Annotated[
         float | None, typer.Option(help="Weight of the bottleneck regulariser (default: the data type's preset).")
@@ -111,9 +136,9 @@ def train(
     ] = None,
     input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
     readout: Annotated[
-        str | None,
+        Readout | None,
         typer.Option(
-            help="How scores become bits: threshold, or itq, a rotation fitted after training (default: the preset)."
+            help="How scores become bits: threshold, or itq, a rotation fitted after training (default: the preset).",
         ),
     ] = None,
     neighbours: Annotated[
@@ -127,8 +152,10 @@ def train(
         typer.Option(help="Text: weight of the Subject: header beside the body when finding neighbours (0 = off)."),
     ] = None,
     target_features: Annotated[
-        str | None,
-        typer.Option(help="What the decoder reconstructs: input, or (images) scattering (default: the preset)."),
+        TargetFeatures | None,
+        typer.Option(
+            help="What the decoder reconstructs: input, or (images) scattering (default: the preset).",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     min_steps: Annotated[
@@ -283,7 +310,8 @@ def index_cmd(
         int | None, typer.Option(help="With --ray: encoder actors (default: one per GPU, else one per CPU).")
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="A new collection's backend: faiss, or milvus (pip install 'hamdex[milvus]').")
+        Backend,
+        typer.Option(help="A new collection's backend (milvus: pip install 'hamdex[milvus]')."),
     ] = "faiss",
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -447,7 +475,10 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [env HAMDEX_HOST, default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env HAMDEX_PORT, default 8000].")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda [env HAMDEX_DEVICE].")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(callback=check_device, metavar=DEVICE_METAVAR, help="Device [env HAMDEX_DEVICE]."),
+    ] = None,
     demo: Annotated[bool, typer.Option(help="Build the 20 Newsgroups demo model and collection if missing.")] = False,
 ) -> None:
     """Serve the REST API. Options override the HAMDEX_* environment variables."""
@@ -572,7 +603,10 @@ def eval_cmd(
     database: Annotated[str, typer.Option(help="Database items with labels (path or demo:train).")] = "demo:train",
     queries: Annotated[str, typer.Option(help="Query items with labels (path or demo:test).")] = "demo:test",
     k: int = 100,
-    baselines: Annotated[str, typer.Option(help="Comma-separated: lsh, lsh_centered, pcah, itq.")] = "lsh,itq",
+    baselines: Annotated[
+        str,
+        typer.Option(callback=lambda v: _check_list(v, BASELINES), help=f"Comma-separated: {', '.join(BASELINES)}."),
+    ] = "lsh,itq",
     max_queries: Annotated[int | None, typer.Option(help="Use only the first N queries.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this file.")] = None,
     device: DeviceOpt = "auto",
@@ -610,13 +644,10 @@ def eval_cmd(
         json_out.write_text(json.dumps({"k": k, "n_bits": hasher.n_bits, "methods": rows}, indent=2))
 
 
+app.command("info")(info_cmd)  # the model card (service.cli_info)
 # the decoder's commands live beside this module (service.cli_decode)
 app.command("reconstruct")(cli_decode.reconstruct)
 app.command("generate")(cli_decode.generate_cmd)
-# a collection's data in and out, and backups brought back (service.cli_transfer)
-app.command("export")(cli_transfer.export_cmd)
-app.command("import")(cli_transfer.import_cmd)
-app.command("restore")(cli_transfer.restore_cmd)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import typer
 from hamdex.models import corrupt, data
+from hamdex.service.cli_options import DEVICE_METAVAR, check_device
 
 if TYPE_CHECKING:  # torch and Pillow load when a command runs, not with every `hamdex` call
     from hamdex.models.generate import Decoded
@@ -20,6 +21,9 @@ if TYPE_CHECKING:  # torch and Pillow load when a command runs, not with every `
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint directory.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Image models: the PNG grid (required); else a JSON file.")]
 TopOpt = Annotated[int, typer.Option(help="Text models: words per item.")]
+DeviceOpt = Annotated[str, typer.Option(callback=check_device, metavar=DEVICE_METAVAR)]
+Noise = Literal[corrupt.NOISES]  # type: ignore[name-defined]
+Region = Literal[corrupt.REGIONS]  # type: ignore[name-defined]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -43,12 +47,12 @@ def reconstruct(
     model: ModelOpt = Path("var/model"),
     out: OutOpt = None,
     limit: Annotated[int, typer.Option(help="The first N items.")] = 16,
-    noise: Annotated[str, typer.Option(help=f"Corrupt the inputs first: {', '.join(corrupt.NOISES)}.")] = "gaussian",
+    noise: Annotated[Noise, typer.Option(help="How to corrupt the inputs first (with --level).")] = "gaussian",
     level: Annotated[float, typer.Option(help="Noise level (gaussian: std in [0, 1] pixels; else a fraction).")] = 0.0,
-    mask: Annotated[str | None, typer.Option(help=f"Inpaint a region: {', '.join(corrupt.REGIONS)}.")] = None,
+    mask: Annotated[Region | None, typer.Option(help="Inpaint a region.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise.")] = 0,
     top_words: TopOpt = 10,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Reconstruct items (denoised with --level, inpainted with --mask). Images: a grid of rows of the originals,
     the model's inputs (noisy or masked) and the reconstructions."""
@@ -90,7 +94,7 @@ def generate_cmd(
     n: Annotated[int, typer.Option(help="Codes to sample from the prior when none are given.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of the sampled codes.")] = 0,
     top_words: TopOpt = 10,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Decode codes into inputs: the codes given, or --n codes drawn from the model's prior with --seed."""
     from hamdex.models import generate
