@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,milvus,ray]'
+	# the client generator of tests/test_openapi_tools.py, without its dependencies: it asks typer<0.28, for its
+	# own command line only (the test calls it as a library), and the hamdex CLI runs on typer 0.29
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt openapi-python-client ruamel.yaml
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,24 +9,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI
 from hamdex.service.auth import ApiKeys
 from hamdex.service.cors import install_cors
-from hamdex.service.deps import check_key
+from hamdex.service.docs_pages import add_docs
 from hamdex.service.engine import Engine
-from hamdex.service.errors import ErrorBody, install_handlers
+from hamdex.service.errors import install_handlers
 from hamdex.service.fast_search import FastSearch
 from hamdex.service.metrics import Metrics
 from hamdex.service.middleware import BatchGuard, ServiceMiddleware
 from hamdex.service.openapi import install_openapi
-from hamdex.service.routes import bulk, collections, decode, encode, items, meta, search, transfer
+from hamdex.service.openapi_ops import operation_id
+from hamdex.service.routes import bulk, collections, decode, encode, items, meta, search
 from hamdex.service.settings import Settings, get_settings
 from hamdex.service.state import ServiceState
 
 LOG = logging.getLogger(__name__)
-ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503, 504)}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,8 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Semantic hashing retrieval",
         version="0.1.0",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
-        **({"openapi_url": None, "docs_url": None, "redoc_url": None} if keyed_docs else {}),
+        generate_unique_id_function=operation_id,  # search, upsertItems, ...: the names generated clients use
+        docs_url=None,  # service.docs_pages serves /docs and /redoc with local scripts
+        redoc_url=None,
+        **({"openapi_url": None} if keyed_docs else {}),
     )
     app.state.metrics = metrics
     app.add_middleware(FastSearch, settings=settings)  # inside ServiceMiddleware: added first
@@ -64,34 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_cors(app, settings)  # outermost: preflights answered before any key check
     install_handlers(app)
-    for module in (meta, encode, decode, items, bulk, search, collections, transfer):
+    for module in (meta, encode, decode, items, bulk, search, collections):
         app.include_router(module.router)
     install_openapi(app, settings)
-    if keyed_docs:
-        _add_keyed_docs(app, api_keys)
+    # keyed: a browser sends no key, so its /docs page cannot load the document: browse with HAMDEX_OPEN_DOCS=true,
+    # or fetch /openapi.json with the key
+    add_docs(app, api_keys if keyed_docs else None)
     return app
-
-
-def _add_keyed_docs(app: FastAPI, keys: ApiKeys) -> None:
-    """FastAPI's /openapi.json, /docs and /redoc, behind a read key. (A browser sends no key, so its /docs page
-    cannot load the schema: browse with HAMDEX_OPEN_DOCS=true, or fetch /openapi.json with the key.)"""
-
-    async def check(request: Request) -> None:
-        check_key(keys, "read", request.scope["headers"])
-
-    keyed = {"include_in_schema": False, "dependencies": [Depends(check)]}
-
-    @app.get("/openapi.json", **keyed)
-    async def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
-
-    @app.get("/docs", **keyed)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
-
-    @app.get("/redoc", **keyed)
-    async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def _open_counts(app: FastAPI) -> dict[str, int]:

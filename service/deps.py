@@ -131,14 +131,22 @@ def check_batch(n: int, settings: Settings, what: str) -> None:
 Headers = list[tuple[bytes, bytes]]  # an ASGI scope's raw headers
 
 
+@dataclass(frozen=True)
+class Require:
+    """The check behind :func:`require`; a class so that the API document can tell which scope a route needs
+    (service.openapi_ops)."""
+
+    scope: str
+    open_read: bool = False
+
+    async def __call__(self, request: Request) -> None:
+        authorize(request.app.state.service, self.scope, request.scope["headers"], open_read=self.open_read)
+
+
 def require(scope: str, *, open_read: bool = False) -> Any:
     """Dependency: the request carries ``Authorization: Bearer <key>`` for a key with ``scope`` (see service.auth).
     Open when no keys are configured; ``open_read``: also when HAMDEX_OPEN_READS is set (encode and search)."""
-
-    async def check(request: Request) -> None:
-        authorize(request.app.state.service, scope, request.scope["headers"], open_read=open_read)
-
-    return Depends(check)
+    return Depends(Require(scope, open_read))
 
 
 READ, WRITE, ADMIN = require("read"), require("write"), require("admin")

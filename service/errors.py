@@ -13,7 +13,7 @@ from hamdex.index.errors import CollectionError
 from hamdex.models.bits import CodeFormatError
 from hamdex.models.featurizers import InputError
 from hamdex.service.batcher import QueueFull
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -96,7 +96,7 @@ _HTTP_ERROR_TYPES = {400: "validation_error", 404: "not_found", 405: "method_not
 
 class ErrorBody(BaseModel):
     error: str
-    error_type: str
+    error_type: str = Field(json_schema_extra={"enum": list(STATUS)})  # the document lists every type
 
 
 class ApiError(Exception):

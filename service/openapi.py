@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from hamdex.service.openapi_limits import add_limits, served_specs
+from hamdex.service.openapi_ops import describe_operations
 from hamdex.service.settings import Settings
 
 NAMED = "/v1/collections/{name}"
@@ -108,7 +109,8 @@ def json_errors(document: dict[str, Any]) -> None:
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
-    """Serve the app's OpenAPI document with ``settings``' limits (service.openapi_limits) and :func:`links` added:
+    """Serve the app's OpenAPI document with ``settings``' limits (service.openapi_limits), each operation's key and
+    error statuses (service.openapi_ops) and :func:`links` added:
     built once per app, from that app's settings, so a server with other limits publishes other numbers."""
     build: Callable[[], dict[str, Any]] = app.openapi
     done = False
@@ -118,6 +120,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         document = build()  # FastAPI's, cached on the app: edited in place once
         if not done:
             add_limits(document, settings, served_specs(settings))
+            describe_operations(document, app, settings)
             add_links(document)
             json_errors(document)
             done = True

@@ -19,7 +19,7 @@ def livez() -> Health:
 
 
 @router.get("/readyz", response_model=Health)
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, name="health")
 def readyz(state: StateDep) -> Health:
     """200 once the model and the default collection are loaded; 503 not_ready (or load_failed) before."""
     state.check_ready()
