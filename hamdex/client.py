@@ -683,3 +683,39 @@ class AsyncClient(_Base):
     ) -> IndexSummary:
         options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
         return await asyncio.to_thread(self._bulk, path, collection, None, Client._sleep, progress=progress, **options)
+
+    async def export(self, name: str, out: str | Path, *, format: str = "ndjson") -> Path:
+        out = Path(out)
+        tmp = out.with_name(f".{out.name}.part")
+        path = f"/v1/collections/{quote(name, safe='')}/export"
+        async with self._http.stream("GET", path, params={"format": format}, timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                _raise_for(resp)
+            with open(tmp, "wb") as f:
+                async for chunk in resp.aiter_bytes():
+                    f.write(chunk)
+        tmp.replace(out)
+        return out
+
+    async def import_file(self, name: str, path: str | Path) -> schemas.ImportResponse:
+        lines = _export_lines(Path(path))
+
+        async def chunks() -> Any:
+            while (chunk := await asyncio.to_thread(next, lines, None)) is not None:
+                yield chunk
+
+        resp = await self._http.post(
+            f"/v1/collections/{quote(name, safe='')}/import",
+            content=chunks(),
+            headers={"content-type": "application/x-ndjson"},
+            timeout=None,
+        )
+        _raise_for(resp)
+        return schemas.ImportResponse.model_validate(resp.json())
+
+    async def create_snapshot(self, name: str) -> schemas.SnapshotInfo:
+        return await self._send(_Call("POST", f"/v1/collections/{quote(name, safe='')}/snapshots", _snapshot))
+
+    async def snapshots(self, name: str) -> list[schemas.SnapshotInfo]:
+        return await self._send(_Call("GET", f"/v1/collections/{quote(name, safe='')}/snapshots", _snapshots))

@@ -4,6 +4,7 @@ metadata; bad files and bodies give typed errors; codes of another model are ref
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 
 import hamdex
 from tests.conftest import MakeClient, settings_for, synthetic_texts
-from tests.helpers import assert_error, random_codes
+from tests.helpers import ADMIN, KEYS, READER, WRITER, assert_error, bearer, random_codes
 from tests.test_client import _serve
 
 N_BITS = 64
@@ -235,3 +236,33 @@ def test_the_client_exports_and_imports(server: str, tmp_path: Path, fmt: str) -
         )
         with pytest.raises(hamdex.client.NotFound):
             hc.export("nope", tmp_path / "x.ndjson")
+
+
+def test_scopes_and_the_default_collection(make_client: MakeClient, text_model_dir: Path) -> None:
+    client = make_client(text_model_dir, api_keys=KEYS)
+    items = {"items": [{"id": "a", "input": "goal team"}]}
+    assert client.post("/v1/items", json=items, headers=bearer(WRITER)).status_code == 200
+    resp = client.get("/v1/collections/default/export", headers=bearer(READER))  # read scope
+    assert resp.status_code == 200 and resp.text.count("\n") == 2
+    assert_error(
+        client.post("/v1/collections/default/import", content=resp.content, headers=bearer(READER)), 403, "forbidden"
+    )
+    done = client.post("/v1/collections/default/import", content=resp.content, headers={**NDJSON, **bearer(WRITER)})
+    assert done.status_code == 200 and done.json()["collection_count"] == 1
+    assert_error(client.post("/v1/collections/default/snapshots", headers=bearer(WRITER)), 403, "forbidden")
+    assert_error(client.get("/v1/collections/default/snapshots", headers=bearer(READER)), 403, "forbidden")
+    assert client.post("/v1/collections/default/snapshots", headers=bearer(ADMIN)).status_code == 201
+
+
+def test_the_async_client_exports_imports_and_backs_up(server: str, tmp_path: Path) -> None:
+    async def run() -> None:
+        async with hamdex.AsyncClient(server) as hc:
+            await hc.create_collection("async-src")
+            await hc.upsert(["a", "b"], ["goal team", "rocket launch"], collection="async-src")
+            out = await hc.export("async-src", tmp_path / "a.parquet", format="parquet")
+            await hc.create_collection("async-dst")
+            assert (await hc.import_file("async-dst", out)).collection_count == 2
+            made = await hc.create_snapshot("async-dst")
+            assert made.seq == 1 and await hc.snapshots("async-dst") == [made]
+
+    asyncio.run(run())
