@@ -386,6 +386,15 @@ class CollectionBase(ABC):
     def __len__(self) -> int:
         return self._count
 
+    def scroll(self, after: int = -1, limit: int = 100, where=None, deadline=None) -> tuple[list[Item], int | None]:
+        raise InvalidQueryError(f"backend {self.backend!r} cannot list its items yet")
+
+    def count_matching(self, where=None, deadline=None) -> int:
+        raise InvalidQueryError(f"backend {self.backend!r} cannot count items by filter yet")
+
+    def delete_where(self, where, deadline=None, chunk: int = 1000) -> tuple[int, bool]:
+        raise InvalidQueryError(f"backend {self.backend!r} cannot delete items by filter yet")
+
     def indexed_fields(self) -> list[str]:
         """Metadata fields with a payload index (see :meth:`index_fields`)."""
         return self._store.indexed_fields()

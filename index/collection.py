@@ -48,12 +48,13 @@ from hamdex.index.errors import (
     CorruptCollectionError,
     InvalidItemsError,
     InvalidQueryError,
+    SearchTimeoutError,
 )
 from hamdex.index.kinds import KINDS, HammingIndex, make_hamming_index
 from hamdex.index.rwlock import RWLock
 from hamdex.index.scan import TopK
 from hamdex.index.store import DB_FILE, Matching, Store
-from hamdex.index.validation import Scalar, check_id
+from hamdex.index.validation import Scalar, check_filter, check_id
 
 LOG = logging.getLogger(__name__)
 
@@ -397,6 +398,52 @@ class Collection(CollectionBase):
             row = sorted((d, *described[i]) for i, d in zip(row_ids, row_d, strict=True) if i in described)
             out.append([Hit(i, d, json.loads(m) if include_metadata else None) for d, i, m in row[:k]])
         return out
+
+    # ---- scrolling, counting and deleting by filter ---------------------------------------------------------
+
+    def scroll(
+        self, after: int = -1, limit: int = 100, where: dict[str, Any] | None = None, deadline: Deadline | None = None
+    ) -> tuple[list[Item], int | None]:
+        """(live items matching ``where`` after position ``after``, in write order; the position to continue
+        after, or None at the end). Positions are internal ids, never reused: an item written during a scroll
+        (an upsert gives it a new one) appears with its new version later, or not again if the scroll passed it."""
+        where = check_filter(where)
+        rows, last = self._store.scroll(int(after), int(limit), where, deadline)
+        items = [Item(i, np.frombuffer(code, np.uint8).copy(), json.loads(meta)) for _, i, code, meta in rows]
+        return items, last
+
+    def count_matching(self, where: dict[str, Any] | None = None, deadline: Deadline | None = None) -> int:
+        """Live items whose metadata matches ``where`` (all of them without one)."""
+        return self._store.count_matching(check_filter(where), deadline)
+
+    def delete_where(
+        self, where: dict[str, Any] | None, deadline: Deadline | None = None, chunk: int = 1000
+    ) -> tuple[int, bool]:
+        """Delete the items matching ``where``, ``chunk`` at a time (each chunk one durable write), until none is
+        left or ``deadline`` expires; returns (deleted, complete). Only the versions seen matching are deleted:
+        an item rewritten meanwhile stays."""
+        where, deleted, after = check_filter(where), 0, -1
+        while deadline is None or not deadline.expired:
+            try:
+                rows, last = self._store.scroll(after, chunk, where, deadline)
+            except SearchTimeoutError:
+                if deleted:  # what is deleted is durable: say so, and that there is more
+                    return deleted, False
+                raise
+            if rows:
+                self._wait_for_rebuild()
+                with self._write_mutex:
+                    written = self._store.delete_internal([r[0] for r in rows])
+                    with self._rw.write():
+                        self._index.remove(written.removed)
+                        self._applied_seq = written.seq
+                        self._count -= len(written.removed)
+                    self._changed(len(written.removed))
+                deleted += len(written.removed)
+            if last is None:
+                return deleted, True
+            after = last
+        return deleted, False
 
     # ---- snapshots and lifecycle --------------------------------------------------------------------------
 

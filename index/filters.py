@@ -175,7 +175,8 @@ def _same_kind(have: Any, want: Any) -> bool:
 def filter_sql(where: dict[str, Any], params: dict[str, Any]) -> tuple[str, str]:
     """(sup, unc) SQL conditions over the column ``metadata`` for the checked filter ``where`` (see the module
     docstring); the values they bind are added to ``params``."""
-    return _Compiler(params).object(where)
+    sup, unc = _Compiler(params).object(where)
+    return f"({sup})", f"({unc})"  # whatever the SQL around them, they stay one term each
 
 
 class _Compiler:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from hamdex.index.deadline import Deadline
 from hamdex.index.errors import CorruptCollectionError, InvalidQueryError
-from hamdex.index.filters import escaped_in_json, filter_sql, json_path_literal, matches
+from hamdex.index.filters import HOLDS_NUL, escaped_in_json, filter_sql, json_path_literal, matches
 
 DB_FILE = "items.sqlite"
 
@@ -171,6 +171,8 @@ class Store:
                 conn.execute(_payload_index_sql(name))
             if new:
                 self._put_setting(conn, INDEXED_FIELDS_KEY, have + new)
+                # statistics, without which SQLite's planner may scan the live rows rather than search the index
+                conn.execute("ANALYZE items")
         return have + new
 
     def query_plan(self, where: dict[str, Any]) -> str:
@@ -208,6 +210,21 @@ class Store:
             removed = self._mark_removed(conn, ids, seq)
             self._set_counters(conn, seq, next_internal)
         return Written(seq, removed, np.zeros(0, np.int64))
+
+    def delete_internal(self, internal_ids: Sequence[int]) -> Written:
+        """Mark the rows of ``internal_ids`` that are still live: a row replaced meanwhile (an upsert writes a new
+        internal id) is left alone, so a delete by filter removes only the versions it saw matching."""
+        with self._transaction() as conn:
+            seq, next_internal = self._counters(conn)
+            found: list[tuple] = []
+            ids = [int(i) for i in internal_ids]
+            for start in range(0, len(ids), _MAX_PARAMS):
+                chunk = ids[start : start + _MAX_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                sql = f"UPDATE items SET deleted_seq = ? WHERE deleted_seq IS NULL AND internal IN ({marks})"
+                found += conn.execute(f"{sql} RETURNING internal", (seq, *chunk)).fetchall()
+            self._set_counters(conn, seq, next_internal)
+        return Written(seq, np.asarray([r[0] for r in found], dtype=np.int64), np.zeros(0, np.int64))
 
     def prune(self, upto_seq: int) -> int:
         """Forget rows removed at or before ``upto_seq`` (a durable snapshot covers their removal)."""
@@ -342,6 +359,33 @@ class Store:
             raise CorruptCollectionError(self.file, str(exc)) from exc
         finally:
             cursor.close()
+
+    def scroll(
+        self, after: int, limit: int, where: dict[str, Any] | None = None, deadline: Deadline | None = None
+    ) -> tuple[list[tuple], int | None]:
+        """(rows (internal, id, code, metadata) of live items matching ``where`` with internal id above ``after``,
+        in internal-id order; the internal id to continue after, or None at the end). SQLite selects at most
+        ``limit`` rows; those Python refuses on re-checking are dropped, so a page may hold fewer."""
+        clause, unc, params = _filter_sql(where) if where else ("1", "0", {})
+        sql = f"{_LIVE_ROWS.format(unc=unc)} AND internal > :after AND {clause} ORDER BY internal LIMIT :limit"
+        with self._stopping_at(deadline):
+            rows = self._query(sql, {**params, "after": after, "limit": limit})
+        last = rows[-1][0] if len(rows) == limit else None
+        if where:
+            rows = _really_matching(rows, where, 3)
+        return [r[:4] for r in rows], last
+
+    def count_matching(self, where: dict[str, Any], deadline: Deadline | None = None) -> int:
+        """Live items matching ``where``: SQLite counts the rows it decides exactly, Python re-checks the rest."""
+        if not where:
+            return self.count()
+        clause, unc, params = _filter_sql(where)
+        sure = f"NOT (COALESCE(({unc}), 0) OR {HOLDS_NUL})"
+        live = f"FROM items WHERE deleted_seq IS NULL AND {clause}"
+        with self.reading(), self._stopping_at(deadline):
+            n = self._query(f"SELECT count(*) {live} AND {sure}", params)[0][0]
+            unsure = self._query(f"SELECT metadata {live} AND NOT ({sure})", params)
+        return n + sum(matches(json.loads(meta), where) for (meta,) in unsure)
 
     @contextmanager
     def _stopping_at(self, deadline: Deadline | None) -> Iterator[None]:

@@ -1,0 +1,126 @@
+"""Every item of a collection, page by page, and counting and deleting by filter (issue 22). Mounted at /v1/items
+(the default collection) and /v1/collections/{name}/items, beside the item routes (service.routes.items).
+
+- ``GET .../items?cursor=&limit=&filter=``: a page of items in write order and the cursor of the next page (null
+  at the end). The filter is JSON in the query string (the URL is bounded by HAMDEX_MAX_URL_BYTES). The cursor is
+  opaque; it holds a position (an internal id, never reused), so it stays valid under concurrent writes: an item
+  written during the scroll shows up again with its new version, or not at all if the scroll passed it; an item
+  not written meanwhile comes exactly once. A page may hold fewer than ``limit`` items and still have a next one.
+- ``POST .../items:count {filter}``: how many items match.
+- ``POST .../items:delete {filter}`` (write scope): deletes the matching items in durable chunks for at most
+  DELETE_BUDGET_S (and within the request's deadline); ``complete: false`` says to send it again for the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from hamdex.index.deadline import Deadline
+from hamdex.index.filters import check_filter
+from hamdex.models import bits
+from hamdex.service.deps import COLLECTION_PREFIXES, READ, WRITE, TargetDep
+from hamdex.service.errors import ApiError
+from hamdex.service.filter_schema import DESCRIPTION, Filter
+from hamdex.service.schemas import CodeFormat, ItemOut
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+MAX_PAGE = 1000  # items per page
+DELETE_BUDGET_S = 2.0  # work per delete request, well inside the request timeout
+_CURSOR_TAG = "v1:"
+
+router = APIRouter(tags=["items"])
+
+
+class ItemsPage(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page; null: this was the last.")
+
+
+class FilterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filter: Filter = Field(..., description="The items to count or delete ({} : all of them).")
+
+
+class CountResponse(BaseModel):
+    count: int
+
+
+class DeleteByFilterResponse(BaseModel):
+    deleted: int = Field(..., description="Items this request deleted.")
+    complete: bool = Field(..., description="No matching item is left; false: send the request again for the rest.")
+
+
+def encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(_CURSOR_TAG) and text[len(_CURSOR_TAG) :].isdigit():
+            return int(text[len(_CURSOR_TAG) :])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ApiError("invalid_query", "the cursor is not one this server gave out")
+
+
+def parse_filter(text: str | None) -> dict:
+    if text is None:
+        return {}
+    try:
+        where = json.loads(text)
+    except ValueError as exc:
+        raise ApiError("invalid_query", f"filter is not JSON: {exc}") from None
+    return check_filter(where)
+
+
+async def scroll_items(
+    target: TargetDep,
+    request: Request,
+    cursor: Annotated[str | None, Query(description="From the previous page's next_cursor; none: the start.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most items in the page.")] = 100,
+    filter: Annotated[str | None, Query(description="A filter as JSON. " + DESCRIPTION)] = None,
+    format: CodeFormat = "hex",
+) -> ItemsPage:
+    """A page of the collection's items in write order (see the module docstring for what a cursor promises)."""
+    after = -1 if cursor is None else decode_cursor(cursor)
+    where = parse_filter(filter)
+    deadline = request.state.deadline
+    items, last = await run_in_threadpool(target.collection.scroll, after, limit, where, deadline)
+    page = [ItemOut(id=it.id, code=bits.to_wire(it.code, format), metadata=it.metadata) for it in items]
+    return ItemsPage(items=page, next_cursor=None if last is None else encode_cursor(last))
+
+
+async def count_items(req: FilterRequest, target: TargetDep, request: Request) -> CountResponse:
+    """How many items match the filter."""
+    deadline = request.state.deadline
+    return CountResponse(count=await run_in_threadpool(target.collection.count_matching, req.filter, deadline))
+
+
+async def delete_items(req: FilterRequest, target: TargetDep, request: Request) -> DeleteByFilterResponse:
+    """Delete the items matching the filter, in durable chunks, for a bounded time per request."""
+    budget = Deadline(DELETE_BUDGET_S)
+    outer: Deadline = request.state.deadline
+    if outer.at is not None and budget.at is not None:
+        budget.at = min(budget.at, outer.at - 0.5)
+    deleted, complete = await run_in_threadpool(target.collection.delete_where, req.filter, budget)
+    return DeleteByFilterResponse(deleted=deleted, complete=complete)
+
+
+for prefix, dependencies in COLLECTION_PREFIXES:
+    route = router.add_api_route
+    writes, reads = [*dependencies, WRITE], [*dependencies, READ]
+    route(f"{prefix}/items", scroll_items, methods=["GET"], response_model=ItemsPage, dependencies=reads)
+    route(f"{prefix}/items:count", count_items, methods=["POST"], response_model=CountResponse, dependencies=reads)
+    route(
+        f"{prefix}/items:delete",
+        delete_items,
+        methods=["POST"],
+        response_model=DeleteByFilterResponse,
+        dependencies=writes,
+    )
