@@ -58,7 +58,8 @@ from hamdex.models.featurizers import Features
 from hamdex.models.hasher import Hasher
 from hamdex.models.presets import preset
 from hamdex.models.train import TrainConfig, fit_hasher
-from tqdm.auto import tqdm
+
+from hamdex.progress import progress as progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ def run_dataset(
     out = DatasetRun({}, curve_bits, {}, None)
     floats: Metrics | None = None
     steps = len(bits) * (len(variants) + len(BASELINES) + 1)
-    with tqdm(total=steps, desc=dataset.name, unit="method", disable=not progress) as bar:
+    with progress_bar(total=steps, desc=dataset.name, unit="method", enabled=progress) as bar:
         for n_bits in bits:
             rows: dict[str, Metrics] = {}
             q_feats: Features | None = None

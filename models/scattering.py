@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from hamdex.progress import progress as progress_bar
 
 LOG = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def scattering_features(
     dim = c * n_channels(J, L) * -(-h // 2**J) * -(-w // 2**J)
     out = [np.zeros((0, dim), np.float32)]
     with torch.no_grad():
-        for start in tqdm(range(0, len(pixels), batch_size), desc="scattering", unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(pixels), batch_size), desc="scattering", unit="batch", enabled=progress):
             imgs = torch.from_numpy(np.asarray(pixels[start : start + batch_size], np.float32)).view(-1, h, w, c)
             coeffs = scattering(imgs.permute(0, 3, 1, 2).reshape(-1, h, w), J, L)  # (b * c, C, h', w')
             out.append(coeffs.abs().sqrt().reshape(len(imgs), -1).numpy())

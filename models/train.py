@@ -49,7 +49,8 @@ from hamdex.models.safeguard import (
 )
 from hamdex.models.scattering import scattering_targets
 from hamdex.models.teacher import cluster_labels, spectral_teacher_bits
-from tqdm.auto import tqdm
+
+from hamdex.progress import progress
 
 LOG = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class TrainConfig:
     # exact positions; see docs/presets.md
     target_features: str = "input"
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # a bar on a terminal, else a log line now and then (hamdex.progress)
     # fit_hasher: compare the trained model with ITQ on the held-out items and act when it does not clearly win
     # (models.safeguard); needs PROBE_MIN_ITEMS held-out items, else the report says it was not checked. Off here
     # so that a caller gets the model it configured; ``hamdex train`` and the benchmarks turn it on
@@ -315,7 +316,7 @@ def train(
         every,
     )
     for epoch in range(1, epochs + 1):
-        with tqdm(total=len(train_idx), desc=f"epoch {epoch}", unit="item", disable=not cfg.progress) as bar:
+        with progress(total=len(train_idx), desc=f"epoch {epoch}", enabled=cfg.progress) as bar:
             train_loss = _epoch(model, opt, sched, data, train_idx, cfg, device, rng, bar)
             val_loss = evaluate_loss(model, x, targets, val_idx, device) if len(val_idx) else train_loss
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")

@@ -21,7 +21,8 @@ import httpx
 from hamdex.models import data
 from hamdex.service.bulk import ndjson
 from hamdex.service.bulk.job import MAX_EXAMPLES, IndexSummary, SkipReport, job_key, skip_items
-from tqdm.auto import tqdm
+
+from hamdex.progress import progress as progress_bar
 
 
 class RemoteError(Exception):
@@ -139,7 +140,7 @@ def index_blocks(
     if first is None:
         reply = {"items": 0, "reasons": {}, "examples": {}, "collection_count": client.collection()["count"]}
     else:
-        with tqdm(total=total, initial=start, unit="item", desc="sending", disable=not progress, smoothing=0.1) as bar:
+        with progress_bar(total=total, initial=start, desc="sending", enabled=progress, smoothing=0.1) as bar:
             body = _body(itertools.chain([first], blocks), bar)
             reply = client.send(body, job=job, start=start, strict=report.strict)
     reasons = report.reasons + Counter(reply["reasons"])
@@ -157,7 +158,7 @@ def index_blocks(
     )
 
 
-def _body(blocks: Iterable[data.Block], bar: tqdm) -> Iterator[bytes]:
+def _body(blocks: Iterable[data.Block], bar: Any) -> Iterator[bytes]:
     for block in blocks:
         yield b"".join(ndjson.block_lines(block))
         bar.update(len(block))

@@ -36,7 +36,8 @@ from hamdex.models import data
 from hamdex.models.featurizers import InputError
 from hamdex.models.hasher import Hasher
 from hamdex.service.bulk.pipeline import Worker, prefetch
-from tqdm.auto import tqdm
+
+from hamdex.progress import progress as progress_bar
 
 LOG = logging.getLogger(__name__)
 MAX_EXAMPLES = 5  # per reason
@@ -161,7 +162,7 @@ def index_blocks(
     report = report or SkipReport(strict=strict)
     encoder = encoder or encode_locally(hasher)
     t0, n, done = time.perf_counter(), 0, start
-    with tqdm(total=total, initial=start, unit="item", desc="indexing", disable=not progress, smoothing=0.1) as bar:
+    with progress_bar(total=total, initial=start, desc="indexing", enabled=progress, smoothing=0.1) as bar:
 
         def write(ids: list[str], codes: Any, meta: list[dict], record: Any, size: int) -> None:
             if ids:
