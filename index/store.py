@@ -426,7 +426,7 @@ def check_index_field(name: object) -> str:
         not isinstance(name, str)
         or not 0 < len(name) <= 64
         or name.startswith("$")
-        or "\x00" in name
+        or not name.isprintable()
         or escaped_in_json(name)
     ):
         raise InvalidQueryError(

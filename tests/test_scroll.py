@@ -126,3 +126,16 @@ def test_http_bad_requests_are_422(client: TestClient, method: str, path: str, k
     response = getattr(client, method)(path, **kwargs)
     assert response.status_code == 422, response.text
     assert response.json()["error_type"] in ("invalid_query", "validation_error")
+
+
+@pytest.mark.parametrize("base", ["/v1", "/v1/collections/default"])
+def test_http_payload_indexes(client: TestClient, base: str) -> None:
+    assert client.get(f"{base}/indexes").json() == {"fields": []}
+    assert client.put(f"{base}/indexes/n").json() == {"fields": ["n"]}
+    assert client.put(f"{base}/indexes/n").json() == {"fields": ["n"]}  # idempotent
+    assert client.get(f"{base}/indexes").json() == {"fields": ["n"]}
+    assert client.put(f"{base}/indexes/$n").status_code == 422
+    where = {"n": {"$gte": 10, "$lt": 20}}
+    assert http_scroll(client, base, limit=4, filter=json.dumps(where)) == [f"i{i:03d}" for i in range(10, 20)]
+    body = client.post(f"{base}/search", json={"queries": [{"code": "0000"}], "k": 50, "filter": where}).json()
+    assert sorted(h["id"] for h in body["results"][0]) == [f"i{i:03d}" for i in range(10, 20)]
