@@ -59,10 +59,10 @@ import numpy as np
 from hamdex.index.collection import Collection
 from hamdex.index.kinds import KINDS
 from hamdex.index.snapshot import MANIFEST_FILE, SNAPSHOT_GLOB
-from tqdm import tqdm
 
 from benchmarks.data import K, exact_kth, hits_to_rows, item_ids, make_codes, recall_at_k
 from benchmarks.report import publish, setup_logging
+from hamdex.progress import progress
 
 LOG = logging.getLogger("benchmarks.store")
 REPO = Path(__file__).resolve().parents[1]
@@ -257,8 +257,8 @@ def _interleaved(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, f
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def _bar(cfg: Config, total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="item", unit_scale=True, leave=False, disable=not cfg.progress)
+def _bar(cfg: Config, total: int, desc: str) -> Any:
+    return progress(total=total, desc=desc, enabled=cfg.progress, unit_scale=True, leave=False)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -327,7 +327,7 @@ def bench_kind(
     rng = np.random.default_rng([cfg.seed, n_bits, 1])
     victims = rng.choice(n, min(cfg.deletes, n - K), replace=False)
     latencies = []
-    for row in tqdm(victims.tolist(), desc=f"{tag} deletes", leave=False, disable=not cfg.progress):
+    for row in progress(victims.tolist(), desc=f"{tag} deletes", enabled=cfg.progress, leave=False):
         start = time.perf_counter()
         coll.delete([ids[row]])
         latencies.append(time.perf_counter() - start)
@@ -585,7 +585,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write {bits: {...}} (+ 64-bit headline keys) here")
     parser.add_argument("--md", type=Path, help="also write the markdown tables here")
     parser.add_argument("--workdir", help="parent directory of the temp collections (default: system temp)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     parser.add_argument("--probe-open", help=argparse.SUPPRESS)  # internal: the restart/RSS subprocess
     args = parser.parse_args(argv)
     for name in ("items", "batch", "queries", "hnsw_items", "reps"):

@@ -26,17 +26,17 @@ def progress(
     initial: int = 0,
     enabled: bool = True,
     smoothing: float = 0.3,
+    **bar_options: Any,
 ) -> Any:
     """A tqdm bar, or a :class:`LogProgress` when stderr is not a terminal; both take ``update``,
-    ``set_postfix``, ``set_postfix_str``, iteration and ``with``."""
+    ``set_postfix``, ``set_postfix_str``, iteration and ``with``. ``bar_options``: more of tqdm's (the bar only)."""
     mode = _mode() if enabled else "off"
     if mode == "log":
         return LogProgress(iterable, total=total, desc=desc, unit=unit, initial=initial)
     from tqdm.auto import tqdm  # a widget in notebooks, a bar on terminals
 
-    return tqdm(
-        iterable, total=total, desc=desc, unit=unit, initial=initial, disable=mode == "off", smoothing=smoothing
-    )
+    options = {"total": total, "desc": desc, "unit": unit, "initial": initial, "smoothing": smoothing, **bar_options}
+    return tqdm(iterable, disable=mode == "off", **options)
 
 
 def _mode() -> str:
