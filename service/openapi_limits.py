@@ -258,7 +258,8 @@ def _index_params(kind: str, n_bits: int | None) -> Schema:
 
 
 def _bulk_row(settings: Settings, specs: list[ModelSpec]) -> Schema:
-    """One line of a bulk body (service.bulk.ndjson): an id, one of input or input_b64, optional metadata."""
+    """One line of a bulk body (service.bulk.ndjson): an id, one of input, input_b64, text or vector, optional
+    metadata."""
     raw = _any_of([input_schema(spec, settings) for spec in specs]) if specs else {}
     properties: dict[str, Schema] = {
         "id": {"type": "string", "maxLength": MAX_ID_CHARS, "pattern": BULK_ID_PATTERN, "description": NO_SURROGATES},
@@ -270,6 +271,14 @@ def _bulk_row(settings: Settings, specs: list[ModelSpec]) -> Schema:
     if vectors or not specs:  # one vector as base64 of little-endian float32
         properties["input_b64"] = _any_of([_base64_of(4 * dim) for dim in vectors]) if vectors else {"type": "string"}
         one_of.append({"required": ["input_b64"]})
+    # the data files' names for an input (models.data): a text, or a vector
+    if not specs or any(spec.featurizer == "text" for spec in specs):
+        properties["text"] = {"type": "string", "maxLength": settings.max_text_chars}
+        one_of.append({"required": ["text"]})
+    if vectors or not specs:
+        vector = [input_schema(spec, settings) for spec in specs if spec.featurizer != "text"]
+        properties["vector"] = _any_of(vector) if vector else {"type": "array", "items": {"type": "number"}}
+        one_of.append({"required": ["vector"]})
     row = {"type": "object", "properties": properties, "required": ["id"], "additionalProperties": False}
     return {**row, "oneOf": one_of} if len(one_of) > 1 else {**row, "required": ["id", "input"]}
 

@@ -82,6 +82,11 @@ def _block_from_rows(rows: list[Row]) -> Block:
 def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
     """One record (jsonl object or csv row) -> Row. ``position`` (0-based item number) is the default id."""
     # "" counts as absent: a csv with both columns leaves one cell empty per row.
+    if record.get("input") not in (None, ""):  # the HTTP row's field: a text, or a vector
+        if record.get("text") not in (None, "") or record.get("vector") not in (None, ""):
+            raise DataFormatError(f"{where}: item has 'input' and 'text' or 'vector'; give exactly one")
+        given = record["input"]
+        record = {**record, ("text" if isinstance(given, str) else "vector"): given}
     has_text, has_vector = record.get("text") not in (None, ""), record.get("vector") not in (None, "")
     if has_text == has_vector:
         problem = "both 'text' and 'vector'" if has_text else "neither a non-empty 'text' nor a 'vector'"
@@ -100,8 +105,8 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
 
 
 def _parse_metadata(record: dict[str, Any], where: str) -> dict:
-    """Keys other than id/text/vector/label/metadata, then the ``metadata`` dict on top (it is explicit)."""
-    extra = {k: v for k, v in record.items() if k not in ("id", "text", "vector", "label", "metadata")}
+    """Keys other than id/input/text/vector/label/metadata, then the ``metadata`` dict on top (it is explicit)."""
+    extra = {k: v for k, v in record.items() if k not in ("id", "input", "text", "vector", "label", "metadata")}
     nested = record.get("metadata")
     if nested in (None, ""):
         return extra

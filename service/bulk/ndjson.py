@@ -3,9 +3,11 @@ lines of bounded length and parses each into a row; the client (service.bulk.cli
 lines (:func:`block_lines`).
 
 A row is one JSON object per line: ``{"id": str, "input": <text or list of numbers>}`` or ``{"id": str,
-"input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``. A bad line
-raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under (service.bulk.job.SkipReport):
-``data_format`` (not JSON, not an object, unknown fields, neither or both inputs), ``undecodable``,
+"input_b64": <base64 of one vector as little-endian float32>}``, with an optional ``"metadata": {...}``; ``"text"``
+(a string) and ``"vector"`` (a list of numbers), the data files' names (models.data), are taken for ``"input"``.
+A bad line raises :class:`BadLine` carrying the reason the bulk job's skip report counts it under
+(service.bulk.job.SkipReport): ``data_format`` (not JSON, not an object, unknown fields, not exactly one input),
+``undecodable``,
 ``line_too_long``, ``bad_id`` (too long, or holding U+0000 or a lone surrogate), ``input_type`` (a null input
 too: null is not "absent"), ``invalid_input`` (bad base64), ``input_shape``, ``non_finite``, ``text_too_long``,
 ``invalid_metadata`` (would not read back: a lone surrogate, nesting deeper than
@@ -32,7 +34,8 @@ from hamdex.service.schemas import MAX_ID_CHARS, check_item_id
 from hamdex.service.settings import Settings
 
 MEDIA_TYPE = "application/x-ndjson"
-FIELDS = frozenset({"id", "input", "input_b64", "metadata"})
+FIELDS = frozenset({"id", "input", "input_b64", "text", "vector", "metadata"})
+INPUTS = ("input", "input_b64", "text", "vector")  # exactly one: text and vector are the data files' names
 _LONG_DIGITS = re.compile(r"\d{19}")
 
 
@@ -98,11 +101,13 @@ def parse_line(line: bytes | None, settings: Settings) -> Row:
     unknown = sorted(set(record) - FIELDS)
     if unknown:
         raise BadLine("data_format", f"unknown fields {unknown}; a row has id, input or input_b64, metadata", known_id)
-    has_input, has_b64 = "input" in record, "input_b64" in record  # null is given, and not an input
-    if has_input == has_b64:
-        raise BadLine("data_format", "a row needs exactly one of 'input' or 'input_b64'", known_id)
+    given = [name for name in INPUTS if name in record]  # null is given, and not an input
+    if len(given) != 1:
+        raise BadLine("data_format", "a row needs exactly one of 'input', 'input_b64', 'text' or 'vector'", known_id)
     try:
-        value = _input(record["input"], settings) if has_input else _unpack(record["input_b64"])
+        value = _unpack(record["input_b64"]) if given[0] == "input_b64" else _input(record[given[0]], settings)
+        if given[0] != "input" and isinstance(value, str) != (given[0] == "text"):
+            raise BadLine("input_type", f"'{given[0]}' must be a {'text' if given[0] == 'text' else 'list of numbers'}")
         metadata = _metadata(record.get("metadata"), settings, checked)
     except BadLine as bad:
         bad.id = known_id
