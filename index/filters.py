@@ -25,7 +25,7 @@ from typing import Any
 from hamdex.index.errors import InvalidQueryError
 
 MAX_FILTER_DEPTH = 4  # filter objects nested through $and / $or, the outermost counting as 1
-MAX_FILTER_TERMS = 256  # field tests in one filter, each $in / $nin value counting as one
+MAX_FILTER_TERMS = 4096  # field tests in one filter, each $in / $nin value counting as one (SQL variables < 32766)
 MAX_IN_VALUES = 256  # values of one $in / $nin
 MAX_BRANCHES = 16  # filters in one $and / $or
 OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists")
@@ -280,19 +280,23 @@ class _Compiler:
 
 
 def _all(parts: list[tuple[str, str]]) -> tuple[str, str]:
-    if not parts:
-        return "1", "0"
-    if len(parts) == 1:
-        return parts[0]
-    return " AND ".join(f"({s})" for s, _ in parts), _or_unc([u for _, u in parts])
+    return _joined(parts, "AND", ("1", "0"))
 
 
 def _any(parts: list[tuple[str, str]]) -> tuple[str, str]:
+    return _joined(parts, "OR", ("0", "0"))
+
+
+def _joined(parts: list[tuple[str, str]], op: str, empty: tuple[str, str]) -> tuple[str, str]:
+    """``parts`` joined by ``op`` as a balanced tree: SQLite refuses expressions nested 1000 deep, which a chain
+    of a few thousand terms would be."""
     if not parts:
-        return "0", "0"
+        return empty
     if len(parts) == 1:
         return parts[0]
-    return " OR ".join(f"({s})" for s, _ in parts), _or_unc([u for _, u in parts])
+    half = len(parts) // 2
+    (a, ua), (b, ub) = _joined(parts[:half], op, empty), _joined(parts[half:], op, empty)
+    return f"({a}) {op} ({b})", _or_unc([ua, ub])
 
 
 def _not(part: tuple[str, str]) -> tuple[str, str]:

@@ -35,7 +35,7 @@ async def add_index(field: FieldName, target: TargetDep) -> IndexedFields:
 
 def _checked(target):
     if target.collection.backend != "faiss":
-        raise ApiError("invalid_query", f"backend {target.collection.backend!r} keeps no payload indexes")
+        raise ApiError("unsupported_by_backend", f"backend {target.collection.backend!r} keeps no payload indexes")
     return target.collection
 
 

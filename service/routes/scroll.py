@@ -55,6 +55,11 @@ class DeleteByFilterResponse(BaseModel):
     complete: bool = Field(..., description="No matching item is left; false: send the request again for the rest.")
 
 
+def _faiss_only(target) -> None:
+    if target.collection.backend != "faiss":
+        raise ApiError("unsupported_by_backend", f"backend {target.collection.backend!r} cannot do this yet")
+
+
 def encode_cursor(position: int) -> str:
     return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{position}".encode()).decode().rstrip("=")
 
@@ -88,6 +93,7 @@ async def scroll_items(
     format: CodeFormat = "hex",
 ) -> ItemsPage:
     """A page of the collection's items in write order (see the module docstring for what a cursor promises)."""
+    _faiss_only(target)
     after = -1 if cursor is None else decode_cursor(cursor)
     where = parse_filter(filter)
     deadline = request.state.deadline
@@ -98,12 +104,14 @@ async def scroll_items(
 
 async def count_items(req: FilterRequest, target: TargetDep, request: Request) -> CountResponse:
     """How many items match the filter."""
+    _faiss_only(target)
     deadline = request.state.deadline
     return CountResponse(count=await run_in_threadpool(target.collection.count_matching, req.filter, deadline))
 
 
 async def delete_items(req: FilterRequest, target: TargetDep, request: Request) -> DeleteByFilterResponse:
     """Delete the items matching the filter, in durable chunks, for a bounded time per request."""
+    _faiss_only(target)
     budget = Deadline(DELETE_BUDGET_S)
     outer: Deadline = request.state.deadline
     if outer.at is not None and budget.at is not None:
