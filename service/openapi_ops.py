@@ -10,14 +10,14 @@
 - Error statuses: derived from what the route depends on and what the middleware does, not one list for all:
 
   ============================================  ==========================================================
-  every route                                   414 (service.middleware: URL too long)
-  every route but a streaming upload (:bulk)    504 (request timeout)
+  every route                                   414 (service.middleware: URL too long), 504 (request timeout;
+                                                a streaming upload's: a body idle too long)
   an API key checked                            400 (two Authorization headers), 401, 403
   the service must be ready (get_ready_state)   503 (still loading, or a collection backend unreachable)
   a JSON body                                   400 (not JSON), 413 (too large, unless streaming), 422
   query or path parameters                      422
   a path parameter (a collection, item, job)    404
-  a collection held open (get_target ...)       409 (locked, fingerprint, search parameter of another kind)
+  a named collection (collection_name)          409 (locked in another process; the default one never is)
   ============================================  ==========================================================
 
   plus :data:`EXTRA` for what a handler itself raises.
@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from hamdex.service.auth import ApiKeys
-from hamdex.service.deps import Require, collection_name, get_loose_target, get_ready_state, get_target
+from hamdex.service.deps import Require, collection_name, get_ready_state
 from hamdex.service.errors import ErrorBody
 from hamdex.service.middleware import STREAMING_SUFFIX
 from hamdex.service.settings import Settings
@@ -55,13 +55,13 @@ EXTRA: dict[str, set[int]] = {
     "readyz": {503},  # state.check_ready
     "health": {503},
     "encode": {429},  # the encode micro-batcher's queue is full (service.engine)
-    "upsert": {429},
-    "search": {429},
+    "upsert": {409, 429},  # fingerprint_mismatch
+    "search": {409, 429},  # query_id_not_found, unsupported_search_param
+    "bulk_upsert": {409},  # fingerprint_mismatch
     "create_collection": {404, 409},  # model_not_found (a named model), collection_exists
     "reconstruct": {409},  # not_reconstructable, image_format_unsupported
     "generate_": {409},
 }
-HOLDS_COLLECTION = {get_target, get_loose_target, collection_name}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
 
@@ -94,7 +94,7 @@ def statuses(route: APIRoute, settings: Settings, keyed: bool) -> set[int]:
     path_params = any(sub.path_params for sub in _walk(route.dependant))
     query_params = any(sub.query_params for sub in _walk(route.dependant))
     streaming = route.path.endswith(STREAMING_SUFFIX)
-    found = {414} if streaming else {414, 504}
+    found = {414, 504}
     required = _required(route)
     if required is not None and keyed and not (required.open_read and settings.open_reads):
         found |= {400, 401, 403}
@@ -106,7 +106,7 @@ def statuses(route: APIRoute, settings: Settings, keyed: bool) -> set[int]:
         found.add(422)
     if path_params:
         found.add(404)
-    if calls & HOLDS_COLLECTION:
+    if collection_name in calls:
         found.add(409)
     return found | EXTRA.get(route.name, set())
 

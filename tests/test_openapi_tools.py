@@ -123,6 +123,8 @@ def test_each_route_lists_the_statuses_it_can_answer(document: dict[str, Any]) -
     assert set(document["paths"]["/livez"]["get"]["responses"]) == {"200", "414", "504"}
     assert "404" not in document["paths"]["/v1/search"]["post"]["responses"]  # the default collection is always there
     assert "429" in document["paths"]["/v1/search"]["post"]["responses"]
+    assert "409" not in document["paths"]["/v1/items/{item_id}"]["get"]["responses"]  # the default: never locked
+    assert "409" in document["paths"]["/v1/collections/{name}/items/{item_id}"]["get"]["responses"]
     assert "429" not in document["paths"]["/v1/collections"]["get"]["responses"]
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
