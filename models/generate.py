@@ -216,7 +216,17 @@ def top_words(featurizer: Featurizer, probabilities: np.ndarray, k: int) -> list
     """Word probabilities (n, vocab) -> each row's ``k`` most probable words with their probability, best first."""
     vocabulary = featurizer.state()[0]["vocabulary"]
     k = min(k, probabilities.shape[1])
-    best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]  # (n, k)
+    if k == 0 or len(probabilities) == 0:
+        return [[] for _ in probabilities]
+    # the k largest by a partition, then only those sorted (a full sort of 1,000 x 10,000 took 3.6 s of 6); ties
+    # at the k-th value go to the lower indices, as a stable sort would give them
+    kth = -np.partition(-probabilities, k - 1, axis=1)[:, k - 1 : k]  # (n, 1) the k-th largest value
+    above, tied = probabilities > kth, probabilities == kth  # (n, vocab)
+    need = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))  # exactly k a row
+    part = np.nonzero(chosen)[1].reshape(len(probabilities), k)  # (n, k) by index
+    order = np.lexsort((part, -np.take_along_axis(probabilities, part, axis=1)))  # by probability, then index
+    best = np.take_along_axis(part, order, axis=1)  # (n, k)
     return [[(vocabulary[j], float(row[j])) for j in order] for row, order in zip(probabilities, best, strict=True)]
 
 

@@ -370,3 +370,23 @@ def test_the_document_states_the_decode_limits(make_client: MakeClient, trained:
             valid = jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).is_valid(body)
             resp = client.post(path, json=body)
             assert valid == resp.is_success, (kind, path, body, valid, resp.status_code, resp.text[:200])
+
+
+def test_top_words_are_those_of_a_stable_sort() -> None:
+    """The partition that replaced a full sort picks the same words in the same order, ties to the lower index."""
+    from hamdex.models import generate
+
+    class Vocabulary:
+        def state(self) -> tuple[dict, dict]:
+            return {"vocabulary": [f"w{i}" for i in range(40)]}, {}
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        p = rng.random((4, 40)).astype(np.float32)
+        p[:, rng.integers(0, 40, 8)] = p[0, 0]  # ties, at the boundary too
+        if trial % 10 == 0:
+            p[:] = 0.5
+        k = int(rng.integers(0, 41))
+        expected = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        got = generate.top_words(Vocabulary(), p, k)  # type: ignore[arg-type]
+        assert [[word for word, _ in row] for row in got] == [[f"w{j}" for j in row] for row in expected]
