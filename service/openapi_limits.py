@@ -183,6 +183,7 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
     for name in ("ItemIn", "Query"):
         schemas[name]["properties"]["input"] = {**raw, "title": "Input"}
         schemas[name]["properties"]["code"] = {**code, "title": "Code"}
+    _item_text_and_vector(schemas["ItemIn"], settings, specs)
     encode = schemas["EncodeRequest"]
     encode["properties"]["inputs"]["items"] = raw
     if all(spec.featurizer == "text" for spec in specs):  # a text model refuses vectors (422 input_type)
@@ -194,6 +195,29 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
         packed = schemas["PackedVectors"]["properties"]
         packed["data"]["description"] += " Its length must match the shape (not expressible here)."
         packed["shape"]["description"] += f" At most {settings.max_batch} items."
+
+
+def _item_text_and_vector(item: Schema, settings: Settings, specs: list[ModelSpec]) -> None:
+    """An item's ``text`` where a served model takes texts, its ``vector`` where one takes flat vectors (a dense
+    model, or pixels as one row); neither field where no model takes it (the model would refuse it)."""
+    properties, vectors = item["properties"], [s for s in specs if s.featurizer != "text"]
+    keep = {"input", "code"}
+    if any(spec.featurizer == "text" for spec in specs):
+        properties["text"] = {**properties["text"], "maxLength": settings.max_text_chars}
+        keep.add("text")
+    if vectors:
+        flat = [input_schema(spec, settings) for spec in vectors]
+        flat = [schema["anyOf"][0] if "anyOf" in schema else schema for schema in flat]  # pixels: the flat form
+        properties["vector"] = {
+            **_any_of(flat),
+            "title": "Vector",
+            "description": properties["vector"].get("description"),
+        }
+        keep.add("vector")
+    for name in ("text", "vector"):
+        if name not in keep:
+            properties.pop(name, None)
+    item["oneOf"] = [branch for branch in item["oneOf"] if branch["required"][0] in keep]
 
 
 def _add_decode_limits(schemas: dict[str, Schema], settings: Settings, spec: ModelSpec | None) -> None:

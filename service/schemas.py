@@ -132,16 +132,21 @@ class EncodeResponse(BaseModel):
 
 
 class ItemIn(_Strict):
-    model_config = ConfigDict(json_schema_extra=_one_of("input", "code"))
+    model_config = ConfigDict(json_schema_extra=_one_of("input", "code", "text", "vector"))
 
     id: ItemId
     input: RawInput | SkipJsonSchema[None] = _source()
     code: WireCode | SkipJsonSchema[None] = _source()
+    # the data files' names for an input (models.data), so that a file's row is a request's item as it is
+    text: StrictStr | SkipJsonSchema[None] = _source("A text input, as a data file's row names it.")
+    vector: list[StrictFloat] | SkipJsonSchema[None] = _source("A vector input, as a data file's row names it.")
     metadata: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ItemIn:
-        _exactly_one(self, ("input", "code"), "each item")
+        _exactly_one(self, ("input", "code", "text", "vector"), "each item")
+        if self.input is None and self.code is None:  # text or vector: the routes read the input
+            self.input = self.text if self.text is not None else self.vector
         return self
 
 

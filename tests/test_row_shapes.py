@@ -13,6 +13,7 @@ from hamdex.service.bulk.ndjson import BadLine, parse_line
 from hamdex.service.settings import Settings
 
 from tests.conftest import MakeClient
+from tests.helpers import assert_error
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
@@ -66,3 +67,25 @@ def test_a_data_file_line_goes_through_the_bulk_route_as_it_is(make_client: Make
     resp = client.post("/v1/items:bulk", content=body, headers=NDJSON)
     assert resp.status_code == 200, resp.text
     assert resp.json()["items"] == 2 and client.get("/v1/items/a").json()["metadata"] == {"n": 1}
+
+
+def test_the_items_route_takes_a_data_files_row(make_client: MakeClient, text_model_dir: Path) -> None:
+    client = make_client(text_model_dir)
+    items = [{"id": "a", "text": "goal team", "metadata": {"n": 1}}, {"id": "b", "input": "goal team"}]
+    resp = client.post("/v1/items", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    assert client.get("/v1/items/a").json()["code"] == client.get("/v1/items/b").json()["code"]
+    for bad in ({"id": "c", "text": "x", "input": "y"}, {"id": "c", "text": None}, {"id": "c", "text": 1}):
+        assert_error(client.post("/v1/items", json={"items": [bad]}), 422, "validation_error")
+    document = client.get("/openapi.json").json()["components"]["schemas"]["ItemIn"]
+    assert "text" in document["properties"] and "vector" not in document["properties"]  # a text model
+
+
+def test_a_dense_models_items_take_vector(make_client: MakeClient, dense_model_dir: Path) -> None:
+    client = make_client(dense_model_dir)
+    vector = [float(i) for i in range(12)]
+    resp = client.post("/v1/items", json={"items": [{"id": "a", "vector": vector}, {"id": "b", "input": vector}]})
+    assert resp.status_code == 200, resp.text
+    assert client.get("/v1/items/a").json()["code"] == client.get("/v1/items/b").json()["code"]
+    document = client.get("/openapi.json").json()["components"]["schemas"]["ItemIn"]
+    assert document["properties"]["vector"]["minItems"] == 12 and "text" not in document["properties"]
