@@ -78,7 +78,6 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False  # keys travel in Authorization, not cookies; for proxies that need it
     cors_max_age: int = Field(600, ge=0)  # seconds a browser may cache a preflight answer
 
-
     @property
     def backups_root(self) -> Path:
         return self.backups_dir if self.backups_dir is not None else self.collections_dir / ".backups"
