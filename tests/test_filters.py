@@ -210,3 +210,25 @@ def test_payload_index_is_used_by_the_planner(collection: Collection) -> None:
 def test_payload_index_field_names_are_checked(collection: Collection, name: str) -> None:
     with pytest.raises(InvalidQueryError):
         collection.index_fields([name])
+
+
+@pytest.mark.parametrize("backend", ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)])
+def test_both_backends_agree_with_the_oracle(tmp_path: Path, backend: str) -> None:
+    """Milvus is sent what its filter language expresses exactly (top-level equality) and scans with the Python
+    evaluator otherwise: the same results as FAISS, never wrong ones."""
+    if backend == "milvus":
+        pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    from hamdex.index import create_collection
+
+    coll = create_collection(tmp_path / "b", N_BITS, "fp", backend=backend)
+    try:
+        rng = random.Random(11)
+        items = fill(coll, [random_metadata(rng) for _ in range(120)])
+        query = np.zeros((1, N_BITS // 8), np.uint8)
+        for _ in range(40):
+            where = random_filter(rng)
+            want = sorted(i for i, m in items.items() if oracle(m, where))
+            got = coll.search(query, len(items), where=where, include_metadata=False)[0]
+            assert sorted(h.id for h in got) == want, where
+    finally:
+        coll.close()
