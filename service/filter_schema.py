@@ -35,7 +35,7 @@ CONDITION: dict[str, Any] = {
 }
 DESCRIPTION = (
     "Only items whose metadata passes this filter. Each entry must hold: `{field: value}` (equal, by JSON type: "
-    "true is not 1, \"1\" is not 1), `{field: {op: arg, ...}}` with `$eq $ne $in $nin $gt $gte $lt $lte $exists` "
+    'true is not 1, "1" is not 1), `{field: {op: arg, ...}}` with `$eq $ne $in $nin $gt $gte $lt $lte $exists` '
     "(ranges compare numbers with numbers and strings with strings; `$ne` / `$nin` hold for a missing field), "
     f"`$and` / `$or`: lists of filters. Bounds: nesting {MAX_FILTER_DEPTH} levels, {MAX_FILTER_TERMS} tests in all "
     f"(each `$in` value counts), {MAX_IN_VALUES} values per `$in`, {MAX_BRANCHES} filters per `$and` / `$or`. "
