@@ -24,7 +24,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from hamdex.index import backup, transfer
-from hamdex.index.errors import ImportFormatError
+from hamdex.index.base import CollectionLike
+from hamdex.index.errors import CollectionNotFoundError, ImportFormatError
 from hamdex.service.bulk.ndjson import MEDIA_TYPE, split_lines
 from hamdex.service.deps import ADMIN, READ, WRITE, ReadyStateDep, SettingsDep, collection_name, metadata_bytes
 from hamdex.service.errors import ApiError
@@ -80,15 +81,15 @@ async def import_collection(name: str, request: Request, state: ReadyStateDep, s
                     )
                 if header is None:
                     header = transfer.parse_header_line(line)
-                    await run_in_threadpool(_check_target, state, name, header)
+                    target = await run_in_threadpool(_check_target, state, name, header)
                     continue
                 block.append((line_no, line))
                 if len(block) >= settings.max_batch:
-                    items += await run_in_threadpool(_load, state, name, header, block, settings)
+                    items += await run_in_threadpool(_load, state, name, target, header, block, settings)
                     block = []
         if header is None:
             raise ImportFormatError("the body is empty: an export starts with its header line")
-        items += await run_in_threadpool(_load, state, name, header, block, settings) if block else 0
+        items += await run_in_threadpool(_load, state, name, target, header, block, settings) if block else 0
     except ImportFormatError as exc:
         raise ApiError(exc.error_type, f"{exc}; {items} rows before it were written") from exc
 
@@ -100,12 +101,16 @@ async def import_collection(name: str, request: Request, state: ReadyStateDep, s
     return ImportResponse(items=items, collection_count=await run_in_threadpool(count), seq=header.seq, seconds=seconds)
 
 
-def _check_target(state: ReadyStateDep, name: str, header: transfer.Header) -> None:
+def _check_target(state: ReadyStateDep, name: str, header: transfer.Header) -> CollectionLike:
+    """The collection the import writes to, if the header's codes fit it."""
     with state.registry.use(name) as collection:
         header.check_target(collection)
+        return collection
 
 
-def _load(state: ReadyStateDep, name: str, header: transfer.Header, block: list, settings: Settings) -> int:
+def _load(
+    state: ReadyStateDep, name: str, target: CollectionLike, header: transfer.Header, block: list, settings: Settings
+) -> int:
     """Parse and check a block of lines, then upsert it (one durable write); rows written."""
     n_bytes, rows = header.n_bits // 8, []
     for line_no, line in block:
@@ -118,7 +123,9 @@ def _load(state: ReadyStateDep, name: str, header: transfer.Header, block: list,
             message = f"line {line_no}: metadata is larger than {settings.max_metadata_bytes} bytes as JSON"
             raise ApiError("metadata_too_large", message)
         rows.append((item_id, code, metadata))
-    with state.registry.use(name) as collection:
+    with state.registry.use(name) as collection:  # held one block at a time: a drop waits for one block at most
+        if collection is not target:  # dropped, and created again, since the import began
+            raise CollectionNotFoundError(f"collection {name!r} was dropped during the import")
         return transfer.load_block(collection, rows)
 
 
