@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from hamdex.index.errors import CollectionError, ImportFormatError
 
+FORMATS = ("ndjson", "parquet")  # index.transfer.FORMATS (not imported here: it loads pyarrow)
+Format = Literal[FORMATS]  # type: ignore[valid-type]
 FormatOpt = Annotated[
-    str | None, typer.Option("--format", "-f", help="ndjson or parquet (default: by the file name, else ndjson).")
+    Format | None, typer.Option("--format", "-f", help="Default: by the file name (.parquet), else ndjson.")
 ]
 
 

@@ -5,6 +5,7 @@ not log on every command."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from hamdex.models.bottlenecks import BOTTLENECKS
@@ -47,10 +48,12 @@ def test_brackets_survive() -> None:
         ("train", "--device", ("auto", "cpu", "cuda", "cuda:N")),
         ("serve", "--device", ("auto", "cpu", "cuda", "cuda:N")),
         ("reconstruct", "--noise", ("gaussian", "salt_pepper", "dropout")),
+        ("export", "--format", ("ndjson", "parquet")),
+        ("import", "--format", ("ndjson", "parquet")),
     ],
 )
 def test_enumerated_options_list_their_choices(command: str, option: str, choices: tuple[str, ...]) -> None:
-    line = next(ln for ln in help_text(command).splitlines() if ln.strip().startswith(option))
+    line = next(ln for ln in help_text(command).splitlines() if re.match(rf"\s*(-\w, )?{option}\b", ln))
     assert f"<{'|'.join(choices)}>" in line
 
 
@@ -63,11 +66,19 @@ def test_enumerated_options_list_their_choices(command: str, option: str, choice
         ["index", "x", "--backend", "qdrant"],
         ["eval", "--baselines", "lsh,nope"],
         ["reconstruct", "x", "--mask", "middle"],
+        ["export", "x", "--out", "y", "--format", "csv"],
     ],
 )
 def test_a_value_off_the_list_is_refused_before_any_work(args: list[str]) -> None:
     result = RUNNER.invoke(app, args)
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_the_cli_knows_every_transfer_format() -> None:
+    from hamdex.index import transfer
+    from hamdex.service import cli_transfer
+
+    assert cli_transfer.FORMATS == transfer.FORMATS
 
 
 def test_cuda_n_is_a_device() -> None:
