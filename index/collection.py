@@ -405,8 +405,8 @@ class Collection(CollectionBase):
         self, after: int = -1, limit: int = 100, where: dict[str, Any] | None = None, deadline: Deadline | None = None
     ) -> tuple[list[Item], int | None]:
         """(live items matching ``where`` after position ``after``, in write order; the position to continue
-        after, or None at the end). Positions are internal ids, never reused: an item written during a scroll
-        (an upsert gives it a new one) appears with its new version later, or not again if the scroll passed it."""
+        after, or None at the end). Positions are internal ids, never reused, and an upsert gives an item a new
+        one: an item rewritten during a scroll comes in its new version (again, if the scroll had passed the old)."""
         where = check_filter(where)
         rows, last = self._store.scroll(int(after), int(limit), where, deadline)
         items = [Item(i, np.frombuffer(code, np.uint8).copy(), json.loads(meta)) for _, i, code, meta in rows]

@@ -55,10 +55,13 @@ def _filter_schema(depth: int) -> dict[str, Any]:
     return schema
 
 
+def filter_schema() -> dict[str, Any]:
+    """The filter's JSON Schema, described."""
+    return {**_filter_schema(1), "description": DESCRIPTION}
+
+
 def _checked(where: dict[str, Any]) -> dict[str, Any]:
     return check_filter(where)  # InvalidQueryError is a ValueError: pydantic answers 422 with its message
 
 
-Filter = Annotated[
-    dict[str, Any], AfterValidator(_checked), WithJsonSchema({**_filter_schema(1), "description": DESCRIPTION})
-]
+Filter = Annotated[dict[str, Any], AfterValidator(_checked), WithJsonSchema(filter_schema())]

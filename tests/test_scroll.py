@@ -115,6 +115,7 @@ def test_http_scroll_count_delete(client: TestClient, base: str) -> None:
     ("method", "path", "kwargs"),
     [
         ("get", "/v1/items", {"params": {"cursor": "nonsense"}}),
+        ("get", "/v1/items", {"params": {"cursor": "c" + "f" * 16}}),
         ("get", "/v1/items", {"params": {"filter": "{not json"}}),
         ("get", "/v1/items", {"params": {"filter": json.dumps({"n": {"$gt": True}})}}),
         ("get", "/v1/items", {"params": {"limit": 0}}),

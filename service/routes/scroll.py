@@ -3,9 +3,10 @@
 
 - ``GET .../items?cursor=&limit=&filter=``: a page of items in write order and the cursor of the next page (null
   at the end). The filter is JSON in the query string (the URL is bounded by HAMDEX_MAX_URL_BYTES). The cursor is
-  opaque; it holds a position (an internal id, never reused), so it stays valid under concurrent writes: an item
-  written during the scroll shows up again with its new version, or not at all if the scroll passed it; an item
-  not written meanwhile comes exactly once. A page may hold fewer than ``limit`` items and still have a next one.
+  opaque (its form is in the document); it holds a position (an internal id, never reused), so it stays valid
+  under concurrent writes: an item not written meanwhile comes exactly once; one rewritten during the scroll comes
+  in its new version (again, if the scroll had passed the old one); one deleted before
+  the scroll reaches it not. A page may hold fewer than ``limit`` items and still have a next one.
 - ``POST .../items:count {filter}``: how many items match.
 - ``POST .../items:delete {filter}`` (write scope): deletes the matching items in durable chunks for at most
   DELETE_BUDGET_S (and within the request's deadline); ``complete: false`` says to send it again for the rest.
@@ -13,8 +14,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Annotated
 
@@ -24,14 +23,23 @@ from hamdex.index.filters import check_filter
 from hamdex.models import bits
 from hamdex.service.deps import COLLECTION_PREFIXES, READ, WRITE, TargetDep
 from hamdex.service.errors import ApiError
-from hamdex.service.filter_schema import DESCRIPTION, Filter
+from hamdex.service.filter_schema import DESCRIPTION, Filter, filter_schema
 from hamdex.service.schemas import CodeFormat, ItemOut
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 MAX_PAGE = 1000  # items per page
 DELETE_BUDGET_S = 2.0  # work per delete request, well inside the request timeout
-_CURSOR_TAG = "v1:"
+CURSOR_PATTERN = "^c[0-9a-f]{1,15}$"  # every string of this form is a position: the document says what is valid
+# the filter, JSON in the query string: declared here as a JSON parameter of the filter's schema (FastAPI would
+# call it any string, and every string is not a filter)
+FILTER_PARAMETER = {
+    "name": "filter",
+    "in": "query",
+    "required": False,
+    "description": "A filter, as JSON. " + DESCRIPTION,
+    "content": {"application/json": {"schema": filter_schema()}},
+}
 
 router = APIRouter(tags=["items"])
 
@@ -61,17 +69,12 @@ def _faiss_only(target) -> None:
 
 
 def encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"{_CURSOR_TAG}{position}".encode()).decode().rstrip("=")
+    return f"c{position:x}"
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(_CURSOR_TAG) and text[len(_CURSOR_TAG) :].isdigit():
-            return int(text[len(_CURSOR_TAG) :])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ApiError("invalid_query", "the cursor is not one this server gave out")
+    """The position a cursor names (the route's pattern has checked its form)."""
+    return int(cursor[1:], 16)
 
 
 def parse_filter(text: str | None) -> dict:
@@ -87,15 +90,17 @@ def parse_filter(text: str | None) -> dict:
 async def scroll_items(
     target: TargetDep,
     request: Request,
-    cursor: Annotated[str | None, Query(description="From the previous page's next_cursor; none: the start.")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="From the previous page's next_cursor (opaque); none: the start."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Most items in the page.")] = 100,
-    filter: Annotated[str | None, Query(description="A filter as JSON. " + DESCRIPTION)] = None,
     format: CodeFormat = "hex",
 ) -> ItemsPage:
     """A page of the collection's items in write order (see the module docstring for what a cursor promises)."""
     _faiss_only(target)
     after = -1 if cursor is None else decode_cursor(cursor)
-    where = parse_filter(filter)
+    where = parse_filter(request.query_params.get("filter"))
     deadline = request.state.deadline
     items, last = await run_in_threadpool(target.collection.scroll, after, limit, where, deadline)
     page = [ItemOut(id=it.id, code=bits.to_wire(it.code, format), metadata=it.metadata) for it in items]
@@ -123,7 +128,14 @@ async def delete_items(req: FilterRequest, target: TargetDep, request: Request) 
 for prefix, dependencies in COLLECTION_PREFIXES:
     route = router.add_api_route
     writes, reads = [*dependencies, WRITE], [*dependencies, READ]
-    route(f"{prefix}/items", scroll_items, methods=["GET"], response_model=ItemsPage, dependencies=reads)
+    route(
+        f"{prefix}/items",
+        scroll_items,
+        methods=["GET"],
+        response_model=ItemsPage,
+        dependencies=reads,
+        openapi_extra={"parameters": [FILTER_PARAMETER]},
+    )
     route(f"{prefix}/items:count", count_items, methods=["POST"], response_model=CountResponse, dependencies=reads)
     route(
         f"{prefix}/items:delete",
