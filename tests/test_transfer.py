@@ -266,3 +266,25 @@ def test_the_async_client_exports_imports_and_backs_up(server: str, tmp_path: Pa
             assert made.seq == 1 and await hc.snapshots("async-dst") == [made]
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "parquet"])
+def test_an_export_streams_in_bounded_memory(tmp_path: Path, fmt: str) -> None:
+    import tracemalloc
+
+    n = 40_000
+    with Collection.create(tmp_path / "a", N_BITS, "fp") as coll:
+        for start in range(0, n, 10_000):
+            ids = [f"item-{i}" for i in range(start, start + 10_000)]
+            pads = np.random.default_rng(start).integers(0, 256, (10_000, 100), dtype=np.uint8)
+            coll.upsert(ids, random_codes(10_000, N_BITS, seed=start), [{"pad": p.tobytes().hex()} for p in pads])
+        export = transfer.Export(coll, chunk=1000)
+        stream = transfer.ndjson_lines(export) if fmt == "ndjson" else transfer.parquet_bytes(export)
+        tracemalloc.start()
+        try:
+            total = sum(len(part) for part in stream)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert total > n * 100  # the whole export went through (200 random hex digits an item; Parquet compresses) ...
+    assert peak < n * 200 / 2, peak  # ... a block at a time (all of it at once: over n * 250 bytes)
