@@ -22,7 +22,7 @@ import numpy as np
 import typer
 from hamdex.models import data
 from hamdex.models.bottlenecks import BOTTLENECKS
-from hamdex.service import cli_decode
+from hamdex.service import cli_decode, cli_transfer
 from hamdex.service.cli_info import info as info_cmd
 from hamdex.service.cli_options import DEVICE_METAVAR, DeviceOpt, check_device
 from rich.console import Console
@@ -648,6 +648,10 @@ app.command("info")(info_cmd)  # the model card (service.cli_info)
 # the decoder's commands live beside this module (service.cli_decode)
 app.command("reconstruct")(cli_decode.reconstruct)
 app.command("generate")(cli_decode.generate_cmd)
+# a collection's data in and out, and backups brought back (service.cli_transfer)
+app.command("export")(cli_transfer.export_cmd)
+app.command("import")(cli_transfer.import_cmd)
+app.command("restore")(cli_transfer.restore_cmd)
 
 
 if __name__ == "__main__":
