@@ -335,15 +335,19 @@ class Store:
             cursor.close()
 
     def matching(self, where: dict[str, Any], max_rows: int, deadline: Deadline | None = None) -> Matching | None:
-        """Live rows whose metadata has each ``where`` field equal to its value (by JSON type and value, as
-        :func:`index.validation.matches` decides), or None when more than ``max_rows`` rows match. SQLite reads
-        every row to find them: past ``deadline`` it stops (SearchTimeoutError)."""
+        """Live rows whose metadata matches ``where`` (as :func:`index.filters.matches` decides), or None when
+        SQLite selects more than ``max_rows``. Their internal ids first: from a payload index alone when one
+        answers the filter (a broad filter is then given up on without reading its rows), else by reading every
+        row; then the rows themselves. Past ``deadline`` it stops (SearchTimeoutError)."""
         clause, unc, params = _filter_sql(where)
-        with self._stopping_at(deadline):
-            sql = f"{_LIVE_ROWS.format(unc=unc)} AND {clause} LIMIT :limit"
-            rows = self._query(sql, {**params, "limit": max_rows + 1})
-        if len(rows) > max_rows:
-            return None
+        with self.reading(), self._stopping_at(deadline):
+            sql = f"SELECT internal FROM items WHERE deleted_seq IS NULL AND {clause} LIMIT :limit"
+            found = self._query(sql, {**params, "limit": max_rows + 1})
+            if len(found) > max_rows:
+                return None
+            ids = json.dumps([r[0] for r in found])
+            sql = f"{_LIVE_ROWS.format(unc=unc)} AND internal IN (SELECT value FROM json_each(:ids))"
+            rows = self._query(sql, {**params, "ids": ids})
         return _matching(rows, where)
 
     def matching_chunks(self, where: dict[str, Any], deadline: Deadline | None = None) -> Iterator[Matching]:
