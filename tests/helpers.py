@@ -7,12 +7,14 @@ import asyncio
 import re
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import numpy as np
+import uvicorn
 from click.testing import Result
 from fastapi import FastAPI
 from hamdex.service.app import wait_ready
@@ -111,3 +113,28 @@ def pairs(hits: list[dict]) -> list[tuple[int, str]]:
 def run_index(*args: str) -> Result:
     """``hamdex index ARGS`` in this process."""
     return CliRunner().invoke(cli_app, ["index", *args])
+
+
+@contextmanager
+def server_thread(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
+    """A real HTTP server (uvicorn, lifespan on) for ``app`` in a thread of this process: its base URL once
+    /readyz answers 200; stopped on exit."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,29 +16,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from hamdex.models import checkpoint
 from hamdex.service.app import create_app
 
 import hamdex
 from hamdex import client as hc
 from tests.conftest import dense_vectors, settings_for, synthetic_texts
-from tests.helpers import free_port, popcount_distances, run_index
+from tests.helpers import free_port, popcount_distances, run_index, server_thread
 
 
 def _serve(settings) -> Iterator[str]:  # noqa: ANN001
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{config.port}"
-    deadline = time.monotonic() + 60
-    while not hamdex.Client(url, max_retries=0).health():
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
-        time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+    with server_thread(create_app(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

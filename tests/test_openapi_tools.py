@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from hamdex.service.app import create_app
 from hamdex.service.errors import STATUS
 from hamdex.service.openapi_ops import ID_PATTERN, SCHEME
 
 from tests.conftest import settings_for, synthetic_texts
-from tests.helpers import bearer, free_port
+from tests.helpers import bearer, server_thread
 
 ADMIN = "admin-key-0123456789"
 # the operations generated clients are built from: renaming one breaks every client, so a change here is deliberate
@@ -149,23 +147,8 @@ def test_docs_pages_load_their_scripts_from_the_service(text_model_dir: Path, tm
 @pytest.fixture(scope="module")
 def server(text_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = settings_for(text_model_dir, tmp_path_factory.mktemp("server"), api_keys=f"{ADMIN} admin")
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{config.port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
-        time.sleep(0.1)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+    with server_thread(create_app(settings)) as url:
+        yield url
 
 
 def test_a_generated_client_searches(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

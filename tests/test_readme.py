@@ -14,20 +14,17 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-import httpx
 import pytest
-import uvicorn
 from hamdex.models import checkpoint
 from hamdex.models.train import fit_hasher
 from hamdex.service.app import create_app
 
 from tests.conftest import TRAIN, settings_for, synthetic_texts
+from tests.helpers import server_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -84,24 +81,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(workdir: Path) -> Iterator[str]:
     """The base URL of a real HTTP server (uvicorn, in a thread of this process) on that model."""
     settings = settings_for(workdir / "var" / "model", workdir / "server")
-    port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not become ready"
-        time.sleep(0.1)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=30)
+    with server_thread(create_app(settings)) as url:
+        yield url
 
 
 def _env() -> dict[str, str]:
