@@ -33,6 +33,12 @@ class InvalidQueryError(CollectionError, ValueError):
     error_type = "invalid_query"
 
 
+class TooManyIndexesError(CollectionError):
+    """A payload index past the collection's limit: its indexes so far decide, not the request."""
+
+    error_type = "too_many_indexes"
+
+
 class InvalidManifestError(CollectionError, ValueError):
     """Collection settings are invalid (n_bits not a positive multiple of 8, unknown index kind...)."""
 

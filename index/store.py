@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from hamdex.index.deadline import Deadline
-from hamdex.index.errors import CorruptCollectionError, InvalidQueryError
+from hamdex.index.errors import CorruptCollectionError, InvalidQueryError, TooManyIndexesError
 from hamdex.index.filters import HOLDS_NUL, escaped_in_json, filter_sql, json_path_literal, matches
 
 DB_FILE = "items.sqlite"
@@ -166,7 +166,7 @@ class Store:
             have = json.loads(row[0]) if row else []
             new = [n for n in dict.fromkeys(names) if n not in have]
             if len(have) + len(new) > MAX_INDEXED_FIELDS:
-                raise InvalidQueryError(f"a collection indexes at most {MAX_INDEXED_FIELDS} fields")
+                raise TooManyIndexesError(f"a collection indexes at most {MAX_INDEXED_FIELDS} fields, has {len(have)}")
             for name in new:
                 conn.execute(_payload_index_sql(name))
             if new:

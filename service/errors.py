@@ -52,6 +52,7 @@ STATUS: dict[str, int] = {
     # request the API document calls valid may meet it (a conflict with the collection's state, as above)
     "unsupported_search_param": 409,
     "collection_exists": 409,
+    "too_many_indexes": 409,  # a payload index past a collection's 16: its indexes so far decide, not the request
     # /v1/reconstruct and /v1/generate on a model whose decoder rebuilds other features than its inputs (scattering)
     "not_reconstructable": 409,
     "image_format_unsupported": 409,  # images whose channels a PNG cannot hold: ask image_format array

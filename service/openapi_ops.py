@@ -61,6 +61,7 @@ EXTRA: dict[str, set[int]] = {
     "create_collection": {404, 409},  # model_not_found (a named model), collection_exists
     "reconstruct": {409},  # not_reconstructable, image_format_unsupported
     "generate_": {409},
+    "add_index": {409},  # too_many_indexes
 }
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 

@@ -140,3 +140,15 @@ def test_http_payload_indexes(client: TestClient, base: str) -> None:
     assert http_scroll(client, base, limit=4, filter=json.dumps(where)) == [f"i{i:03d}" for i in range(10, 20)]
     body = client.post(f"{base}/search", json={"queries": [{"code": "0000"}], "k": 50, "filter": where}).json()
     assert sorted(h["id"] for h in body["results"][0]) == [f"i{i:03d}" for i in range(10, 20)]
+
+
+def test_a_payload_index_past_the_limit_is_a_conflict(client: TestClient) -> None:
+    """The 17th field is refused with 409: the collection's indexes so far decide, not the request (a request the
+    API document calls valid is never a 422)."""
+    from hamdex.index.store import MAX_INDEXED_FIELDS
+
+    for i in range(MAX_INDEXED_FIELDS):
+        assert client.put(f"/v1/indexes/f{i}").status_code == 200
+    response = client.put("/v1/indexes/one_more")
+    assert (response.status_code, response.json()["error_type"]) == (409, "too_many_indexes"), response.text
+    assert len(client.get("/v1/indexes").json()["fields"]) == MAX_INDEXED_FIELDS
