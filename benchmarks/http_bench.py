@@ -314,7 +314,9 @@ finally:
     profile.dump_stats(sys.argv[1])
 """
 
-_METRIC = re.compile(r'^hamdex_(batch_items|batch_seconds|queue_wait_seconds)_(sum|count)\{batcher="(\w+)"\} (\S+)$')
+_METRIC = re.compile(
+    r'^hamdex_(batch_items|batch_duration_seconds|queue_wait_seconds)_(sum|count)\{batcher="(\w+)"\} (\S+)$'
+)
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -335,8 +337,8 @@ def batch_stats(before: dict[str, float], after: dict[str, float], batcher: str,
     return {
         "batches": int(batches),
         "mean_batch_items": d["batch_items_sum"] / batches,
-        "mean_batch_ms": d["batch_seconds_sum"] / batches * 1000,
-        "batcher_busy": d["batch_seconds_sum"] / wall_s,  # fraction of the phase the batch thread was running
+        "mean_batch_ms": d["batch_duration_seconds_sum"] / batches * 1000,
+        "batcher_busy": d["batch_duration_seconds_sum"] / wall_s,  # fraction of the phase the batch thread was running
     }
 
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from hamdex.service.auth import ApiKeys
 from hamdex.service.cors import install_cors
 from hamdex.service.docs_pages import add_docs
@@ -20,6 +20,7 @@ from hamdex.service.metrics import Metrics
 from hamdex.service.middleware import BatchGuard, ServiceMiddleware
 from hamdex.service.openapi import install_openapi
 from hamdex.service.openapi_ops import operation_id
+from hamdex.service.query_check import reject_unknown_query
 from hamdex.service.routes import bulk, collections, decode, encode, indexes, items, meta, scroll, search, transfer
 from hamdex.service.settings import Settings, get_settings
 from hamdex.service.state import ServiceState
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,  # search, upsertItems, ...: the names generated clients use
+        dependencies=[Depends(reject_unknown_query)],  # ?lmit=5 is a 422, as an unknown body field is
         docs_url=None,  # service.docs_pages serves /docs and /redoc with local scripts
         redoc_url=None,
         **({"openapi_url": None} if keyed_docs else {}),

@@ -48,7 +48,7 @@ class FastSearch:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         match = _PATH.match(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if match is None or not self.settings.fast_search:
+        if match is None or not self.settings.fast_search or scope.get("query_string"):  # a query: the route's 422
             await self.app(scope, receive, send)
             return
         messages = await read_body(receive)  # the body-size limit (service.middleware) applies as it is read

@@ -11,7 +11,8 @@
 
   ============================================  ==========================================================
   every route                                   414 (service.middleware: URL too long), 504 (request timeout;
-                                                a streaming upload's: a body idle too long)
+                                                a streaming upload's: a body idle too long), 422 (an unknown
+                                                query parameter: service.query_check)
   an API key checked                            400 (two Authorization headers), 401, 403
   the service must be ready (get_ready_state)   503 (still loading, or a collection backend unreachable)
   a JSON body                                   400 (not JSON), 413 (too large, unless streaming), 422
@@ -95,7 +96,7 @@ def statuses(route: APIRoute, settings: Settings, keyed: bool) -> set[int]:
     path_params = any(sub.path_params for sub in _walk(route.dependant))
     query_params = any(sub.query_params for sub in _walk(route.dependant))
     streaming = route.path.endswith(STREAMING_SUFFIX)
-    found = {414, 504}
+    found = {414, 422, 504}  # 422: an unknown query parameter (service.query_check), on every route
     required = _required(route)
     if required is not None and keyed and not (required.open_read and settings.open_reads):
         found |= {400, 401, 403}

@@ -111,14 +111,14 @@ def test_each_route_lists_the_statuses_it_can_answer(document: dict[str, Any]) -
     for method, path, op in _operations(document):
         errors = {status for status in op["responses"] if status[0] in "45"}
         where = f"{method} {path}"
-        assert "414" in errors, where  # the middleware's URL limit holds everywhere
+        assert {"414", "422"} <= errors, where  # the URL limit and the unknown-query check hold everywhere
         assert ("401" in errors) == ("403" in errors) == (path not in OPEN), where
         if "{" in path:  # a path that names a collection, item or job: 404 when there is none
             assert "404" in errors, where
         if "requestBody" not in op:
             assert "413" not in errors, where
         assert not (errors - {str(s) for s in STATUS.values()}), where
-    assert set(document["paths"]["/livez"]["get"]["responses"]) == {"200", "414", "504"}
+    assert set(document["paths"]["/livez"]["get"]["responses"]) == {"200", "414", "422", "504"}  # 422: ?unknown=
     assert "404" not in document["paths"]["/v1/search"]["post"]["responses"]  # the default collection is always there
     assert "429" in document["paths"]["/v1/search"]["post"]["responses"]
     assert "409" not in document["paths"]["/v1/items/{item_id}"]["get"]["responses"]  # the default: never locked
