@@ -52,7 +52,10 @@ def reset(app: FastAPI) -> None:
     """Drop every named collection and empty the default one. Each scenario starts from the same state, so the same
     draws get the same answers: hypothesis refuses to go on when they do not ("inconsistent data generation")."""
     with asgi.get_client(app) as client:
-        for collection in client.get("/v1/collections", headers=AUTH).json()["collections"]:
+        wait_ready(app, timeout=60)  # once, in the full suite, the first listing of a run was not a 200
+        listing = client.get("/v1/collections", headers=AUTH)
+        assert listing.status_code == 200, listing.text
+        for collection in listing.json()["collections"]:
             if collection["name"] != "default":
                 assert client.delete(f"/v1/collections/{collection['name']}", headers=AUTH).status_code == 200
         everything = {"queries": [{"code": "0000"}], "k": 1000}
