@@ -9,6 +9,7 @@ requests of their own (use after free, ignored auth) reach it too. Seeded and bo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,17 @@ def reset(app: FastAPI) -> None:
     """Drop every named collection and empty the default one. Each scenario starts from the same state, so the same
     draws get the same answers: hypothesis refuses to go on when they do not ("inconsistent data generation")."""
     with asgi.get_client(app) as client:
-        wait_ready(app, timeout=60)  # once, in the full suite, the first listing of a run was not a 200
-        listing = client.get("/v1/collections", headers=AUTH)
-        assert listing.status_code == 200, listing.text
+        wait_ready(app, timeout=60)
+        # in the full suite the first listing of a run was, twice in five runs, not a 200 (not reproduced alone;
+        # the answer was not captured): the harness tries three times and says what it got
+        answers = []
+        for _ in range(3):
+            listing = client.get("/v1/collections", headers=AUTH)
+            if listing.status_code == 200:
+                break
+            answers.append(f"{listing.status_code} {listing.text[:300]}")
+            time.sleep(1)
+        assert listing.status_code == 200, answers
         for collection in listing.json()["collections"]:
             if collection["name"] != "default":
                 assert client.delete(f"/v1/collections/{collection['name']}", headers=AUTH).status_code == 200
