@@ -152,7 +152,7 @@ def _kept(items: int, start: int, done: int) -> str:
 async def _blocks(request: Request, settings: Settings) -> AsyncIterator[RawBlock]:
     block: RawBlock = []
     size = 0
-    async for lines in split_lines(_chunks(request, settings.request_timeout_s), settings.max_bulk_line_bytes):
+    async for lines in split_lines(body_chunks(request, settings.request_timeout_s), settings.max_bulk_line_bytes):
         for line in lines:
             block.append(line)
             size += 0 if line is None else len(line)
@@ -163,8 +163,8 @@ async def _blocks(request: Request, settings: Settings) -> AsyncIterator[RawBloc
         yield block
 
 
-async def _chunks(request: Request, idle_s: float) -> AsyncIterator[bytes]:
-    """The body's chunks; 504 when none comes for ``idle_s`` seconds."""
+async def body_chunks(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 504 when none comes for ``idle_s`` seconds (the bulk and import routes' streamed bodies)."""
     stream = request.stream()
     while True:
         try:

@@ -16,9 +16,7 @@ HAMDEX_REQUEST_TIMEOUT_S gets 504.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,6 +27,7 @@ from hamdex.index.errors import CollectionNotFoundError, ImportFormatError
 from hamdex.service.bulk.ndjson import MEDIA_TYPE, split_lines
 from hamdex.service.deps import ADMIN, READ, WRITE, ReadyStateDep, SettingsDep, collection_name, metadata_bytes
 from hamdex.service.errors import ApiError
+from hamdex.service.routes.bulk import body_chunks
 from hamdex.service.schemas import MAX_ID_CHARS, ImportResponse, SnapshotInfo, SnapshotList
 from hamdex.service.settings import Settings
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -72,7 +71,7 @@ async def import_collection(name: str, request: Request, state: ReadyStateDep, s
     """Upsert the rows of an NDJSON export, block by block (see the module docstring)."""
     t0, header, block, items, line_no = time.perf_counter(), None, [], 0, 0
     try:
-        async for lines in split_lines(_chunks(request, settings.request_timeout_s), settings.max_bulk_line_bytes):
+        async for lines in split_lines(body_chunks(request, settings.request_timeout_s), settings.max_bulk_line_bytes):
             for line in lines:
                 line_no += 1
                 if line is None:
@@ -127,19 +126,6 @@ def _load(
         if collection is not target:  # dropped, and created again, since the import began
             raise CollectionNotFoundError(f"collection {name!r} was dropped during the import")
         return transfer.load_block(collection, rows)
-
-
-async def _chunks(request: Request, idle_s: float) -> AsyncIterator[bytes]:
-    """The body's chunks; 504 when none comes for ``idle_s`` seconds."""
-    stream = request.stream()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(anext(stream), idle_s)
-        except StopAsyncIteration:
-            return
-        except TimeoutError as exc:
-            raise ApiError("timeout", f"the body sent nothing for {idle_s} s") from exc
-        yield chunk
 
 
 @router.post("/{name}/snapshots", status_code=201, response_model=SnapshotInfo, dependencies=[*NAMED, ADMIN])
