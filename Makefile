@@ -11,7 +11,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,milvus,ray]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,milvus,ray,sentence]'
 	# the client generator of tests/test_openapi_tools.py, without its dependencies: it asks typer<0.28, for its
 	# own command line only (the test calls it as a library), and the hamdex CLI runs on typer 0.29
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt openapi-python-client ruamel.yaml

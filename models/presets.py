@@ -43,6 +43,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "dense": ({}, {"min_steps": 1000}),
 }
+PRESETS["sentence"] = PRESETS["dense"]  # sentence embeddings are dense vectors (models.sentence)
 
 
 KL_REFERENCE_BITS = 32  # preset KL weights are tuned at this width
