@@ -27,7 +27,7 @@ _ERRORS = (
 _EXPORTS = {
     **{name: "backends" for name in ("AnyCollection", "create_collection", "open_collection")},
     "open_or_create_collection": "backends",
-    **{name: "base" for name in ("BACKENDS", "CollectionLike", "Hit", "Item", "Manifest", "UpsertResult")},
+    **{name: "base" for name in ("BACKENDS", "CollectionLike", "Hit", "Item", "Manifest", "ScoredHit", "UpsertResult")},
     **{name: "collection" for name in ("SUPPORTED_INDEX_KINDS", "Collection")},
     **{name: "errors" for name in _ERRORS},
     "MilvusCollection": "milvus",
@@ -53,6 +53,7 @@ __all__ = [
     "Manifest",
     "MilvusCollection",
     "SUPPORTED_INDEX_KINDS",
+    "ScoredHit",
     "UpsertResult",
     "create_collection",
     "open_collection",
@@ -61,7 +62,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from hamdex.index.backends import AnyCollection, create_collection, open_collection, open_or_create_collection
-    from hamdex.index.base import BACKENDS, CollectionLike, Hit, Item, Manifest, UpsertResult
+    from hamdex.index.base import BACKENDS, CollectionLike, Hit, Item, Manifest, ScoredHit, UpsertResult
     from hamdex.index.collection import SUPPORTED_INDEX_KINDS, Collection
     from hamdex.index.errors import (
         BackendUnavailableError,

@@ -52,6 +52,7 @@ from hamdex.index.validation import (
     is_int,
     metadata_texts,
 )
+from hamdex.index.vectors import VECTOR_DTYPES
 
 LOG = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Manifest:
     created_at: str = field(default_factory=_now_iso)  # ISO 8601, UTC
     backend: str = "faiss"  # "faiss" (index.collection) or "milvus" (index.milvus)
     milvus_uri: str | None = None  # backend "milvus": a server URL, or None for a milvus-lite file in the directory
+    vectors: str | None = None  # keep each item's vector too (index.vectors): "float16", "int8", or None
+    vector_dim: int | None = None  # their dimension: fixed by the first upsert that gives vectors
 
     def __post_init__(self) -> None:
         if not is_int(self.n_bits) or self.n_bits <= 0 or self.n_bits % 8:
@@ -105,6 +108,10 @@ class Manifest:
             raise InvalidManifestError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.milvus_uri is not None and (self.backend != "milvus" or not isinstance(self.milvus_uri, str)):
             raise InvalidManifestError(f"milvus_uri is null or a string, for backend milvus; got {self.milvus_uri!r}")
+        if self.vectors is not None and self.vectors not in VECTOR_DTYPES:
+            raise InvalidManifestError(f"vectors must be one of {list(VECTOR_DTYPES)} or null, got {self.vectors!r}")
+        if self.vector_dim is not None and (not is_int(self.vector_dim) or self.vector_dim < 1 or not self.vectors):
+            raise InvalidManifestError(f"vector_dim is null or a positive int, with vectors; got {self.vector_dim!r}")
 
     @classmethod
     def from_dict(cls, raw: object) -> Manifest:
@@ -134,6 +141,15 @@ class Hit(NamedTuple):
     id: str
     distance: int  # Hamming distance to the query
     metadata: dict | None  # None when the search was asked not to include metadata
+
+
+class ScoredHit(NamedTuple):
+    """A hit of a reranked search (two-stage ranking: see Collection.search's ``rerank``)."""
+
+    id: str
+    distance: int  # Hamming distance to the query
+    metadata: dict | None
+    score: float | None  # cosine with the stored vector, or the asymmetric score; None: ranked by Hamming distance
 
 
 class Item(NamedTuple):
@@ -542,6 +558,7 @@ class CollectionLike(Protocol):
         metadata: Sequence[dict | None] | None = None,
         *,
         progress: tuple[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> UpsertResult: ...
     def delete(self, ids: Sequence[str]) -> int: ...
     def search(
@@ -553,7 +570,10 @@ class CollectionLike(Protocol):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
-    ) -> list[list[Hit]]: ...
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
+    ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def range_search(
         self,
         codes: np.ndarray,
@@ -564,7 +584,10 @@ class CollectionLike(Protocol):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
-    ) -> list[list[Hit]]: ...
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
+    ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]: ...
     def progress(self, key: str) -> Any: ...
     def set_progress(self, key: str, value: Any) -> None: ...

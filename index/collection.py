@@ -13,7 +13,9 @@ mostly tombstones (``index.kinds.WAIT_FRACTION``), for the rebuild in flight.
 Searches share a readers-writer lock with the short step that applies a write, so they never see half a write
 and are never blocked behind a long bulk insert (its SQLite commits happen outside that lock).
 
-Directory layout: ``items.sqlite`` (+ ``-wal``/``-shm``), ``manifest.json``, ``snapshot-<seq>.npz``, ``LOCK``.
+Directory layout: ``items.sqlite`` (+ ``-wal``/``-shm``), ``manifest.json``, ``snapshot-<seq>.npz``, ``LOCK``,
+and with the ``vectors`` setting ``vectors.bin`` (:mod:`index.vectors`: written and fsynced inside each upsert's
+transaction, before its commit, so stored vectors are exactly as durable as the codes).
 A collection is opened by one process at a time (an advisory lock on ``LOCK``); that folder lifecycle, shared with
 the Milvus backend, is :class:`index.base.CollectionBase`'s.
 """
@@ -26,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from hamdex.index.base import (
     Hit,
     Item,
     Manifest,
+    ScoredHit,
     UpsertResult,
     check_fingerprint,
     progress_key,
@@ -54,7 +58,8 @@ from hamdex.index.kinds import KINDS, HammingIndex, make_hamming_index
 from hamdex.index.rwlock import RWLock
 from hamdex.index.scan import TopK
 from hamdex.index.store import DB_FILE, Matching, Store
-from hamdex.index.validation import Scalar, check_filter, check_id
+from hamdex.index.validation import Scalar, check_filter, check_id, is_int
+from hamdex.index.vectors import VectorFile, asymmetric, check_query_vectors, cosine
 
 LOG = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ class Collection(CollectionBase):
         self._applied_seq = 0
         self._snapshot_seq = -1
         self._changed_since_snapshot = 0
+        self._vectors = VectorFile(path, settings.vectors, settings.vector_dim) if settings.vectors else None
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -106,6 +112,8 @@ class Collection(CollectionBase):
             raise CollectionExistsError(f"a collection already exists at {path}")
 
     def _load(self) -> None:
+        if self._vectors is not None and self._vectors.dim is None:
+            os.truncate(self._vectors.file, 0)  # rows of upserts that never committed: no item points to them
         self._recover()
         self._changed(0)  # a replay may have left tombstones past the rebuild threshold
 
@@ -199,16 +207,29 @@ class Collection(CollectionBase):
         metadata: Sequence[dict | None] | None = None,
         *,
         progress: tuple[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> UpsertResult:
         """Insert or replace (code and metadata) items; durable on return. Input is validated before any change.
 
         ``progress=(key, value)``: also store that job-progress record (see :meth:`set_progress`) in the same
-        SQLite transaction, so the items and the record of having written them commit together or not at all."""
+        SQLite transaction, so the items and the record of having written them commit together or not at all.
+        ``vectors``: float (n, d), each item's vector, for a collection created with ``vectors`` (the first
+        upsert with vectors fixes d); an item upserted without one (``vectors=None``, or an all-zero row) has
+        none, and a rerank scores it 0."""
         ids, codes, texts = self._valid_items(ids, codes, metadata)
-        return self._write(ids, codes, texts, progress)
+        if vectors is not None and self._vectors is None:
+            raise InvalidItemsError(f"collection at {self._path} keeps no vectors (create it with vectors=...)")
+        if vectors is not None:
+            vectors = self._vectors.check(vectors, len(ids))
+        return self._write(ids, codes, texts, progress, vectors)
 
     def _write(
-        self, ids: list[str], codes: np.ndarray, texts: list[str], progress: tuple[str, Any] | None = None
+        self,
+        ids: list[str],
+        codes: np.ndarray,
+        texts: list[str],
+        progress: tuple[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> UpsertResult:
         self._check_open()
         if not ids:
@@ -218,7 +239,13 @@ class Collection(CollectionBase):
         stored = None if progress is None else (progress_key(progress[0]), progress[1])
         self._wait_for_rebuild()
         with self._write_mutex:
-            written = self._store.upsert(ids, codes, texts, progress=stored)
+            settings, before_commit = self._vector_write(vectors, len(ids))
+            written = self._store.upsert(ids, codes, texts, stored, settings, before_commit)
+            if settings:  # the first vectors fixed the dimension, durably with them
+                self._vectors.dim = settings["vector_dim"]
+                self._settings = replace(self._settings, vector_dim=self._vectors.dim)
+            if self._vectors is not None:
+                self._vectors.clear(written.removed)
             with self._rw.write():
                 self._index.remove(written.removed)
                 self._index.add(codes, written.added)
@@ -226,6 +253,46 @@ class Collection(CollectionBase):
                 self._count += len(ids) - len(written.removed)
             self._changed(len(ids))
         return UpsertResult(inserted=len(ids) - len(written.removed), updated=len(written.removed))
+
+    def _vector_write(self, vectors: np.ndarray | None, n: int) -> tuple[dict[str, Any], Any]:
+        """(settings to store with the upsert, its before_commit): the rows of its vectors, zeros for "none" (so a
+        row an uncommitted upsert wrote is never read as this one's), written and fsynced before the commit."""
+        vf = self._vectors
+        if vf is None or (vectors is None and vf.dim is None):
+            return {}, None
+        dim = vf.dim if vf.dim is not None else vectors.shape[1]
+        rows = vectors if vectors is not None else np.zeros((n, dim), np.float32)
+        settings = {"vector_dim": dim} if vf.dim is None else {}
+
+        def before_commit(added: np.ndarray) -> None:
+            vf.write(added, rows, dim)
+
+        return settings, before_commit
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """float32 (n, d): the stored vector of each id (as stored: float16 or int8 precision); a row of zeros for
+        an unknown id or an item stored without one. InvalidQueryError if the collection keeps no vectors."""
+        if self._vectors is None:
+            raise InvalidQueryError(f"collection at {self._path} keeps no vectors")
+        self._check_open()
+        if self._vectors.dim is None:
+            return np.zeros((len(ids), 0), np.float32)
+        found = self._store.live_internal([i for i in ids if isinstance(i, str)])
+        internal = np.asarray([found.get(i, (-1, b""))[0] for i in ids], np.int64)
+        out = np.zeros((len(ids), self._vectors.dim), np.float32)
+        known = internal >= 0
+        if known.any():
+            out[known] = self._vectors.read(internal[known])
+        return out
+
+    @property
+    def vector_dtype(self) -> str | None:
+        """The ``vectors`` setting: "float16", "int8", or None (no vectors kept)."""
+        return self._settings.vectors
+
+    @property
+    def vector_dim(self) -> int | None:
+        return None if self._vectors is None else self._vectors.dim
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove items; returns how many existed (unknown ids are ignored, an id with NUL or a lone surrogate is
@@ -236,6 +303,8 @@ class Collection(CollectionBase):
         self._wait_for_rebuild()
         with self._write_mutex:
             written = self._store.delete(wanted)
+            if self._vectors is not None:
+                self._vectors.clear(written.removed)
             with self._rw.write():
                 self._index.remove(written.removed)
                 self._applied_seq = written.seq
@@ -263,14 +332,28 @@ class Collection(CollectionBase):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
-    ) -> list[list[Hit]]:
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
+    ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
 
         ``where`` keeps only items whose metadata has each field equal to the value given; the result still holds
         ``k`` hits per query whenever ``k`` matching items exist (exact kinds; approximate kinds search deeper
         until they find them or exhaust what their index reaches). ``params`` are the index kind's query
         parameters. ``deadline`` (index.deadline) is checked between blocks of work: past it, SearchTimeoutError.
+
+        ``rerank=N``: two-stage ranking (:meth:`_rescore`): the max(N, k) nearest by Hamming distance, rescored,
+        the best ``k`` returned as ScoredHit sorted by (-score, distance, id). ``query_vectors`` float (q, d):
+        scored by cosine with the stored vectors (a collection created with ``vectors``); ``query_scores`` float
+        (q, n_bits) (models.rerank.query_scores): the asymmetric score of each candidate's bits. A query whose row
+        is NaN (or without either array) keeps the Hamming order, with score None.
         """
+        if rerank is not None:
+            self._check_rerank(rerank, len(codes), query_vectors, query_scores)
+            options = {"include_metadata": include_metadata, "where": where, "params": params, "deadline": deadline}
+            found = self.search(codes, max(int(rerank), int(k)), **options)
+            return self._rescore(found, int(k), query_vectors, query_scores, deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
@@ -289,13 +372,25 @@ class Collection(CollectionBase):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
-    ) -> list[list[Hit]]:
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
+    ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id).
 
         With ``k``, only the ``k`` nearest of them: a top-k search (:meth:`search`, filter included) whose hits
         beyond the radius are dropped, so the work grows with k, not with the items inside the radius. Among
         items tied at the k-th distance, which are kept is the top-k search's choice, as in :meth:`search`.
+        ``rerank``, ``query_vectors``, ``query_scores``: as in :meth:`search` (``k`` is then required): the
+        candidates are the max(N, k) nearest within the radius.
         """
+        if rerank is not None:
+            if k is None:
+                raise InvalidQueryError("a reranked radius search needs k")
+            self._check_rerank(rerank, len(codes), query_vectors, query_scores)
+            options = {"include_metadata": include_metadata, "where": where, "params": params, "deadline": deadline}
+            found = self.range_search(codes, radius, k=max(int(rerank), int(k)), **options)
+            return self._rescore(found, int(k), query_vectors, query_scores, deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
@@ -312,6 +407,51 @@ class Collection(CollectionBase):
 
     def _check_params(self, params: dict[str, int] | None) -> dict[str, int]:
         return self._index.check_query_params(params)
+
+    # ---- two-stage ranking ----------------------------------------------------------------------------------
+
+    def _check_rerank(self, rerank: object, n: int, query_vectors: object, query_scores: object) -> None:
+        if not is_int(rerank) or rerank < 1:
+            raise InvalidQueryError(f"rerank must be a positive int (candidates), got {rerank!r}")
+        if query_vectors is not None and query_scores is not None:
+            raise InvalidQueryError("rerank by query_vectors or by query_scores, not both")
+        if query_vectors is not None:
+            if self._vectors is None:
+                raise InvalidQueryError(f"collection at {self._path} keeps no vectors to rerank by cosine")
+            check_query_vectors(query_vectors, n, self._vectors.dim)
+        if query_scores is not None:
+            check_query_vectors(query_scores, n, self.n_bits)
+
+    def _rescore(self, found, k: int, query_vectors, query_scores, deadline: Deadline | None) -> list[list[ScoredHit]]:
+        """Each query's candidates (Hamming hits) rescored: cosine of its vector with theirs, or the asymmetric
+        score of its per-bit scores against their codes; the best k by (-score, distance, id). A query without a
+        vector or scores (a NaN row), and every query when neither is given, keeps the Hamming order (score None).
+        Candidates deleted since the Hamming search are left out."""
+        check(deadline)
+        wanted = query_vectors if query_vectors is not None else query_scores
+        if wanted is None:
+            return [[ScoredHit(*h, None) for h in hits[:k]] for hits in found]
+        live = self._store.live_internal([h.id for hits in found for h in hits])
+        stored = None
+        if query_vectors is not None and live and self._vectors.dim is not None:
+            internal = np.fromiter((v[0] for v in live.values()), np.int64, len(live))
+            rows = dict(zip(live, range(len(live)), strict=True))
+            stored = (rows, self._vectors.read(internal))
+        out = []
+        for hits, q in zip(found, np.asarray(wanted, np.float32), strict=True):
+            hits = [h for h in hits if h.id in live]
+            if not np.isfinite(q).all() or not hits:
+                out.append([ScoredHit(*h, None) for h in hits[:k]])
+                continue
+            if query_vectors is not None:
+                vectors = stored[1][[stored[0][h.id] for h in hits]] if stored else np.zeros((len(hits), len(q)))
+                scores = cosine(q, vectors)
+            else:
+                codes = np.frombuffer(b"".join(live[h.id][1] for h in hits), np.uint8).reshape(len(hits), -1)
+                scores = asymmetric(q, codes)
+            order = sorted(range(len(hits)), key=lambda j: (-scores[j], hits[j].distance, hits[j].id))
+            out.append([ScoredHit(*hits[j], float(scores[j])) for j in order[:k]])
+        return out
 
     @staticmethod
     def _blocks(codes: np.ndarray, deadline: Deadline | None, search) -> list[list[Hit]]:
@@ -434,6 +574,8 @@ class Collection(CollectionBase):
                 self._wait_for_rebuild()
                 with self._write_mutex:
                     written = self._store.delete_internal([r[0] for r in rows])
+                    if self._vectors is not None:
+                        self._vectors.clear(written.removed)
                     with self._rw.write():
                         self._index.remove(written.removed)
                         self._applied_seq = written.seq
@@ -514,6 +656,8 @@ class Collection(CollectionBase):
             with self._rw.read():
                 arrays, index_seq = self._index.to_arrays(), self._applied_seq
             seq = copy_database(self._store.file, directory / DB_FILE)  # after: it holds every write applied
+            if self._vectors is not None:  # after the database: every row it points to is in the file
+                self._vectors.copy_to(directory)
             snapshot.write(directory, index_seq, arrays, self.manifest.settings())
         return seq
 
@@ -551,6 +695,11 @@ class Collection(CollectionBase):
             self._snapshot_thread.join()
         if self._applied_seq != self._snapshot_seq:
             self.snapshot()
+
+    def _release(self) -> None:
+        if self._vectors is not None:
+            self._vectors.close()
+        super()._release()
 
 
 def _same_settings(manifest: dict[str, Any], settings: Manifest) -> bool:

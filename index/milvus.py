@@ -53,6 +53,13 @@ from hamdex.index.store import Store
 from hamdex.index.validation import Scalar, is_int, matches
 
 LOG = logging.getLogger(__name__)
+
+
+def _no_rerank(rerank: object) -> None:
+    if rerank is not None:
+        raise InvalidQueryError("backend milvus does not rerank: search by Hamming distance alone")
+
+
 # milvus-lite answers an iterator without a server timestamp, and pymilvus then warns on every scan that it uses
 # the client's clock instead: which still sees every write made before the scan, so the warning is noise here.
 logging.getLogger("pymilvus.orm.iterator").addFilter(lambda record: "mvccTs" not in record.getMessage())
@@ -195,6 +202,8 @@ class MilvusCollection(CollectionBase):
     def _check_new(cls, path: Path, settings: Manifest) -> None:
         check_kind(settings.index_kind, settings.milvus_uri)
         check_uri(settings.milvus_uri)
+        if settings.vectors is not None:
+            raise InvalidManifestError("backend milvus keeps no vectors: create it without 'vectors'")
 
     def _initialize(self) -> dict[str, Any]:
         self._create_in_milvus()
@@ -244,8 +253,12 @@ class MilvusCollection(CollectionBase):
         metadata: Sequence[dict | None] | None = None,
         *,
         progress: tuple[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> UpsertResult:
-        """Insert or replace (code and metadata) items. ``progress=(key, value)`` is stored once they are written."""
+        """Insert or replace (code and metadata) items. ``progress=(key, value)`` is stored once they are written.
+        This backend keeps no vectors (``vectors`` must be None)."""
+        if vectors is not None:
+            raise InvalidItemsError("backend milvus keeps no vectors")
         ids, codes, texts = self._valid_items(ids, codes, metadata)
         pks = [_pk(i) for i in ids]
         too_long = next((pk for pk in pks if len(pk.encode()) > MAX_ID_BYTES), None)
@@ -316,9 +329,14 @@ class MilvusCollection(CollectionBase):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
-        ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted)."""
+        ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted). This backend
+        does not rerank (``rerank`` must be None)."""
+        _no_rerank(rerank)
         check(deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         k = min(int(k), self._count)
@@ -345,9 +363,13 @@ class MilvusCollection(CollectionBase):
         where: dict[str, Scalar] | None = None,
         params: dict[str, int] | None = None,
         deadline: Deadline | None = None,
+        rerank: int | None = None,
+        query_vectors: np.ndarray | None = None,
+        query_scores: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id); with
-        ``k``, the first k of them. ``deadline`` is checked before Milvus is asked."""
+        ``k``, the first k of them. ``deadline`` is checked before Milvus is asked. No ``rerank``, as in search."""
+        _no_rerank(rerank)
         check(deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         every = self._within(codes, radius, include_metadata, where, qparams)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -189,12 +189,19 @@ class Store:
         codes: np.ndarray,
         metadata: Sequence[str],
         progress: tuple[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        before_commit: Callable[[np.ndarray], None] | None = None,
     ) -> Written:
         """Insert or replace items in one durable transaction; ``progress=(key, value)`` writes that settings key
-        in the same transaction, so a bulk job's record of what it has done commits atomically with the items."""
+        in the same transaction, so a bulk job's record of what it has done commits atomically with the items, as
+        do ``settings`` (keys and JSON values). ``before_commit(added)``: called with the new rows' internal ids
+        inside the transaction, last (the stored vectors' write and fsync: :mod:`index.vectors`); if it raises,
+        nothing is written."""
         with self._transaction() as conn:
             if progress is not None:
                 self._put_setting(conn, *progress)
+            for key, value in (settings or {}).items():
+                self._put_setting(conn, key, value)
             seq, next_internal = self._counters(conn)
             removed = self._mark_removed(conn, ids, seq)
             added = np.arange(next_internal, next_internal + len(ids), dtype=np.int64)
@@ -202,6 +209,8 @@ class Store:
             rows = zip(added.tolist(), ids, blobs, metadata, [seq] * len(ids), strict=True)
             conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, NULL)", rows)
             self._set_counters(conn, seq, next_internal + len(ids))
+            if before_commit is not None:
+                before_commit(added)
         return Written(seq, removed, added)
 
     def delete(self, ids: Sequence[str]) -> Written:
@@ -412,6 +421,16 @@ class Store:
         """Internal ids written at or before ``seq`` and removed after it: in a snapshot at ``seq``, gone since."""
         rows = self._query("SELECT internal FROM items WHERE seq <= ? AND deleted_seq > ?", (seq, seq))
         return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def live_internal(self, ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """external id -> (internal id, code) of the live items among ``ids`` (unknown ids left out)."""
+        ids, out = list(dict.fromkeys(ids)), {}
+        for start in range(0, len(ids), _MAX_PARAMS):
+            chunk = ids[start : start + _MAX_PARAMS]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, internal, code FROM items WHERE deleted_seq IS NULL AND id IN ({marks})"
+            out.update({r[0]: (r[1], r[2]) for r in self._query(sql, chunk)})
+        return out
 
     def check(self) -> None:
         """SQLite's own consistency check; raises CorruptCollectionError naming the file."""
