@@ -24,6 +24,7 @@ from hamdex.models.autoencoder import ModelConfig
 from hamdex.models.ensemble import Model, build_model
 from hamdex.models.featurizers import Featurizer, load_featurizer
 from hamdex.models.hasher import Hasher, resolve_device
+from hamdex.models.sentence import EncoderError
 from safetensors.numpy import load_file, save_file
 
 FORMAT_VERSION = 1
@@ -155,6 +156,9 @@ def load(path: str | Path, device: str = "auto") -> Hasher:
     weights = {k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith(FEATURIZER_PREFIX)}
     model.load_state_dict(weights)
     feat_arrays = {k[len(FEATURIZER_PREFIX) :]: v for k, v in tensors.items() if k.startswith(FEATURIZER_PREFIX)}
-    featurizer = load_featurizer(meta["featurizer"]["kind"], meta["featurizer"]["params"], feat_arrays)
+    try:
+        featurizer = load_featurizer(meta["featurizer"]["kind"], meta["featurizer"]["params"], feat_arrays)
+    except EncoderError as exc:  # the sentence encoder it names is missing or has other weights
+        raise CheckpointError(f"{path}: {exc}") from exc
     info = {k: v for k, v in meta.items() if k not in ("model_config", "featurizer")}
     return Hasher(model, featurizer, fp, resolve_device(device), info)

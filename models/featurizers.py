@@ -4,6 +4,7 @@ inside the checkpoint so the service accepts the same raw inputs and produces th
 - ``text``: scikit-learn TF-IDF (10k vocabulary, English stop words, sublinear tf), the protocol of VDSH/NASH.
 - ``pixels``: uint8 images scaled to [0, 1] and flattened.
 - ``dense``: float vectors standardised with the training mean and standard deviation.
+- ``sentence``: texts embedded by a local sentence-transformers encoder, then standardised (models.sentence).
 
 Every featurizer validates raw input and raises :class:`InputError` with a machine-readable ``error_type``.
 """
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from hamdex.models.sentence import SentenceFeaturizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 Features = np.ndarray | sp.csr_matrix  # float32 (n, d), dense or sparse
@@ -179,18 +181,23 @@ def _as_array(values: np.ndarray | Sequence[Any], dtype: type) -> np.ndarray:
     return arr
 
 
-Featurizer = TextFeaturizer | PixelFeaturizer | DenseFeaturizer
+Featurizer = TextFeaturizer | PixelFeaturizer | DenseFeaturizer | SentenceFeaturizer
 FEATURIZERS: dict[str, type[Featurizer]] = {
     "text": TextFeaturizer,
     "pixels": PixelFeaturizer,
     "dense": DenseFeaturizer,
+    "sentence": SentenceFeaturizer,
 }
 
 
-def make_featurizer(kind: str) -> Featurizer:
+def make_featurizer(kind: str, **options: Any) -> Featurizer:
+    """A new featurizer of ``kind``; ``options`` are its constructor's (e.g. sentence: encoder, max_tokens)."""
     if kind not in FEATURIZERS:
         raise ValueError(f"unknown featurizer {kind!r}; choose one of {', '.join(FEATURIZERS)}")
-    return FEATURIZERS[kind]()
+    try:
+        return FEATURIZERS[kind](**options)
+    except TypeError as exc:  # an option this kind does not take
+        raise ValueError(f"featurizer {kind!r} does not take the options {sorted(options)}: {exc}") from exc
 
 
 def load_featurizer(kind: str, params: dict, tensors: dict[str, np.ndarray]) -> Featurizer:

@@ -71,6 +71,8 @@ class Hasher:
 
     def __post_init__(self) -> None:
         self.model.to(self.device).eval()
+        if hasattr(self.featurizer, "to"):  # a featurizer with a network of its own (models.sentence) runs here too
+            self.featurizer.to(self.device)
 
     @property
     def n_bits(self) -> int:

@@ -363,17 +363,19 @@ def fit_hasher(
     featurizer_kind: str,
     model_overrides: dict[str, Any] | None = None,
     cfg: TrainConfig | None = None,
+    featurizer_options: dict[str, Any] | None = None,
 ) -> tuple[Hasher, TrainResult]:
     """Raw training inputs -> a trained Hasher (featurizer fitted on the same inputs).
 
-    The reconstruction loss follows the featurizer unless ``model_overrides`` names one.
+    The reconstruction loss follows the featurizer unless ``model_overrides`` names one. ``featurizer_options`` go
+    to the featurizer's constructor (models.featurizers.make_featurizer), e.g. the sentence encoder's path.
     """
     cfg = cfg or TrainConfig()
     if cfg.full_vocab_neighbours and featurizer_kind != "text":
         raise ValueError(f"full_vocab_neighbours needs text inputs, not {featurizer_kind}")
     if cfg.target_features == "scattering" and featurizer_kind != "pixels":
         raise ValueError(f"target_features 'scattering' needs images (the pixels featurizer), not {featurizer_kind}")
-    featurizer = make_featurizer(featurizer_kind).fit(inputs)
+    featurizer = make_featurizer(featurizer_kind, **(featurizer_options or {})).fit(inputs)
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
