@@ -45,7 +45,7 @@ console = Console()
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Checkpoint directory.")]
 CollectionOpt = Annotated[Path, typer.Option("--collection", "-c", help="Collection directory.")]
 FEATURIZER_FOR_KIND = {"text": "text", "image": "pixels", "vector": "dense"}
-FEATURIZERS = ("auto", "text", "pixels", "dense")
+FEATURIZERS = ("auto", "text", "pixels", "dense", "sentence")
 BACKENDS = ("faiss", "milvus")
 BASELINES = ("lsh", "lsh_centered", "pcah", "itq")  # hamdex.service.evaluate
 
@@ -116,7 +116,17 @@ def _check_list(value: str, allowed: tuple[str, ...]) -> str:
 def train(
     data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Training data (path or demo:train).")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")] = Path("var/model"),
-    featurizer: Annotated[Featurizer, typer.Option(help="auto: from the data (text, images, vectors).")] = "auto",
+    featurizer: Annotated[
+        Featurizer,
+        typer.Option(help="auto: from the data (text, images, vectors); sentence: texts by a neural encoder."),
+    ] = "auto",
+    encoder: Annotated[
+        Path | None,
+        typer.Option(help="--featurizer sentence: a local sentence-transformers directory (default all-MiniLM-L6-v2)."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="--featurizer sentence: word pieces per text (default 128).")
+    ] = None,
     image_shape: Annotated[
         str | None,
         typer.Option(help="Vector rows are flattened images of this shape, e.g. 28x28 (auto: square 0-255 rows)."),
@@ -180,6 +190,7 @@ def train(
 
     block = _as_images(load_data(data_spec, limit, columns), featurizer, image_shape)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
+    feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
     model_given = {
         "n_bits": bits,
         "members": members,
@@ -202,7 +213,7 @@ def train(
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)
-        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg)
+        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg, feat_options)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     fp = checkpoint.save(out, hasher)
@@ -212,6 +223,20 @@ def train(
     if strict and report["safeguard"]["warnings"]:
         console.print("[red]--strict: exiting with status 1 because of the warning above[/red]")
         raise typer.Exit(1)
+
+
+def _sentence_options(kind: str, data_kind: str, encoder: Path | None, max_tokens: int | None, device: str) -> dict:
+    """The sentence featurizer's options (models.sentence); an error for them with another featurizer, or for
+    sentence with data that is not text."""
+    if kind != "sentence":
+        given = [name for name, value in (("--encoder", encoder), ("--max-tokens", max_tokens)) if value is not None]
+        if given:
+            raise _fail(f"{' and '.join(given)} go with --featurizer sentence, not {kind}")
+        return {}
+    if data_kind != "text":
+        raise _fail(f"--featurizer sentence embeds texts; this data holds {data_kind} items")
+    options = {"encoder": encoder, "max_tokens": max_tokens, "device": device}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _as_images(block: data.Block, featurizer: str, image_shape: str | None) -> data.Block:

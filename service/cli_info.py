@@ -66,6 +66,12 @@ def render(card: dict[str, Any]) -> str:
         f"{config.get('members')} member(s), {card['featurizer']['kind']} featurizer ({config.get('input_dim')} "
         "features)",
     ]
+    params = card["featurizer"]["params"]
+    if "weights_sha256" in params:  # sentence: the encoder the features come from (models.sentence)
+        lines.append(
+            f"  encoder {params['encoder']} (version {params['encoder_version']}, weights sha256 "
+            f"{params['weights_sha256'][:12]}, {params['max_tokens']} tokens)"
+        )
     if report:
         lines += ["", *_report_lines(report)]
     lines += ["", "model config", *_fields(config)]

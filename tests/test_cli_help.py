@@ -55,7 +55,7 @@ def test_brackets_survive() -> None:
     ("command", "option", "choices"),
     [
         ("train", "--bottleneck", BOTTLENECKS),
-        ("train", "--featurizer", ("auto", "text", "pixels", "dense")),
+        ("train", "--featurizer", ("auto", "text", "pixels", "dense", "sentence")),
         ("train", "--readout", ("threshold", "itq")),
         ("train", "--target-features", ("input", "scattering")),
         ("index", "--backend", ("faiss", "milvus")),
