@@ -21,7 +21,19 @@ from hamdex.service.middleware import BatchGuard, ServiceMiddleware
 from hamdex.service.openapi import install_openapi
 from hamdex.service.openapi_ops import operation_id
 from hamdex.service.query_check import reject_unknown_query
-from hamdex.service.routes import bulk, collections, decode, encode, indexes, items, meta, scroll, search, transfer
+from hamdex.service.routes import (
+    bulk,
+    collections,
+    decode,
+    encode,
+    indexes,
+    items,
+    meta,
+    scroll,
+    search,
+    transfer,
+    ui,
+)
 from hamdex.service.settings import Settings, get_settings
 from hamdex.service.state import ServiceState
 
@@ -66,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_cors(app, settings)  # outermost: preflights answered before any key check
     install_handlers(app)
-    for module in (meta, encode, decode, items, scroll, bulk, search, collections, indexes, transfer):
+    for module in (meta, encode, decode, items, scroll, bulk, search, collections, indexes, transfer, ui):
         app.include_router(module.router)
     install_openapi(app, settings)
     # keyed: a browser sends no key, so its /docs page cannot load the document: browse with HAMDEX_OPEN_DOCS=true,
