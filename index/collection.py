@@ -351,9 +351,9 @@ class Collection(CollectionBase):
         """
         if rerank is not None:
             self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            options = {"include_metadata": include_metadata, "where": where, "params": params, "deadline": deadline}
+            options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
             found = self.search(codes, max(int(rerank), int(k)), **options)
-            return self._rescore(found, int(k), query_vectors, query_scores, deadline)
+            return self._rescore(found, int(k), include_metadata, query_vectors, query_scores, deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
@@ -388,9 +388,9 @@ class Collection(CollectionBase):
             if k is None:
                 raise InvalidQueryError("a reranked radius search needs k")
             self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            options = {"include_metadata": include_metadata, "where": where, "params": params, "deadline": deadline}
+            options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
             found = self.range_search(codes, radius, k=max(int(rerank), int(k)), **options)
-            return self._rescore(found, int(k), query_vectors, query_scores, deadline)
+            return self._rescore(found, int(k), include_metadata, query_vectors, query_scores, deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
@@ -422,35 +422,40 @@ class Collection(CollectionBase):
         if query_scores is not None:
             check_query_vectors(query_scores, n, self.n_bits)
 
-    def _rescore(self, found, k: int, query_vectors, query_scores, deadline: Deadline | None) -> list[list[ScoredHit]]:
-        """Each query's candidates (Hamming hits) rescored: cosine of its vector with theirs, or the asymmetric
-        score of its per-bit scores against their codes; the best k by (-score, distance, id). A query without a
-        vector or scores (a NaN row), and every query when neither is given, keeps the Hamming order (score None).
-        Candidates deleted since the Hamming search are left out."""
-        check(deadline)
+    def _rescore(
+        self, found, k: int, include_metadata: bool, query_vectors, query_scores, deadline: Deadline | None
+    ) -> list[list[ScoredHit]]:
+        """Each query's candidates (Hamming hits, without metadata) rescored: cosine of its vector with theirs, or
+        the asymmetric score of its per-bit scores against their codes; the best k by (-score, distance, id),
+        with metadata. A query without a vector or scores (a NaN row), and every query when neither is given,
+        keeps the Hamming order (score None). Candidates deleted since the Hamming search are left out. One query
+        at a time, so memory stays at one query's candidates."""
         wanted = query_vectors if query_vectors is not None else query_scores
-        if wanted is None:
-            return [[ScoredHit(*h, None) for h in hits[:k]] for hits in found]
-        live = self._store.live_internal([h.id for hits in found for h in hits])
-        stored = None
-        if query_vectors is not None and live and self._vectors.dim is not None:
-            internal = np.fromiter((v[0] for v in live.values()), np.int64, len(live))
-            rows = dict(zip(live, range(len(live)), strict=True))
-            stored = (rows, self._vectors.read(internal))
         out = []
-        for hits, q in zip(found, np.asarray(wanted, np.float32), strict=True):
+        for i, hits in enumerate(found):
+            check(deadline)
+            live = self._store.live_internal([h.id for h in hits])
             hits = [h for h in hits if h.id in live]
-            if not np.isfinite(q).all() or not hits:
-                out.append([ScoredHit(*h, None) for h in hits[:k]])
-                continue
-            if query_vectors is not None:
-                vectors = stored[1][[stored[0][h.id] for h in hits]] if stored else np.zeros((len(hits), len(q)))
-                scores = cosine(q, vectors)
+            q = None if wanted is None else np.asarray(wanted[i], np.float32)
+            if q is None or not np.isfinite(q).all() or not hits:
+                ranked = [(h, None) for h in hits[:k]]
             else:
-                codes = np.frombuffer(b"".join(live[h.id][1] for h in hits), np.uint8).reshape(len(hits), -1)
-                scores = asymmetric(q, codes)
-            order = sorted(range(len(hits)), key=lambda j: (-scores[j], hits[j].distance, hits[j].id))
-            out.append([ScoredHit(*hits[j], float(scores[j])) for j in order[:k]])
+                if query_vectors is not None:
+                    internal = np.asarray([live[h.id][0] for h in hits], np.int64)
+                    stored = self._vectors.read(internal) if self._vectors.dim else np.zeros((len(hits), len(q)))
+                    scores = cosine(q, stored)
+                else:
+                    codes = np.frombuffer(b"".join(live[h.id][1] for h in hits), np.uint8).reshape(len(hits), -1)
+                    scores = asymmetric(q, codes)
+                order = sorted(range(len(hits)), key=lambda j: (-scores[j], hits[j].distance, hits[j].id))
+                ranked = [(hits[j], float(scores[j])) for j in order[:k]]
+            meta = self._store.describe([live[h.id][0] for h, _ in ranked]) if include_metadata and ranked else {}
+            out.append(
+                [
+                    ScoredHit(h.id, h.distance, json.loads(meta[live[h.id][0]][1]) if meta else None, score)
+                    for h, score in ranked
+                ]
+            )
         return out
 
     @staticmethod

@@ -222,9 +222,11 @@ class Registry:
         *,
         backend: str = "faiss",
         milvus_uri: str | None = None,
+        vectors: str | None = None,
     ) -> CollectionLike:
         """A new empty collection called ``name``, open and cached. It appears under its name only once complete.
-        ``backend``: "faiss" or "milvus" (``milvus_uri``: a server URL, or None for a milvus-lite file inside)."""
+        ``backend``: "faiss" or "milvus" (``milvus_uri``: a server URL, or None for a milvus-lite file inside).
+        ``vectors``: keep each item's vector too ("float16" or "int8", index.vectors)."""
         check_name(name)
         with self._name_lock(name):
             with self._lock:
@@ -238,6 +240,8 @@ class Registry:
             tmp = self.root / f"{_CREATING}{name}.{uuid.uuid4().hex}"
             try:
                 options = {"model": model, "backend": backend, "milvus_uri": milvus_uri}
+                if vectors is not None:
+                    options["vectors"] = vectors
                 create_collection(tmp, n_bits, fingerprint, index_kind, index_params, **options).close()
                 os.rename(tmp, path)
                 snapshot.fsync_path(self.root, directory=True)

@@ -106,9 +106,14 @@ class Engine:
     ) -> EncodeResult:
         """Raw inputs -> codes (and latents), through the encode batcher (one batch per model)."""
         features = await run_in_threadpool(hasher.features, inputs)  # raises InputError on bad input
+        return await self.encode_features(hasher, features, latent, timings)
+
+    async def encode_features(self, hasher: Hasher, features: Any, latent: bool, timings: Timings) -> EncodeResult:
+        """Features (hasher.features' output) -> codes (and latents), through the encode batcher: for a caller
+        that needs the features too (a reranked search, an upsert keeping vectors), so they are made once."""
         self.metrics.queued.labels("encode").set(self.encoder.queued_items)
         try:
-            result, stats = await self.encoder.submit(hasher.fingerprint, (hasher, features, latent), len(inputs))
+            result, stats = await self.encoder.submit(hasher.fingerprint, (hasher, features, latent), features.shape[0])
         except QueueFull:
             self.metrics.rejected.labels("encode").inc()
             raise

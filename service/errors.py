@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "batch_too_large": 422,
     "k_out_of_range": 422,
     "radius_out_of_range": 422,
+    "rerank_out_of_range": 422,  # rerank.candidates outside 1..HAMDEX_MAX_RERANK_CANDIDATES
     "invalid_input": 422,
     "input_type": 422,  # e.g. a vector sent to a text model
     "input_shape": 422,  # wrong vector length or image shape
@@ -58,6 +59,8 @@ STATUS: dict[str, int] = {
     "image_format_unsupported": 409,  # images whose channels a PNG cannot hold: ask image_format array
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
+    # a collection keeping vectors for a model whose features are not kept (text: sparse TF-IDF), or on milvus
+    "vectors_unsupported": 409,
     "backend_unavailable": 501,  # a collection backend whose client library is not installed (pymilvus)
     "backend_unreachable": 503,  # a collection backend's server does not answer (a Milvus URI)
     "text_too_long": 422,  # a text input longer than HAMDEX_MAX_TEXT_CHARS

@@ -6,7 +6,7 @@ depends on the server is added here, per app, from the same :class:`~service.set
 and from the checkpoints it serves, read from their ``hamdex.json`` without loading weights:
 
 - batch sizes (``minItems`` 1, ``maxItems`` HAMDEX_MAX_BATCH), ``k`` (1..HAMDEX_MAX_K), ``radius`` (0..n_bits),
-  text length (HAMDEX_MAX_TEXT_CHARS);
+  ``rerank.candidates`` (1..HAMDEX_MAX_RERANK_CANDIDATES), text length (HAMDEX_MAX_TEXT_CHARS);
 - raw inputs as the model's featurizer takes them (text, ``d`` float32 values, or pixels in [0, 255]) and codes
   of its length (hex, base64 or bits);
 - the collection-create body as one branch per backend and index kind, with that kind's parameters and bounds;
@@ -36,6 +36,7 @@ from hamdex.models import checkpoint
 from hamdex.service.schemas import MAX_ID_CHARS, NO_SURROGATES
 from hamdex.service.settings import Settings
 
+VECTOR_FEATURIZERS = ("dense", "sentence", "pixels")  # models.rerank.keeps_vectors
 FLOAT32_MAX = 3.4028234663852886e38  # larger values become infinite in float32: 422 non_finite
 # A bulk row's id holds something besides blanks (service.bulk.job strips it, as a file's): str.isspace's characters,
 # spelled out, since JSON Schema's \s is ECMAScript's, another set. All of them are in the BMP.
@@ -137,6 +138,9 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
     if specs:
         radius["maximum"] = max(spec.n_bits for spec in specs)
     search["radius"]["anyOf"] = [radius, {"type": "null"}]
+    candidates = schemas["Rerank"]["properties"]["candidates"]
+    limit = settings.max_rerank_candidates
+    candidates.update(minimum=1, maximum=limit, default=min(candidates["default"], limit))
     schemas["ItemsRequest"]["properties"]["items"].update(batch)
     schemas["EncodeRequest"]["properties"]["inputs"].update(batch)
     metadata = schemas["ItemIn"]["properties"]["metadata"]
@@ -257,16 +261,28 @@ def _create_request(base: Schema, settings: Settings, specs: list[ModelSpec]) ->
     local = {"type": "string", "pattern": f"^{LOCAL_NAME.pattern}$"}
     server = {"type": "string", "pattern": f"^({'|'.join(sorted(SERVER_SCHEMES))}):"}
     uris = [{"type": "null"}, local, *([server] if settings.milvus_remote_uris else [])]
-    milvus = {"backend": {"const": "milvus"}, "index_kind": {"const": "flat"}, "milvus_uri": {"anyOf": uris}}
+    milvus = {
+        "backend": {"const": "milvus"},
+        "index_kind": {"const": "flat"},
+        "milvus_uri": {"anyOf": uris},
+        "vectors": {"type": "null"},  # milvus keeps no vectors (409 vectors_unsupported)
+    }
     branches.append({"properties": {**milvus, "index_params": _index_params("flat", n_bits)}, "required": ["backend"]})
     for kind in INDEX_TYPES if settings.milvus_remote_uris else ():  # milvus-lite builds flat only, a server more
         if kind != "flat":
-            remote = {"backend": {"const": "milvus"}, "index_kind": {"const": kind}, "milvus_uri": server}
+            remote = {
+                "backend": {"const": "milvus"},
+                "index_kind": {"const": kind},
+                "milvus_uri": server,
+                "vectors": {"type": "null"},
+            }
             properties = {**remote, "index_params": _index_params(kind, n_bits)}
             branches.append({"properties": properties, "required": ["backend", "index_kind", "milvus_uri"]})
     properties = dict(base["properties"])
     properties["index_kind"] = {**properties["index_kind"], "enum": list(KINDS)}
     properties["milvus_uri"] = {**properties["milvus_uri"], "anyOf": uris}
+    if specs and not any(spec.featurizer in VECTOR_FEATURIZERS for spec in specs):  # text models keep no vectors
+        properties["vectors"] = {**properties["vectors"], "anyOf": [{"type": "null"}]}
     return {**base, "properties": properties, "oneOf": branches}
 
 

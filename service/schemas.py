@@ -215,6 +215,13 @@ class Query(_Strict):
         return self
 
 
+class Rerank(_Strict):
+    candidates: JsonInt = Field(
+        100,
+        description="Hamming candidates per query to rescore (at least k are); at most HAMDEX_MAX_RERANK_CANDIDATES.",
+    )
+
+
 class SearchRequest(_Strict):
     queries: list[Query]
     k: JsonInt = Field(10, description="Most hits per query.")
@@ -223,18 +230,29 @@ class SearchRequest(_Strict):
     filter: Filter | None = None
     nprobe: QueryParam | None = Field(None, description="Inverted lists to visit (index kind ivf only).")
     ef_search: QueryParam | None = Field(None, description="Graph search breadth (index kind hnsw only).")
+    rerank: Rerank | None = Field(
+        None,
+        description="Two-stage ranking (docs/rerank.md): the Hamming top candidates rescored by cosine with the "
+        "collection's stored vectors, or else by the query's per-bit scores against their bits; hits gain a score.",
+    )
 
     @property
     def is_plain(self) -> bool:
-        """No filter and no radius: the k nearest, which the engine micro-batches (service.engine); filtered and
-        radius searches go to its heavy-search queue."""
-        return self.radius is None and not self.filter
+        """No filter, radius or rerank: the k nearest, which the engine micro-batches (service.engine); the other
+        searches go to its heavy-search queue."""
+        return self.radius is None and not self.filter and self.rerank is None
 
 
 class Hit(BaseModel):
     id: str
     distance: int
     metadata: dict[str, Any] | None = None
+    score: float | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="Reranked searches only: cosine with the stored vector, or the asymmetric score; absent where "
+        "the query had neither (a code) and the hits keep the Hamming order.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -262,6 +280,12 @@ class CreateCollectionRequest(_Strict):
     milvus_uri: str | None = Field(
         None, description="backend milvus: a Milvus server's URL; unset: a milvus-lite file in the collection."
     )
+    vectors: Literal["float16", "int8"] | None = Field(
+        None,
+        description="Keep each item's vector too, for reranked searches (docs/rerank.md): float16 (2 bytes per "
+        "dimension) or int8 with a per-item scale (1 byte per dimension + 4); backend faiss, a dense, sentence or "
+        "pixels model (409 vectors_unsupported otherwise).",
+    )
 
     @field_validator("index_params")
     @classmethod
@@ -284,6 +308,8 @@ class CollectionInfo(BaseModel):
     count: int
     fingerprint: str
     backend: str = "faiss"
+    vectors: str | None = Field(None, exclude_if=lambda v: v is None, description="Its stored vectors' type.")
+    vector_dim: int | None = Field(None, exclude_if=lambda v: v is None, description="Their dimension, once fixed.")
 
 
 class UnavailableCollection(BaseModel):

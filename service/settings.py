@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     max_batch: int = Field(1024, ge=1)  # most inputs / items / queries in one request
     max_k: int = Field(1000, ge=1)  # most hits per query
+    max_rerank_candidates: int = Field(1000, ge=1)  # most Hamming candidates a reranked search rescores per query
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies: 413
     max_bulk_line_bytes: int = Field(1024 * 1024, ge=64)  # longer NDJSON lines of a bulk body: skipped rows
     max_text_chars: int = Field(1_000_000, ge=1)  # longer texts: 422 text_too_long (20NG has a 160k-char post)

@@ -9,6 +9,7 @@ from hamdex.index.errors import InvalidManifestError
 from hamdex.index.kinds import KINDS
 from hamdex.index.milvus import check_kind, check_uri, is_local
 from hamdex.index.registry import check_name
+from hamdex.models.rerank import keeps_vectors
 from hamdex.service.deps import ADMIN, READ, ReadyStateDep, collection_name
 from hamdex.service.errors import ApiError
 from hamdex.service.schemas import (
@@ -35,6 +36,8 @@ def _info(name: str, model: str, manifest: Manifest) -> CollectionInfo:
         count=manifest.count,
         fingerprint=manifest.fingerprint,
         backend=manifest.backend,
+        vectors=manifest.vectors,
+        vector_dim=manifest.vector_dim,
     )
 
 
@@ -68,6 +71,8 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     if req.name in state.registry:
         raise ApiError("collection_exists", f"a collection named {req.name!r} already exists")
     hasher = state.hashers.get(req.model)
+    if req.vectors is not None:
+        _check_vectors(req, hasher.featurizer)
     try:
         collection = state.registry.create(
             req.name,
@@ -78,10 +83,23 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
             model=req.model,
             backend=req.backend,
             milvus_uri=req.milvus_uri,
+            vectors=req.vectors,
         )
     except InvalidManifestError as exc:  # parameters that do not fit the model's code length (multihash nhash)
         raise ApiError("invalid_index_params", str(exc)) from exc
     return _info(req.name, req.model, collection.manifest)
+
+
+def _check_vectors(req: CreateCollectionRequest, featurizer: object) -> None:
+    """Stored vectors need the faiss backend and a model whose features map back to vectors (models.rerank)."""
+    if req.backend != "faiss":
+        raise ApiError("vectors_unsupported", f"backend {req.backend!r} keeps no vectors; create it without 'vectors'")
+    if not keeps_vectors(featurizer):
+        raise ApiError(
+            "vectors_unsupported",
+            f"model {req.model!r} has {getattr(featurizer, 'kind', '?')} features, which a collection does not keep "
+            "(sparse TF-IDF); create it without 'vectors' (reranked searches then score the bits)",
+        )
 
 
 def _check_milvus(req: CreateCollectionRequest, settings: Settings) -> None:

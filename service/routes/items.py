@@ -3,11 +3,12 @@ before the reply. Mounted at /v1/items (the default collection) and /v1/collecti
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from hamdex.models import bits
-from hamdex.service.codes import codes_for
+from hamdex.service.codes import codes_and_vectors, codes_for
 from hamdex.service.deps import (
     COLLECTION_PREFIXES,
     READ,
@@ -74,14 +75,21 @@ async def upsert(req: ItemsRequest, request: Request, target: TargetDep, setting
             f"the codes come from model fingerprint {req.fingerprint!r}; collection {target.name!r} holds codes "
             f"of {collection.fingerprint!r}",
         )
-    codes = await codes_for(request, target.hasher, [it.input for it in req.items], [it.code for it in req.items])
+    inputs, wire = [it.input for it in req.items], [it.code for it in req.items]
+    vectors = None
+    if getattr(collection, "vector_dtype", None):  # it keeps vectors: from the same featurization as the codes
+        codes, vectors = await codes_and_vectors(request, target.hasher, inputs, wire)
+    else:
+        codes = await codes_for(request, target.hasher, inputs, wire)
     ids, metadata = [it.id for it in req.items], [it.metadata for it in req.items]
     last = {item_id: i for i, item_id in enumerate(ids)}
     repeats = len(ids) - len(last)
     if repeats:  # an id given twice: the later item replaces the earlier, as two upserts in turn would (and bulk)
         keep = sorted(last.values())
         ids, codes, metadata = [ids[i] for i in keep], codes[keep], [metadata[i] for i in keep]
-    result = await run_in_threadpool(collection.upsert, ids, codes, metadata)  # durable (fsync) before the reply
+        vectors = None if vectors is None else vectors[keep]
+    options = {} if vectors is None else {"vectors": vectors}
+    result = await run_in_threadpool(partial(collection.upsert, ids, codes, metadata, **options))  # durable (fsync)
     return ItemsResponse(upserted=len(req.items), inserted=result.inserted, updated=result.updated + repeats)
 
 

@@ -5,12 +5,14 @@ an optional metadata filter and per-query index parameters. Mounted at /v1/searc
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from hamdex.index import CollectionLike
 from hamdex.index.kinds import KINDS
-from hamdex.service.codes import codes_for
+from hamdex.models.rerank import query_scores, rerank_vectors
+from hamdex.service.codes import codes_and_features, codes_for
 from hamdex.service.deps import COLLECTION_PREFIXES, OPEN_READ, SettingsDep, Target, TargetDep, check_batch, check_texts
 from hamdex.service.errors import ApiError
 from hamdex.service.schemas import Hit, SearchRequest, SearchResponse
@@ -43,7 +45,65 @@ def check_search(req: SearchRequest, settings: Settings, name: str, collection: 
         raise ApiError("k_out_of_range", f"k must be between 1 and {settings.max_k}, got {req.k}")
     if req.radius is not None and not 0 <= req.radius <= collection.n_bits:
         raise ApiError("radius_out_of_range", f"radius must be between 0 and {collection.n_bits}, got {req.radius}")
+    if req.rerank is not None:
+        _check_rerank(req, settings, name, collection)
     return _index_params(req, name, collection)
+
+
+def _check_rerank(req: SearchRequest, settings: Settings, name: str, collection: CollectionLike) -> None:
+    limit = settings.max_rerank_candidates
+    if req.rerank is not None and "candidates" not in req.rerank.model_fields_set:  # the default fits, as k's
+        req.rerank.candidates = min(req.rerank.candidates, limit)
+    if req.rerank is not None and not 1 <= req.rerank.candidates <= limit:
+        raise ApiError(
+            "rerank_out_of_range", f"rerank.candidates must be between 1 and {limit}, got {req.rerank.candidates}"
+        )
+    if collection.backend != "faiss":
+        raise ApiError(
+            "unsupported_search_param",
+            f"collection {name!r} is on backend {collection.backend!r}, which does not rerank; search without it",
+        )
+
+
+async def _rerank_queries(
+    req: SearchRequest, request: Request, target: Target
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Codes, and what rescores each query's candidates: with stored vectors, the query's vector (an input's
+    features mapped back, or a query_id's stored vector); else its per-bit scores (an input's latent). A row of
+    NaN, for a query given as a code (or an id without a vector, or any id without stored vectors): that query
+    keeps the Hamming order (docs/rerank.md)."""
+    collection, hasher = target.collection, target.hasher
+    keeps = getattr(collection, "vector_dtype", None) is not None
+    inputs, wire = [q.input for q in req.queries], [q.code for q in req.queries]
+    codes, raw, features, latents = await codes_and_features(request, hasher, inputs, wire, not keeps)
+    ids = [(i, q.id) for i, q in enumerate(req.queries) if q.id is not None]
+    for i, item_id in ids:
+        item = collection.get(item_id)
+        if item is None:
+            raise ApiError("query_id_not_found", f"query {i}: no item with id {item_id!r}")
+        codes[i] = item.code
+    if not keeps:
+        scores = np.full((len(codes), collection.n_bits), np.nan, np.float32)
+        if raw:
+            scores[raw] = query_scores(hasher, latents)
+        return codes, {"query_scores": scores}
+    kept = rerank_vectors(hasher.featurizer, features) if raw else None
+    dim = collection.vector_dim or (None if kept is None else kept.shape[1])
+    if dim is None:  # neither the collection nor the queries have a vector yet: Hamming order
+        return codes, {}
+    vectors = np.full((len(codes), dim), np.nan, np.float32)
+    if kept is not None:
+        if kept.shape[1] != dim:
+            raise ApiError(
+                "invalid_query", f"the model's vectors have {kept.shape[1]} dimensions, the collection's {dim}"
+            )
+        vectors[raw] = kept
+    if ids:
+        stored = collection.vectors([item_id for _, item_id in ids])
+        if stored.shape[1] == dim:
+            has = np.abs(stored).sum(axis=1) > 0  # an all-zero row: stored without a vector
+            vectors[[i for i, _ in ids]] = np.where(has[:, None], stored, np.nan)
+    return codes, {"query_vectors": vectors}
 
 
 def _index_params(req: SearchRequest, name: str, collection: CollectionLike) -> dict[str, int]:
@@ -71,13 +131,18 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
     """Plain top-k queries go through the search micro-batcher; filtered and radius queries through the engine's
     heavy-search queue (bounded: 429 beyond it), stopping at the request's deadline."""
     params = check_search(req, settings, target.name, target.collection)
-    codes = await _query_codes(req, request, target)
+    rescore: dict[str, Any] = {}
+    if req.rerank is not None:
+        codes, rescore = await _rerank_queries(req, request, target)
+        rescore["rerank"] = req.rerank.candidates
+    else:
+        codes = await _query_codes(req, request, target)
     collection = target.collection
     engine, timings = request.app.state.engine, request.state.timings
     if req.is_plain:
         found = await engine.search(target.name, collection, codes, req.k, req.include_metadata, params, timings)
     else:  # the k nearest (within the radius, when given)
-        options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params}
+        options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params, **rescore}
         deadline = request.state.deadline  # set by service.middleware: the work stops at a 504
         if req.radius is None:
             work = partial(collection.search, codes, req.k, deadline=deadline, **options)
@@ -85,7 +150,10 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
             work = partial(collection.range_search, codes, req.radius, k=req.k, deadline=deadline, **options)
         found = await engine.heavy_search(work, len(codes), timings)
     return SearchResponse(
-        results=[[Hit(id=h.id, distance=h.distance, metadata=h.metadata) for h in hits] for hits in found]
+        results=[
+            [Hit(id=h.id, distance=h.distance, metadata=h.metadata, score=getattr(h, "score", None)) for h in hits]
+            for hits in found
+        ]
     )
 
 
