@@ -655,14 +655,20 @@ class Collection(CollectionBase):
     def copy_into(self, directory: Path) -> int:
         """A consistent copy for a backup (index.backup): the database at some seq S, and a snapshot of the index
         at a seq <= S. The snapshot mutex keeps any snapshot from pruning the store meanwhile, so opening the copy
-        replays the writes between the two; writes and searches go on. Returns S."""
+        replays the writes between the two; writes and searches go on. Returns S.
+
+        With stored vectors, writes wait while the database and ``vectors.bin`` are copied: a delete zeroes its
+        rows, which must not happen between the two copies (the database copy would point to zeroed rows)."""
         self._check_open()
         with self._snapshot_mutex:
             with self._rw.read():
                 arrays, index_seq = self._index.to_arrays(), self._applied_seq
-            seq = copy_database(self._store.file, directory / DB_FILE)  # after: it holds every write applied
-            if self._vectors is not None:  # after the database: every row it points to is in the file
-                self._vectors.copy_to(directory)
+            if self._vectors is None:
+                seq = copy_database(self._store.file, directory / DB_FILE)  # after: it holds every write applied
+            else:
+                with self._write_mutex:
+                    seq = copy_database(self._store.file, directory / DB_FILE)
+                    self._vectors.copy_to(directory)
             snapshot.write(directory, index_seq, arrays, self.manifest.settings())
         return seq
 

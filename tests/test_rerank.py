@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from hamdex.index import Collection, InvalidItemsError, InvalidQueryError, ScoredHit
+from hamdex.index import Collection, InvalidItemsError, InvalidQueryError, ScoredHit, backup
 from hamdex.index.vectors import VECTORS_FILE, VectorFile
 from hamdex.models import checkpoint
 from hamdex.models.bits import unpack
@@ -135,6 +135,18 @@ def test_a_write_failing_before_its_commit_leaves_nothing(tmp_path: Path, monkey
     with Collection.open(tmp_path / "c") as again:
         assert "new" not in again and not again.vectors(["other"]).any()
         np.testing.assert_array_equal(again.vectors(ids), stored("float16", vectors))
+
+
+def test_a_backup_carries_the_vectors(tmp_path: Path) -> None:
+    coll, ids, codes, vectors = filled(tmp_path / "c", "int8", n=20)
+    coll.delete(["i005"])
+    record = backup.create(coll, tmp_path / "backups")
+    coll.close()
+    backup.restore(tmp_path / "backups" / record["name"], tmp_path / "restored")
+    with Collection.open(tmp_path / "restored") as again:
+        assert "i005" not in again and again.vector_dim == 8
+        rest = [i for i in ids if i != "i005"]
+        np.testing.assert_array_equal(again.vectors(rest), stored("int8", vectors[[int(i[1:]) for i in rest]]))
 
 
 _WRITER = textwrap.dedent(
