@@ -236,6 +236,7 @@ function renderCollections() {
   const pick = state.collections.find((c) => c.name === wanted) || state.collections[0] || null;
   if (pick) select.value = pick.name;
   pickCollection(pick);
+  $("search-button").disabled = !pick; // disabled until there is a collection to search
 }
 
 function pickCollection(collection) {
@@ -392,9 +393,17 @@ function readFilter() {
 
 // ---- search ----------------------------------------------------------------------------------------------
 
-async function getBits(name, id) {
-  const item = await call("GET", `${itemPath(name, id)}?format=bits`);
-  return item.code;
+const MAX_STRIPS = 100; // hits whose code is drawn: search hits carry no code, so each costs a GET of the item
+const bitsCache = new Map(); // "collection\u0000id" -> a promise of the bits; emptied by each new search
+
+function getBits(name, id) {
+  const key = `${name}\u0000${id}`;
+  if (!bitsCache.has(key)) {
+    const bits = call("GET", `${itemPath(name, id)}?format=bits`).then((item) => item.code);
+    bits.catch(() => bitsCache.delete(key)); // a failure is not kept
+    bitsCache.set(key, bits);
+  }
+  return bitsCache.get(key);
 }
 
 // The query's own code, to draw above the hits and to mark the bits each hit differs in.
@@ -419,13 +428,14 @@ async function search(query, label) {
   const started = performance.now();
   try {
     const answer = await call("POST", `${collectionPath(collection.name)}/search`, body);
+    bitsCache.clear(); // codes may have changed since the last search
     const ms = performance.now() - started;
     const bits = await queryBits(query, collection).catch(() => null); // after the search: its error comes first
     state.results = { collection: collection.name, label, query, queryBits: bits, hits: answer.results[0], ms };
     if (location.hash && location.hash !== "#/") location.hash = "#/"; // from the item view: hashchange draws
     else renderResults();
   } finally {
-    $("search-button").disabled = false;
+    $("search-button").disabled = !state.collection;
   }
 }
 
@@ -460,6 +470,10 @@ function renderResults() {
       searchById(hit.id);
     });
     tbody.append(row);
+    if (i >= MAX_STRIPS) {
+      strip.replaceChildren(el("span", { class: "muted" }, "not drawn"));
+      return;
+    }
     getBits(r.collection, hit.id).then(
       (bits) => strip.replaceChildren(bitStrip(bits, r.queryBits)),
       (err) => strip.replaceChildren(el("span", { class: "muted" }, err.type || "error")),
