@@ -104,7 +104,9 @@ def weights_sha256(path: Path) -> str:
 @dataclass
 class _Loaded:
     model: Any  # sentence_transformers.SentenceTransformer
-    lock: threading.Lock  # one encode at a time: a fast tokenizer is not safe across threads ("Already borrowed")
+    # one encode at a time: featurizers sharing the model set their own max_seq_length on it before each encode,
+    # and a fast tokenizer's truncation state is not safe across threads ("Already borrowed")
+    lock: threading.Lock
 
 
 _LOADED: dict[tuple[str, str], _Loaded] = {}  # (path, device) -> the encoder, shared by featurizers in a process
@@ -118,8 +120,10 @@ def load_encoder(path: Path, device: torch.device) -> _Loaded:
     key = (str(path), str(device))
     with _LOAD_LOCK:
         if key not in _LOADED:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # read when huggingface_hub / transformers are first imported: never reach the hub, and no
+            # "Loading weights" bar on every load (a server's log is not a terminal)
+            for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+                os.environ.setdefault(name, "1")
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:

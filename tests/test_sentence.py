@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hamdex.models import bits, checkpoint, sentence
 from hamdex.models.featurizers import InputError, make_featurizer
 from hamdex.models.hasher import Hasher
@@ -93,6 +95,19 @@ def test_options_go_to_the_featurizer() -> None:
         make_featurizer("text", encoder="x")
     with pytest.raises(sentence.EncoderError, match="no sentence encoder directory"):
         make_featurizer("sentence", encoder="/no/such/encoder")
+
+
+def test_concurrent_featurizers_sharing_the_encoder(trained: tuple[Hasher, Path]) -> None:
+    """The service featurizes each request in its own thread; two models on one encoder truncate differently."""
+    long = trained[0].featurizer
+    short = sentence.SentenceFeaturizer(max_tokens=4, device="cpu", mean=long.mean, std=long.std)
+    texts = [f"{t} and then {t}" for t in TEXTS]
+    expected = {id(f): f.embed(texts) for f in (long, short)}
+    assert not np.allclose(expected[id(long)], expected[id(short)], atol=1e-3)
+    with ThreadPoolExecutor(4) as pool:
+        runs = [(f, pool.submit(f.embed, texts)) for _ in range(3) for f in (long, short)]
+        for f, run in runs:
+            np.testing.assert_array_equal(run.result(), expected[id(f)])
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -206,3 +221,13 @@ def test_service_encodes_and_searches_texts(cli_model: Path, make_client: MakeCl
     resp = client.post("/v1/encode", json={"inputs": [[0.1, 0.2]]})
     assert resp.status_code == 422 and resp.json()["error_type"] == "input_type"
     assert client.get("/info").json()["featurizer"] == "sentence"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_runs_the_encoder_in_bf16(trained: tuple[Hasher, Path]) -> None:
+    cpu = trained[0].featurizer
+    gpu = checkpoint.load(trained[1], "cuda").featurizer
+    assert gpu.device.type == "cuda"
+    assert next(sentence.load_encoder(gpu.path, gpu.device).model.parameters()).dtype == torch.bfloat16
+    cosines = (gpu.embed(TEXTS) * cpu.embed(TEXTS)).sum(axis=1)  # unit rows, float32 both
+    assert cosines.min() > 0.999
