@@ -351,9 +351,13 @@ class Collection(CollectionBase):
         """
         if rerank is not None:
             self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
-            found = self.search(codes, max(int(rerank), int(k)), **options)
-            return self._rescore(found, int(k), include_metadata, query_vectors, query_scores, deadline)
+            n = max(int(rerank), int(k))
+            if where:
+                found = self.search(codes, n, include_metadata=False, where=where, params=params, deadline=deadline)
+                candidates = self._internal_of(found)
+            else:
+                candidates = self._candidates(codes, n, params, None, deadline)
+            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
@@ -388,9 +392,13 @@ class Collection(CollectionBase):
             if k is None:
                 raise InvalidQueryError("a reranked radius search needs k")
             self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
-            found = self.range_search(codes, radius, k=max(int(rerank), int(k)), **options)
-            return self._rescore(found, int(k), include_metadata, query_vectors, query_scores, deadline)
+            n = max(int(rerank), int(k))
+            if where:
+                options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
+                candidates = self._internal_of(self.range_search(codes, radius, k=n, **options))
+            else:
+                candidates = self._candidates(codes, n, params, radius, deadline)
+            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
@@ -422,41 +430,76 @@ class Collection(CollectionBase):
         if query_scores is not None:
             check_query_vectors(query_scores, n, self.n_bits)
 
+    def _candidates(self, codes, n: int, params, radius: int | None, deadline) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each query's Hamming top ``n`` (within ``radius``) straight from the index, unfiltered: (internal ids
+        int64 (m,), distances int64 (m,)), in no particular order."""
+        if radius is None:
+            codes, _, qparams = self._valid_search(codes, n, None, params)
+        else:
+            codes, radius, _, qparams = self._valid_range(codes, radius, n, None, params)
+            if not self._index.supports_range:
+                raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
+        out = []
+        with self._rw.read():
+            if self._index.live == 0:
+                return [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in range(len(codes))]
+            for start in range(0, len(codes), QUERY_BLOCK):
+                check(deadline)
+                distances, labels = self._index.search(codes[start : start + QUERY_BLOCK], n, qparams)
+                for row_d, row_l in zip(distances, labels, strict=True):
+                    keep = (row_l >= 0) if radius is None else (row_l >= 0) & (row_d <= radius)
+                    out.append((row_l[keep].astype(np.int64), row_d[keep].astype(np.int64)))
+        return out
+
+    def _internal_of(self, found: list[list[Hit]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hits -> (internal ids, distances) of those still live, as :meth:`_candidates` gives them."""
+        out = []
+        for hits in found:
+            live = self._store.live_internal([h.id for h in hits])
+            kept = [(live[h.id][0], h.distance) for h in hits if h.id in live]
+            out.append((np.asarray([i for i, _ in kept], np.int64), np.asarray([d for _, d in kept], np.int64)))
+        return out
+
     def _rescore(
-        self, found, k: int, include_metadata: bool, query_vectors, query_scores, deadline: Deadline | None
+        self, candidates, k: int, include_metadata: bool, query_vectors, query_scores, deadline: Deadline | None
     ) -> list[list[ScoredHit]]:
-        """Each query's candidates (Hamming hits, without metadata) rescored: cosine of its vector with theirs, or
-        the asymmetric score of its per-bit scores against their codes; the best k by (-score, distance, id),
-        with metadata. A query without a vector or scores (a NaN row), and every query when neither is given,
-        keeps the Hamming order (score None). Candidates deleted since the Hamming search are left out. One query
-        at a time, so memory stays at one query's candidates."""
+        """Each query's candidates (internal ids, Hamming distances) rescored: cosine of its vector with their
+        stored vectors, or the asymmetric score of its per-bit scores against their codes; the best k by (-score,
+        distance), returned sorted by (-score, distance, id) with metadata (which of the items tied in score and
+        distance at the k-th place are kept is unspecified, as in a top-k search). A query without a vector or
+        scores (a NaN row), and every query when neither is given, keeps the Hamming order (score None). One
+        query at a time: memory stays at one query's candidates (at most N rows of vectors)."""
         wanted = query_vectors if query_vectors is not None else query_scores
         out = []
-        for i, hits in enumerate(found):
+        for i, (internal, distances) in enumerate(candidates):
             check(deadline)
-            live = self._store.live_internal([h.id for h in hits])
-            hits = [h for h in hits if h.id in live]
             q = None if wanted is None else np.asarray(wanted[i], np.float32)
-            if q is None or not np.isfinite(q).all() or not hits:
-                ranked = [(h, None) for h in hits[:k]]
+            if q is None or not np.isfinite(q).all() or not len(internal):
+                top = self._hamming_order(internal, distances, k)
             else:
                 if query_vectors is not None:
-                    internal = np.asarray([live[h.id][0] for h in hits], np.int64)
-                    stored = self._vectors.read(internal) if self._vectors.dim else np.zeros((len(hits), len(q)))
+                    stored = self._vectors.read(internal) if self._vectors.dim else np.zeros((len(internal), len(q)))
                     scores = cosine(q, stored)
                 else:
-                    codes = np.frombuffer(b"".join(live[h.id][1] for h in hits), np.uint8).reshape(len(hits), -1)
+                    codes = self._store.codes_of(internal.tolist(), self.n_bytes)
                     scores = asymmetric(q, codes)
-                order = sorted(range(len(hits)), key=lambda j: (-scores[j], hits[j].distance, hits[j].id))
-                ranked = [(hits[j], float(scores[j])) for j in order[:k]]
-            meta = self._store.describe([live[h.id][0] for h, _ in ranked]) if include_metadata and ranked else {}
-            out.append(
-                [
-                    ScoredHit(h.id, h.distance, json.loads(meta[live[h.id][0]][1]) if meta else None, score)
-                    for h, score in ranked
-                ]
-            )
+                order = np.lexsort((internal, distances, -scores))[:k]  # last key first: -score, distance
+                top = [(int(internal[j]), int(distances[j]), float(scores[j])) for j in order]
+            described = self._store.describe([j for j, _, _ in top], include_metadata) if top else {}
+            hits = [
+                ScoredHit(described[j][0], d, json.loads(described[j][1]) if include_metadata else None, score)
+                for j, d, score in top
+                if j in described  # not pruned meanwhile (a marked row is still described, as in a search)
+            ]
+            out.append(sorted(hits, key=lambda h: (-(h.score or 0.0), h.distance, h.id)))
         return out
+
+    def _hamming_order(self, internal: np.ndarray, distances: np.ndarray, k: int) -> list[tuple[int, int, None]]:
+        """The first k candidates by (distance, id), unscored."""
+        ids = self._store.describe(internal.tolist(), False) if len(internal) else {}
+        pairs = zip(internal.tolist(), distances.tolist(), strict=True)
+        rows = sorted((int(d), ids[j][0], j) for j, d in pairs if j in ids)
+        return [(j, d, None) for d, _, j in rows[:k]]
 
     @staticmethod
     def _blocks(codes: np.ndarray, deadline: Deadline | None, search) -> list[list[Hit]]:

@@ -432,6 +432,18 @@ class Store:
             out.update({r[0]: (r[1], r[2]) for r in self._query(sql, chunk)})
         return out
 
+    def codes_of(self, internal_ids: Sequence[int], n_bytes: int) -> np.ndarray:
+        """uint8 (n, n_bytes): the code of each internal id, in order (live or marked); zeros for a row no longer
+        stored (pruned)."""
+        rows = dict(
+            self._query(
+                "SELECT internal, code FROM items WHERE internal IN (SELECT value FROM json_each(:ids))",
+                {"ids": json.dumps([int(i) for i in internal_ids])},
+            )
+        )
+        blob = b"".join(rows.get(int(i), bytes(n_bytes)) for i in internal_ids)
+        return np.frombuffer(blob, np.uint8).reshape(len(internal_ids), n_bytes)
+
     def check(self) -> None:
         """SQLite's own consistency check; raises CorruptCollectionError naming the file."""
         result = self._query("PRAGMA quick_check")

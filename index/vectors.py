@@ -83,8 +83,8 @@ class VectorFile:
     def decode(self, rows: np.ndarray) -> np.ndarray:
         """Stored rows -> float32 (n, d)."""
         if self.dtype == "float16":
-            return np.asarray(rows, dtype=np.float32)
-        return rows["q"].astype(np.float32) * rows["scale"].astype(np.float32)[:, None]
+            return np.asarray(rows).astype(np.float32)
+        return rows["q"].astype(np.float32) * np.asarray(rows["scale"], np.float32)[:, None]
 
     # ---- writes (the collection's write mutex held) --------------------------------------------------------
 
@@ -121,6 +121,8 @@ class VectorFile:
         internal = np.asarray(internal, dtype=np.int64)
         view = self._view(int(internal.max()) + 1 if len(internal) else 0)
         inside = internal < len(view)
+        if inside.all():
+            return self.decode(view[internal])
         rows = np.zeros(len(internal), self.row_dtype(self.dim))
         rows[inside] = view[internal[inside]]
         return self.decode(rows)
