@@ -37,6 +37,7 @@ INSTALL_HINT = "pip install 'hamdex[sentence]'"
 MAX_TOKENS = 128
 BATCH_SIZE = 64  # texts per forward pass; sentence-transformers sorts them by length first, so padding stays small
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # what the torch backend loads; tokenizer and config files are not hashed
+OTHER_BACKENDS = ("onnx", "openvino")  # folders of other backends' weights (openvino's are .bin too): not loaded
 
 
 class EncoderError(ValueError):
@@ -86,7 +87,11 @@ _HASHES: dict[tuple, str] = {}  # (path, (file, size, mtime) for each weight fil
 def weights_sha256(path: Path) -> str:
     """SHA-256 over the weight files under ``path`` (relative names and bytes, in name order); cached per
     path and the files' sizes and modification times, so a second load in one process does not read 90 MB again."""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.relative_to(path).parts[0] not in OTHER_BACKENDS
+    )
     if not files:
         raise EncoderError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in the sentence encoder at {path}")
     key = (str(path), tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
