@@ -397,3 +397,19 @@ def test_a_collection_of_another_model_asks_for_its_input_kind(
             assert tab.errors == []
         finally:
             tab.context.close()
+
+
+def test_a_reranked_search_shows_the_scores(keyed_url: str, reader_page: Page) -> None:
+    page = reader_page.page
+    page.goto(f"{keyed_url}/ui")
+    page.fill("#query-text", "stock market bond")
+    page.check("#rerank")
+    page.fill("#candidates", "30")
+    page.click("#search-button")
+    wait_for_strips(page, 10)
+    body = {"queries": [{"input": "stock market bond"}], "k": 10, "rerank": {"candidates": 30}}
+    resp = httpx.post(f"{keyed_url}/v1/search", json=body, headers=bearer(READER))
+    hits = resp.json()["results"][0]
+    assert shown_hits(page) == [(h["id"], h["distance"]) for h in hits]
+    assert page.locator("tr.hit .score").first.inner_text() == f"score {hits[0]['score']:.4f}"
+    assert reader_page.errors == []

@@ -223,8 +223,11 @@ function metadataChips(meta) {
 // that one); otherwise the user says (the kind picker), since the API does not describe named models' inputs.
 function modelKind() {
   const known = state.info && state.collection && state.collection.fingerprint === state.info.fingerprint;
-  return known ? state.info.featurizer : $("input-kind").value;
+  return known ? INPUT_BOX[state.info.featurizer] || "text" : $("input-kind").value;
 }
+
+// The query box for each featurizer kind (/info's "featurizer"); a kind this page does not know takes text.
+const INPUT_BOX = { text: "text", sentence: "text", pixels: "pixels", dense: "dense" };
 
 function renderCollections() {
   const select = $("collection");
@@ -423,6 +426,7 @@ async function search(query, label) {
   const body = { queries: [query], k: Number($("k").value) || 10, include_metadata: true };
   const filter = readFilter();
   if (filter !== null) body.filter = filter;
+  if ($("rerank").checked) body.rerank = { candidates: Number($("candidates").value) || 100 };
   clearError();
   $("search-button").disabled = true;
   const started = performance.now();
@@ -458,7 +462,12 @@ function renderResults() {
       "tr",
       { class: "hit", "data-id": hit.id, title: "Search by this item" },
       el("td", { class: "muted" }, String(i + 1)),
-      el("td", { class: "id" }, el("a", { href: "#", class: "search-by" }, hit.id)),
+      el(
+        "td",
+        { class: "id" },
+        el("a", { href: "#", class: "search-by" }, hit.id),
+        typeof hit.score === "number" ? el("div", { class: "score muted" }, `score ${hit.score.toFixed(4)}`) : null,
+      ),
       el("td", { class: "distance" }, String(hit.distance)),
       strip,
       el("td", {}, metadataChips(hit.metadata)),
