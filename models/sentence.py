@@ -112,6 +112,7 @@ class _Loaded:
     # one encode at a time: featurizers sharing the model set their own max_seq_length on it before each encode,
     # and a fast tokenizer's truncation state is not safe across threads ("Already borrowed")
     lock: threading.Lock
+    max_positions: int  # the longest input the network takes, in tokens: a larger max_tokens fails mid-encode
 
 
 _LOADED: dict[tuple[str, str], _Loaded] = {}  # (path, device) -> the encoder, shared by featurizers in a process
@@ -137,7 +138,9 @@ def load_encoder(path: Path, device: torch.device) -> _Loaded:
             if device.type == "cuda":
                 model.to(torch.bfloat16)
             LOG.info("loaded the sentence encoder %s on %s", path, device)
-            _LOADED[key] = _Loaded(model.eval(), threading.Lock())
+            config = getattr(getattr(model[0], "auto_model", None), "config", None)
+            positions = getattr(config, "max_position_embeddings", None) or 1 << 30  # unknown: no limit of ours
+            _LOADED[key] = _Loaded(model.eval(), threading.Lock(), positions)
         return _LOADED[key]
 
 
@@ -205,6 +208,8 @@ class SentenceFeaturizer:
         if not texts:
             return np.zeros((0, 0 if self.mean is None else self.dim), np.float32)
         loaded = load_encoder(self.path, self.device)
+        if self.max_tokens > loaded.max_positions:
+            raise EncoderError(f"max_tokens {self.max_tokens} is past the encoder's {loaded.max_positions} positions")
         with loaded.lock:
             loaded.model.max_seq_length = self.max_tokens
             emb = loaded.model.encode(

@@ -95,6 +95,8 @@ def test_options_go_to_the_featurizer() -> None:
         make_featurizer("text", encoder="x")
     with pytest.raises(sentence.EncoderError, match="no sentence encoder directory"):
         make_featurizer("sentence", encoder="/no/such/encoder")
+    with pytest.raises(sentence.EncoderError, match="past the encoder's 512 positions"):
+        make_featurizer("sentence", max_tokens=513, device="cpu").fit(TEXTS)
 
 
 def test_concurrent_featurizers_sharing_the_encoder(trained: tuple[Hasher, Path]) -> None:
