@@ -47,7 +47,9 @@ async function request(method, path, body) {
   if (!resp.ok) {
     const type = data && typeof data.error_type === "string" ? data.error_type : `http_${resp.status}`;
     const message = data && typeof data.error === "string" ? data.error : text || resp.statusText;
-    throw new ApiError(resp.status, type, message);
+    const err = new ApiError(resp.status, type, message);
+    err.sentKey = key; // which key was refused (null: none was sent)
+    throw err;
   }
   return data;
 }
@@ -59,6 +61,7 @@ async function call(method, path, body) {
       return await request(method, path, body);
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 401) throw err;
+      if (sessionStorage.getItem(KEY_STORE) !== err.sentKey) continue; // a new key came meanwhile: try it
       await askKey(err);
     }
   }
@@ -72,7 +75,7 @@ const itemPath = (name, id) => `${collectionPath(name)}/items/${encodeURICompone
 let keyWaiters = null; // resolvers of the calls waiting for a key, while the form is shown
 
 function askKey(err) {
-  if (sessionStorage.getItem(KEY_STORE) !== null) showError($("key-error"), err); // a key was sent and refused
+  if (err.sentKey) showError($("key-error"), err); // a key was sent and refused: say why
   sessionStorage.removeItem(KEY_STORE);
   $("key-form").hidden = false;
   $("key-input").focus();
