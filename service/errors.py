@@ -31,6 +31,7 @@ STATUS: dict[str, int] = {
     "input_shape": 422,  # wrong vector length or image shape
     "input_range": 422,  # pixel values outside [0, 255]
     "non_finite": 422,  # NaN or infinite values
+    "input_dtype": 422,  # a binary body's dtype other than float32, float16 or uint8 (service.binary_body)
     "code_format": 422,  # malformed code, or a code of the wrong length
     "code_length": 422,
     "invalid_items": 422,  # e.g. metadata that is not JSON (NaN)
@@ -79,6 +80,7 @@ STATUS: dict[str, int] = {
     "uri_too_long": 414,  # a path and query longer than HAMDEX_MAX_URL_BYTES
     "unauthorized": 401,  # no API key, or an unknown one
     "forbidden": 403,  # a valid key without the scope the route needs
+    "unsupported_media_type": 415,  # a body type a route does not take (encode: JSON, octet-stream or npy)
     "body_too_large": 413,  # larger than HAMDEX_MAX_BODY_BYTES (sent by service.middleware)
     "queue_full": 429,  # the micro-batcher's queue is full: retry after Retry-After seconds
     "timeout": 504,  # slower than HAMDEX_REQUEST_TIMEOUT_S (sent by service.middleware)

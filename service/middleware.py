@@ -192,7 +192,7 @@ class BatchGuard:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         route = _batch_route(scope)
-        if route is None:
+        if route is None or not _json_body(scope):  # a binary body (encode: service.binary_body) holds no list
             await self.app(scope, receive, send)
             return
         key, template = route
@@ -212,6 +212,13 @@ class BatchGuard:
                 await send(msg)
             return
         await self.app(scope, replay(messages, receive), send)
+
+
+def _json_body(scope: dict) -> bool:
+    """Whether the request's body is one FastAPI parses as JSON: no Content-Type, or a JSON one."""
+    types = [value for name, value in scope.get("headers", ()) if name == b"content-type"]
+    media = types[0].split(b";", 1)[0].strip().lower() if types else b""
+    return media in (b"", b"application/json") or media.endswith(b"+json")
 
 
 def _batch_route(scope: dict) -> tuple[str, str] | None:
@@ -241,7 +248,20 @@ def batch_exceeds(body: bytes, key: str, limit: int) -> bool:
         except (ValueError, IndexError):  # cut short (or not UTF-8, or not JSON)
             if size >= len(body):
                 return False
+            if size == 1 << 16 and (counted := _orjson_count(body, key)) is not None:
+                return counted > limit  # large elements (256 images as JSON: 70 ms in the scanner, 7 in orjson)
             size *= 8
+
+
+def _orjson_count(body: bytes, key: str) -> int | None:
+    """The length of the list under ``key`` of ``body`` parsed whole by orjson (0: no such list); None where
+    orjson refuses what the json module may take (NaN, integers past 64 bits, deep nesting): the scanner decides."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = data.get(key) if isinstance(data, dict) else None
+    return len(value) if isinstance(value, list) else 0
 
 
 def _exceeds(text: str, key: str, limit: int) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from hamdex.service.openapi_limits import add_limits, served_specs
 from hamdex.service.openapi_ops import describe_operations
+from hamdex.service.schemas import EncodeRequest
 from hamdex.service.settings import Settings
 
 NAMED = "/v1/collections/{name}"
@@ -97,6 +98,17 @@ def add_links(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def add_body_schemas(document: dict[str, Any]) -> None:
+    """The request models of routes that read their body themselves (service.routes.encode: JSON or binary), whose
+    document refers to them by name: FastAPI adds only the models of declared body parameters."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in (EncodeRequest,):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    document["components"]["schemas"] = dict(sorted(schemas.items()))
+
+
 def json_errors(document: dict[str, Any]) -> None:
     """Every error answer as JSON (service.errors): FastAPI documents a route's errors in the route's own media
     type, text/plain for /metrics, whose errors are JSON like any other."""
@@ -119,6 +131,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         nonlocal done
         document = build()  # FastAPI's, cached on the app: edited in place once
         if not done:
+            add_body_schemas(document)
             add_limits(document, settings, served_specs(settings))
             describe_operations(document, app, settings)
             add_links(document)

@@ -155,6 +155,9 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
             methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _bulk_body(settings)
         if path.endswith("/import"):
             methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _import_body(settings, specs)
+        if path == "/v1/encode" and specs and all(spec.featurizer == "text" for spec in specs):
+            for media in ("application/octet-stream", "application/x-npy"):  # binary arrays: 422 input_type
+                methods["post"]["requestBody"]["content"].pop(media, None)
     _integer_bounds(document)
 
 
