@@ -5,6 +5,7 @@ body, its limits and refusals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from hamdex.index import Collection, InvalidItemsError, InvalidQueryError, Score
 from hamdex.index.vectors import VECTORS_FILE, VectorFile
 from hamdex.models import checkpoint
 from hamdex.models.bits import unpack
+from hamdex.models.data.block import Block
 from hamdex.models.rerank import query_scores, rerank_vectors
+from hamdex.service.bulk.job import index_blocks
 
 from tests.conftest import MakeClient, dense_vectors
 from tests.helpers import assert_error, popcount_distances, random_codes
@@ -405,3 +408,35 @@ def test_the_default_candidates_fit_the_limit_and_the_document_says_so(
     assert len(client.post("/v1/search", json=body).json()["results"][0]) == 3
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"minimum": 1, "maximum": 5, "default": 5}.items() <= schemas["Rerank"]["properties"]["candidates"].items()
+
+
+def test_bulk_writes_keep_the_vectors(make_client: MakeClient, dense_model_dir: Path, tmp_path: Path) -> None:
+    """The HTTP bulk route and the bulk job (hamdex index) store each row's vector from its features."""
+    client = make_client(dense_model_dir)
+    _create(client, "vec", vectors="int8")
+    data = dense_vectors(30, seed=11)
+    lines = "\n".join(json.dumps({"id": f"r{i}", "input": row.tolist()}) for i, row in enumerate(data)) + "\n"
+    resp = client.post(
+        "/v1/collections/vec/items:bulk", content=lines.encode(), headers={"content-type": "application/x-ndjson"}
+    )
+    assert resp.status_code == 200, resp.text
+    with client.app.state.service.registry.use("vec") as coll:
+        np.testing.assert_allclose(coll.vectors([f"r{i}" for i in range(30)]), stored("int8", data), atol=1e-5)
+    hasher = checkpoint.load(dense_model_dir, device="cpu")
+    with Collection.create(tmp_path / "job", hasher.n_bits, hasher.fingerprint, vectors="float16") as coll:
+        block = Block([f"j{i}" for i in range(30)], data, [None] * 30, [{} for _ in range(30)], "vector")
+        index_blocks([block], hasher, coll, progress=False)
+        np.testing.assert_allclose(coll.vectors([f"j{i}" for i in range(30)]), stored("float16", data), atol=1e-5)
+
+
+@pytest.mark.milvus
+def test_milvus_refuses_rerank_and_vectors(make_client: MakeClient, dense_model_dir: Path) -> None:
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed: pip install 'hamdex[milvus]'")
+    client = make_client(dense_model_dir)
+    body = {"name": "mv", "backend": "milvus", "vectors": "float16"}
+    assert_error(client.post("/v1/collections", json=body), 409, "vectors_unsupported")
+    assert client.post("/v1/collections", json={"name": "m", "backend": "milvus"}).status_code == 201
+    items = [{"id": f"x{i}", "input": row.tolist()} for i, row in enumerate(dense_vectors(5))]
+    assert client.post("/v1/collections/m/items", json={"items": items}).status_code == 200
+    search = {"queries": [{"id": "x0"}], "k": 3, "rerank": {"candidates": 5}}
+    assert_error(client.post("/v1/collections/m/search", json=search), 409, "unsupported_search_param")

@@ -35,6 +35,7 @@ from hamdex.index import CollectionLike
 from hamdex.models import data
 from hamdex.models.featurizers import InputError
 from hamdex.models.hasher import Hasher
+from hamdex.models.rerank import rerank_vectors
 from hamdex.service.bulk.pipeline import Worker, prefetch
 
 from hamdex.progress import progress as progress_bar
@@ -118,6 +119,7 @@ class Encoded(NamedTuple):
     codes: np.ndarray | None  # uint8 (len(ids), n_bits // 8); None when no row was good
     metadata: list[dict]
     size: int  # rows of the input block, bad ones included (progress counts these)
+    vectors: np.ndarray | None = None  # float32 (len(ids), d) for a collection that keeps vectors (index.vectors)
 
 
 # (blocks, report, start) -> one Encoded per block, in order. ``start``: the number of input rows before the first
@@ -125,16 +127,18 @@ class Encoded(NamedTuple):
 Encoder = Callable[[Iterable[data.Block], SkipReport, int], Iterable[Encoded]]
 
 
-def encode_locally(hasher: Hasher) -> Encoder:
-    """The local encoder: blocks are read ahead in a background thread, checked and encoded in the caller's."""
+def encode_locally(hasher: Hasher, vectors: bool = False) -> Encoder:
+    """The local encoder: blocks are read ahead in a background thread, checked and encoded in the caller's.
+    ``vectors``: also give each good row's vector (models.rerank.rerank_vectors), from the same features."""
 
     def encode(blocks: Iterable[data.Block], report: SkipReport, start: int) -> Iterator[Encoded]:
         done = start
         for block in prefetch(blocks, depth=PIPELINE_DEPTH):
             good, features = _good_rows(block, hasher, report, done)
             codes = hasher.encode_features(features).codes if len(good) else None  # (m, n_bits // 8)
+            kept = rerank_vectors(hasher.featurizer, features) if vectors and len(good) else None  # (m, d)
             ids, meta = [block.ids[i] for i in good], [block.metadata[i] for i in good]
-            yield Encoded(ids, codes, meta, len(block))
+            yield Encoded(ids, codes, meta, len(block), kept)
             done += len(block)
 
     return encode
@@ -158,15 +162,18 @@ def index_blocks(
     ``job_key``: record ``{"items": n}`` (n counts items read, ``start`` included) with each block's upsert, and
     ``{"items": n, "done": true}`` at the end. ``start``: the number of items before the first block (row numbers
     in the report count from the start of the input). ``encoder``: the check-and-encode stage (default
-    :func:`encode_locally` with ``hasher``)."""
+    :func:`encode_locally` with ``hasher``, giving vectors when the collection keeps them; an encoder that gives
+    none writes items without vectors)."""
     report = report or SkipReport(strict=strict)
-    encoder = encoder or encode_locally(hasher)
+    encoder = encoder or encode_locally(hasher, vectors=getattr(collection, "vector_dtype", None) is not None)
     t0, n, done = time.perf_counter(), 0, start
     with progress_bar(total=total, initial=start, desc="indexing", enabled=progress, smoothing=0.1) as bar:
 
-        def write(ids: list[str], codes: Any, meta: list[dict], record: Any, size: int) -> None:
+        def write(ids: list[str], codes: Any, meta: list[dict], record: Any, size: int, vectors: Any) -> None:
             if ids:
-                collection.upsert(ids, codes, meta, progress=record)
+                collection.upsert(
+                    ids, codes, meta, progress=record, **({} if vectors is None else {"vectors": vectors})
+                )
             elif record is not None:
                 collection.set_progress(*record)
             bar.update(size)  # counts committed items
@@ -175,7 +182,7 @@ def index_blocks(
         with Worker(write, depth=PIPELINE_DEPTH, name="hamdex-bulk-writer") as writer:
             for block in encoder(blocks, report, start):
                 record = None if job_key is None else (job_key, {"items": done + block.size})
-                writer.submit(block.ids, block.codes, block.metadata, record, block.size)
+                writer.submit(block.ids, block.codes, block.metadata, record, block.size, block.vectors)
                 n += len(block.ids)
                 done += block.size
     collection.save()

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse
 from hamdex.index.backends import AnyCollection
 from hamdex.index.errors import CollectionNotFoundError
 from hamdex.index.registry import Registry
+from hamdex.models.rerank import rerank_vectors
 from hamdex.service.bulk.job import BadRowError, SkipReport, good_rows
 from hamdex.service.bulk.ndjson import MEDIA_TYPE, BadLine, parse_line, split_lines
 from hamdex.service.deps import (
@@ -200,13 +201,17 @@ def _write_block(
                 collection.set_progress(*record)
         return 0
     codes = target.hasher.encode_features(features).codes  # (m, n_bits // 8)
+    keeps = getattr(target.collection, "vector_dtype", None) is not None  # vectors from the same features
+    vectors = rerank_vectors(target.hasher.featurizer, features) if keeps else None  # (m, d)
     ids, metadata = [ids[i] for i in good], [metadata[i] for i in good]
     last = {item_id: i for i, item_id in enumerate(ids)}
     if len(last) < len(ids):  # the same id twice: the later row replaces the earlier one, as two upserts would
         keep = sorted(last.values())
         ids, codes, metadata = [ids[i] for i in keep], codes[keep], [metadata[i] for i in keep]
+        vectors = None if vectors is None else vectors[keep]
+    options = {} if vectors is None else {"vectors": vectors}
     with upload.hold() as collection:
-        collection.upsert(ids, codes, metadata, progress=record)
+        collection.upsert(ids, codes, metadata, progress=record, **options)
     return len(good)
 
 
