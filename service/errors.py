@@ -80,7 +80,6 @@ STATUS: dict[str, int] = {
     "uri_too_long": 414,  # a path and query longer than HAMDEX_MAX_URL_BYTES
     "unauthorized": 401,  # no API key, or an unknown one
     "forbidden": 403,  # a valid key without the scope the route needs
-    "unsupported_media_type": 415,  # a body type a route does not take (encode: JSON, octet-stream or npy)
     "body_too_large": 413,  # larger than HAMDEX_MAX_BODY_BYTES (sent by service.middleware)
     "queue_full": 429,  # the micro-batcher's queue is full: retry after Retry-After seconds
     "timeout": 504,  # slower than HAMDEX_REQUEST_TIMEOUT_S (sent by service.middleware)

@@ -56,8 +56,8 @@ EXTRA: dict[str, set[int]] = {
     "readyz": {503},  # state.check_ready
     "health": {503},
     # it reads its body itself (JSON or binary: service.binary_body), unseen by FastAPI: a body route's 400 and
-    # 413, and 415 for another media type; 429: the encode micro-batcher's queue is full (service.engine)
-    "encode": {400, 413, 415, 429},
+    # 413; 429: the encode micro-batcher's queue is full (service.engine)
+    "encode": {400, 413, 429},
     "upsert": {409, 429},  # fingerprint_mismatch
     "search": {409, 429},  # query_id_not_found, unsupported_search_param
     "bulk_upsert": {409},  # fingerprint_mismatch

@@ -117,7 +117,8 @@ def read_inputs(body: bytes, request: Request) -> tuple[list[Any] | np.ndarray, 
         req = parse_json(body)
         inputs = unpack_vectors(req.inputs_b64) if req.inputs_b64 is not None else as_matrix(req.inputs or [])
         return inputs, req.format, req.latent
-    raise ApiError("unsupported_media_type", f"Content-Type {media!r}: send {JSON}, {OCTET} or {NPY}")
+    # 422 as FastAPI answers a body of another type on every other route (not 415: clients rely on one answer)
+    raise ApiError("validation_error", f"Content-Type {media!r}: send {JSON}, {OCTET} or {NPY}")
 
 
 def packed_response(codes: np.ndarray, hasher: Hasher) -> Response:
