@@ -116,8 +116,8 @@ class VectorFile:
     def read(self, internal: np.ndarray) -> np.ndarray:
         """float32 (n, d): the rows of ``internal``; rows past the end of the file (none: an item's rows are
         written before it commits) read as zeros, "no vector"."""
-        if self.dim is None:
-            return np.zeros((len(internal), 0), np.float32)
+        if self.dim is None or not len(internal):
+            return np.zeros((len(internal), self.dim or 0), np.float32)
         internal = np.asarray(internal, dtype=np.int64)
         view = self._view(int(internal.max()) + 1 if len(internal) else 0)
         inside = internal < len(view)
