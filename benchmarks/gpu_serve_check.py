@@ -9,6 +9,13 @@ Two models: the 20 Newsgroups text model (32 bits, sparse TF-IDF input; requests
 batches). For each model and device: one real server process (``python -m hamdex.service.cli serve``), then each
 concurrency level for a few seconds; then the same 1,000 inputs encoded through each device's server, codes
 compared bit for bit.
+
+    python benchmarks/gpu_serve_check.py --encode-bench --json out.json            # needs a CUDA GPU
+    python benchmarks/gpu_serve_check.py --encode-bench --devices cpu --quick      # the dry run, on the CPU
+
+``--encode-bench`` runs instead the table of benchmarks/encode_bench.py (issue 24: in-process against HTTP items/s
+for JSON, base64 and binary bodies, and a text model) once per device, with the same checkpoints, and fails unless
+every device's codes equal the first device's, byte for byte (``--min-identical`` to allow a fraction to differ).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from hamdex.models import checkpoint, data  # noqa: E402
 from hamdex.models.presets import preset  # noqa: E402
 from hamdex.models.train import TrainConfig, fit_hasher  # noqa: E402
 
+from benchmarks import encode_bench  # noqa: E402
 from benchmarks.servers import CLI, REPO, Server, free_port, serve_args, service_env  # noqa: E402
 
 
@@ -135,6 +143,33 @@ def build_models(workdir: Path, quick: bool, device: str) -> dict[str, tuple[Pat
     return out
 
 
+def encode_tables(devices: list[str], quick: bool, min_identical: float) -> dict[str, Any]:
+    """benchmarks/encode_bench.py's run on each device, the same checkpoints for all; SystemExit unless each
+    model's codes on every device equal the first device's (a fraction ``min_identical`` of them at least)."""
+    result: dict[str, Any] = {"devices": devices}
+    argv = ["--quick"] if quick else []
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in devices:
+            cfg = encode_bench.config_from_args(encode_bench.parse_args([*argv, "--device", device]))
+            cfg.model_cache = Path(tmp)
+            result[device] = encode_bench.run(cfg)
+            print(f"\n{device}:\n" + encode_bench.markdown(result[device]), flush=True)
+    first = result[devices[0]]["models"]
+    for device in devices[1:]:
+        for name, model in result[device]["models"].items():
+            a, b = first[name]["codes"], model["codes"]
+            same = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+            result.setdefault("identical_codes", {})[f"{name} {device}"] = same
+            print(f"{name}: codes on {device} equal those on {devices[0]}: {same:.2%} of {len(a)}")
+            if same < min_identical:
+                raise SystemExit(f"{name}: only {same:.2%} of the codes on {device} equal {devices[0]}'s")
+    for device in devices:
+        for name, model in result[device]["models"].items():
+            if not all(model["codes_match"].values()):  # HTTP against in-process, on the same device
+                raise SystemExit(f"{name} on {device}: HTTP codes differ from in-process: {model['codes_match']}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", default="cuda,cpu")
@@ -142,7 +177,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--encode-bench", action="store_true", help="the encode_bench.py table on each device")
+    parser.add_argument("--min-identical", type=float, default=1.0, help="with --encode-bench")
     args = parser.parse_args()
+    if args.encode_bench:
+        result = encode_tables(args.devices.split(","), args.quick, args.min_identical)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     devices = args.devices.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
     seconds = 1.0 if args.quick else args.seconds

@@ -1,0 +1,52 @@
+"""The encode benchmark (benchmarks/encode_bench.py) in quick mode: a real server process per model, tiny batches,
+concurrency 1 and 2 for half a second each, JSON, base64 and binary bodies and a text model.
+
+Checks the wiring, not the speed (CI machines are too noisy for thresholds): every number is there and finite, no
+request failed, each body kind's HTTP codes equal the in-process ones, and each server shut down cleanly. About
+40 s on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    from benchmarks import encode_bench  # at first use, not at collection: it sets torch's threads when run
+
+    out = tmp_path_factory.mktemp("encode-bench")
+    argv = ["--quick", "--seconds", "0.5", "--concurrency", "1,2", "--json", str(out / "e.json"), "--md"]
+    encode_bench.main([*argv, str(out / "e.md"), "--workdir", str(out)])
+    return json.loads((out / "e.json").read_text()), (out / "e.md").read_text()
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_every_body_and_level_is_measured(quick: tuple[dict, str]) -> None:
+    results, table = quick
+    assert list(results["models"]) == ["pixels", "text"]
+    assert list(results["models"]["pixels"]["http"]) == ["json", "base64", "binary"]
+    assert list(results["models"]["text"]["http"]) == ["text"]
+    for name, model in results["models"].items():
+        assert model["clean_shutdown"], name
+        for body, levels in model["http"].items():
+            assert _finite(model["inprocess"][body]["items_per_s"]) and model["inprocess"][body]["items_per_s"] > 0
+            assert list(levels) == ["1", "2"]
+            for level in levels.values():
+                assert level["errors"] == 0 and level["requests"] > 0, (name, body, level)
+                for key in ("items_per_s", "ratio", "p50_ms", "p99_ms"):
+                    assert _finite(level[key]) and level[key] > 0, (name, body, key, level)
+            assert f"| {name} | {body} |" in table
+
+
+def test_http_codes_equal_in_process_codes(quick: tuple[dict, str]) -> None:
+    results, _ = quick
+    for name, model in results["models"].items():
+        assert model["codes_match"] and all(model["codes_match"].values()), (name, model["codes_match"])
+        assert len(model["codes"]) == 2 * 16 and all(len(c) == 16 for c in model["codes"])  # 2 bodies of 16, 64 bits
