@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +27,7 @@ from hamdex.models.data.block import Block
 from hamdex.models.rerank import query_scores, rerank_vectors
 from hamdex.service.bulk.job import index_blocks
 
+from benchmarks.servers import CLI, Server, free_port, serve_args, service_env
 from tests.conftest import MakeClient, dense_vectors
 from tests.helpers import assert_error, popcount_distances, random_codes
 
@@ -440,3 +443,63 @@ def test_milvus_refuses_rerank_and_vectors(make_client: MakeClient, dense_model_
     assert client.post("/v1/collections/m/items", json={"items": items}).status_code == 200
     search = {"queries": [{"id": "x0"}], "k": 3, "rerank": {"candidates": 5}}
     assert_error(client.post("/v1/collections/m/search", json=search), 409, "unsupported_search_param")
+
+
+def test_a_killed_server_keeps_every_acknowledged_vector(dense_model_dir: Path, tmp_path: Path) -> None:
+    """A real `hamdex serve` process SIGKILLed while a client streams upserts into a collection keeping vectors:
+    after a restart, a rerank over every item (over HTTP) scores exactly the acknowledged vectors, the batch in
+    flight is wholly there or wholly absent, and the files hold those vectors."""
+    port = free_port()
+    command = [*CLI, *serve_args(dense_model_dir, tmp_path / "default", port)]
+    env = service_env(tmp_path, HAMDEX_SNAPSHOT_EVERY="20", HAMDEX_LOG_LEVEL="warning")
+    server = Server.spawn(command, env, tmp_path / "server.log", port)
+    server.wait_ready(120)
+    acked: list[int] = []
+    try:
+        resp = httpx.post(server.url + "/v1/collections", json={"name": "vec", "vectors": "float16"}, timeout=30)
+        assert resp.status_code == 201, resp.text
+
+        def batch(b: int) -> list[dict]:
+            rows = dense_vectors(4, seed=100 + b)
+            return [{"id": f"b{b}-{j}", "input": row.tolist()} for j, row in enumerate(rows)]
+
+        def stream() -> None:
+            for b in range(1000):
+                try:
+                    r = httpx.post(server.url + "/v1/collections/vec/items", json={"items": batch(b)}, timeout=30)
+                except httpx.HTTPError:
+                    return
+                if r.status_code != 200:
+                    return
+                acked.append(b)
+
+        writer = threading.Thread(target=stream)
+        writer.start()
+        while len(acked) < 25 and writer.is_alive():
+            time.sleep(0.01)
+        server.kill()
+        writer.join(30)
+    finally:
+        server.kill()
+    assert len(acked) >= 25, server.log_tail()
+    server = Server.spawn(command, env, tmp_path / "server.log", port)
+    server.wait_ready(120)
+    try:
+        in_flight = acked[-1] + 1
+        count = httpx.get(server.url + "/v1/collections/vec", timeout=30).json()["count"]
+        assert count in (4 * len(acked), 4 * len(acked) + 4)
+        batches = acked + ([in_flight] if count > 4 * len(acked) else [])
+        expected = {
+            f"b{b}-{j}": stored("float16", dense_vectors(4, seed=100 + b))[j] for b in batches for j in range(4)
+        }
+        body = {"queries": [{"id": "b0-0"}], "k": count, "rerank": {"candidates": count}, "include_metadata": False}
+        hits = httpx.post(server.url + "/v1/collections/vec/search", json=body, timeout=30).json()["results"][0]
+        assert {h["id"] for h in hits} == set(expected)
+        ids = [h["id"] for h in hits]
+        want = cosine(expected["b0-0"], np.stack([expected[i] for i in ids]))
+        np.testing.assert_allclose([h["score"] for h in hits], want, rtol=1e-5, atol=1e-6)
+    finally:
+        server.stop()
+    with Collection.open(tmp_path / "collections" / "vec") as coll:
+        got = coll.vectors(list(expected))
+        np.testing.assert_allclose(got, np.stack(list(expected.values())), rtol=0, atol=2e-3)
