@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hamdex.index import Collection, InvalidItemsError, InvalidQueryError, ScoredHit, backup
+from hamdex.index.deadline import Deadline
+from hamdex.index.errors import SearchTimeoutError
 from hamdex.index.vectors import VECTORS_FILE, VectorFile
 from hamdex.models import checkpoint
 from hamdex.models.bits import unpack
@@ -269,6 +271,19 @@ def test_rerank_keeps_filters_radius_and_k(tmp_path: Path) -> None:
     hits = coll.search(q, 5, rerank=20, query_vectors=np.full((1, 8), np.nan, np.float32))[0]
     assert [(h.distance, h.id) for h in hits] == sorted((h.distance, h.id) for h in hits)
     assert all(h.score is None for h in hits)
+
+
+def test_rerank_stops_at_the_deadline(tmp_path: Path) -> None:
+    coll, ids, codes, vectors = filled(tmp_path / "c", "float16", n=20)
+    expired = Deadline()
+    expired.cancel()
+    qv = np.ones((2, 8), np.float32)
+    for where in (None, {"even": True}):
+        with pytest.raises(SearchTimeoutError):
+            coll.search(codes[:2], 3, rerank=10, query_vectors=qv, where=where, deadline=expired)
+    with pytest.raises(SearchTimeoutError):
+        coll.range_search(codes[:2], 8, k=3, rerank=10, query_vectors=qv, deadline=expired)
+    coll.close()
 
 
 def test_asymmetric_rescoring_orders_ties_by_the_query_scores(tmp_path: Path) -> None:
