@@ -190,6 +190,10 @@ FEATURIZERS: dict[str, type[Featurizer]] = {
 }
 
 
+# featurizer kinds whose raw inputs are texts (the others take numbers: images or vectors)
+TEXT_INPUT_KINDS = frozenset({"text", "sentence"})
+
+
 def make_featurizer(kind: str, **options: Any) -> Featurizer:
     """A new featurizer of ``kind``; ``options`` are its constructor's (e.g. sentence: encoder, max_tokens)."""
     if kind not in FEATURIZERS:

@@ -30,7 +30,7 @@ import torch
 from hamdex.models import bits
 from hamdex.models.autoencoder import HashingAutoencoder
 from hamdex.models.ensemble import Model, parts
-from hamdex.models.featurizers import Features, Featurizer, InputError
+from hamdex.models.featurizers import TEXT_INPUT_KINDS, Features, Featurizer, InputError
 from hamdex.models.hasher import Hasher, to_tensor
 from hamdex.models.readout import SCORE_SCALE
 
@@ -207,7 +207,7 @@ def to_inputs(featurizer: Featurizer, outputs: np.ndarray) -> np.ndarray:
     vectors (n, d) in their units (the featurizer's standardisation undone), text as given (word probabilities)."""
     if featurizer.kind == "pixels":
         return np.clip(outputs * 255.0, 0, 255).reshape(len(outputs), *featurizer.shape).astype(np.float32)
-    if featurizer.kind == "dense":
+    if featurizer.kind in ("dense", "sentence"):  # a sentence model's outputs are embeddings
         return (outputs * featurizer.std + featurizer.mean).astype(np.float32)
     return outputs
 
@@ -232,7 +232,7 @@ def top_words(featurizer: Featurizer, probabilities: np.ndarray, k: int) -> list
 
 def mask_features(featurizer: Featurizer, masks: list[np.ndarray]) -> np.ndarray:
     """One mask per item, each with as many values as the item's features (any shape) -> bool (n, d)."""
-    if featurizer.kind == "text":
+    if featurizer.kind in TEXT_INPUT_KINDS:
         raise InputError("masks are for pixel and dense inputs, not text", "invalid_input")
     flat = [np.asarray(m, dtype=bool).reshape(-1) for m in masks]
     for i, m in enumerate(flat):

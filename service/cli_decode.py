@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 import typer
 from hamdex.models import corrupt, data
+from hamdex.models.featurizers import TEXT_INPUT_KINDS
 from hamdex.service.cli_options import DEVICE_METAVAR, check_device
 
 if TYPE_CHECKING:  # torch and Pillow load when a command runs, not with every `hamdex` call
@@ -64,11 +65,12 @@ def reconstruct(
     except (data.DataFormatError, data.DataNotFoundError) as exc:
         raise _fail(str(exc)) from exc
     kind = hasher.featurizer.kind
-    if kind == "text" and (level or mask):
+    texts = kind in TEXT_INPUT_KINDS
+    if texts and (level or mask):
         raise _fail("--level and --mask corrupt pixel and dense inputs, not text")
-    raw = block.inputs if kind == "text" else np.asarray(block.inputs, np.float32)
+    raw = block.inputs if texts else np.asarray(block.inputs, np.float32)
     try:
-        features = hasher.features(raw if kind == "text" else raw.reshape(len(raw), -1))
+        features = hasher.features(raw if texts else raw.reshape(len(raw), -1))
         clean = features
         if level:
             features = corrupt.add_noise(features, noise, level, np.random.default_rng(seed), pixels=kind == "pixels")

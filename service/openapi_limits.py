@@ -33,6 +33,7 @@ from hamdex.index.kinds import KINDS, PARAM_BOUNDS
 from hamdex.index.milvus import INDEX_TYPES, LOCAL_NAME, SERVER_SCHEMES
 from hamdex.index.validation import MAX_METADATA_DEPTH
 from hamdex.models import checkpoint
+from hamdex.models.featurizers import TEXT_INPUT_KINDS
 from hamdex.service.schemas import MAX_ID_CHARS, NO_SURROGATES
 from hamdex.service.settings import Settings
 
@@ -81,7 +82,7 @@ def served_specs(settings: Settings) -> list[ModelSpec]:
 
 def input_schema(spec: ModelSpec, settings: Settings) -> Schema:
     """One raw input as ``spec``'s featurizer takes it."""
-    if spec.featurizer == "text":
+    if spec.featurizer in TEXT_INPUT_KINDS:
         return {"type": "string", "maxLength": settings.max_text_chars}
     if spec.featurizer == "dense":
         value = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
@@ -155,7 +156,7 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
             methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _bulk_body(settings)
         if path.endswith("/import"):
             methods["post"]["requestBody"]["content"]["application/x-ndjson"]["schema"] = _import_body(settings, specs)
-        if path == "/v1/encode" and specs and all(spec.featurizer == "text" for spec in specs):
+        if path == "/v1/encode" and specs and all(spec.featurizer in TEXT_INPUT_KINDS for spec in specs):
             for media in ("application/octet-stream", "application/x-npy"):  # binary arrays: 422 input_type
                 methods["post"]["requestBody"]["content"].pop(media, None)
     _integer_bounds(document)
@@ -193,7 +194,7 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
     _item_text_and_vector(schemas["ItemIn"], settings, specs)
     encode = schemas["EncodeRequest"]
     encode["properties"]["inputs"]["items"] = raw
-    if all(spec.featurizer == "text" for spec in specs):  # a text model refuses vectors (422 input_type)
+    if all(spec.featurizer in TEXT_INPUT_KINDS for spec in specs):  # a text model refuses vectors (422 input_type)
         del encode["properties"]["inputs_b64"]
         encode.pop("oneOf", None)
         encode["required"] = ["inputs"]
@@ -207,9 +208,9 @@ def _add_model_inputs(schemas: dict[str, Schema], settings: Settings, specs: lis
 def _item_text_and_vector(item: Schema, settings: Settings, specs: list[ModelSpec]) -> None:
     """An item's ``text`` where a served model takes texts, its ``vector`` where one takes flat vectors (a dense
     model, or pixels as one row); neither field where no model takes it (the model would refuse it)."""
-    properties, vectors = item["properties"], [s for s in specs if s.featurizer != "text"]
+    properties, vectors = item["properties"], [s for s in specs if s.featurizer not in TEXT_INPUT_KINDS]
     keep = {"input", "code"}
-    if any(spec.featurizer == "text" for spec in specs):
+    if any(spec.featurizer in TEXT_INPUT_KINDS for spec in specs):
         properties["text"] = {**properties["text"], "maxLength": settings.max_text_chars}
         keep.add("text")
     if vectors:
@@ -239,7 +240,7 @@ def _add_decode_limits(schemas: dict[str, Schema], settings: Settings, spec: Mod
     item = schemas["ReconstructItem"]["properties"]
     item["input"] = {**input_schema(spec, settings), "title": "Input"}
     generate["codes"]["items"] = code_schema(spec.n_bits)
-    if spec.featurizer == "text":  # null only: a mask is for pixel and dense inputs
+    if spec.featurizer in TEXT_INPUT_KINDS:  # null only: a mask is for pixel and dense inputs
         item["mask"] = {"type": "null", "title": "Mask", "description": item["mask"]["description"]}
         return
     flag = {"type": "boolean"}
@@ -310,16 +311,16 @@ def _bulk_row(settings: Settings, specs: list[ModelSpec]) -> Schema:
         "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}], "description": _metadata_rule(settings)},
     }
     one_of = [{"required": ["input"]}]
-    vectors = [spec.input_dim for spec in specs if spec.featurizer != "text"]
+    vectors = [spec.input_dim for spec in specs if spec.featurizer not in TEXT_INPUT_KINDS]
     if vectors or not specs:  # one vector as base64 of little-endian float32
         properties["input_b64"] = _any_of([_base64_of(4 * dim) for dim in vectors]) if vectors else {"type": "string"}
         one_of.append({"required": ["input_b64"]})
     # the data files' names for an input (models.data): a text, or a vector
-    if not specs or any(spec.featurizer == "text" for spec in specs):
+    if not specs or any(spec.featurizer in TEXT_INPUT_KINDS for spec in specs):
         properties["text"] = {"type": "string", "maxLength": settings.max_text_chars}
         one_of.append({"required": ["text"]})
     if vectors or not specs:
-        vector = [input_schema(spec, settings) for spec in specs if spec.featurizer != "text"]
+        vector = [input_schema(spec, settings) for spec in specs if spec.featurizer not in TEXT_INPUT_KINDS]
         properties["vector"] = _any_of(vector) if vector else {"type": "array", "items": {"type": "number"}}
         one_of.append({"required": ["vector"]})
     row = {"type": "object", "properties": properties, "required": ["id"], "additionalProperties": False}

@@ -404,13 +404,15 @@ class DecodedItem(BaseModel):
     code: str = Field(..., description="The code (hex) the output was decoded from.")
     image: str | None = Field(None, description="Image models, image_format png: base64 of a PNG.")
     pixels: list[Any] | None = Field(None, description="Image models, image_format array: rows of values 0-255.")
-    vector: list[float] | None = Field(None, description="Dense models: the vector.")
+    vector: list[float] | None = Field(None, description="Dense models: the vector; sentence models: the embedding.")
     words: list[WeightedWord] | None = Field(None, description="Text models: the top words of the decoded bag.")
 
 
 class DecodeResponse(BaseModel):
     outputs: list[DecodedItem]
-    kind: Literal["text", "pixels", "dense"] = Field(..., description="The model's featurizer: which field is set.")
+    kind: Literal["text", "sentence", "pixels", "dense"] = Field(
+        ..., description="The model's featurizer: which field is set (sentence models: vector, the embedding)."
+    )
     n_bits: int
     fingerprint: str
     seed: int | None = Field(None, description="Sampled codes: the seed that draws them again.")

@@ -225,6 +225,23 @@ def test_service_encodes_and_searches_texts(cli_model: Path, make_client: MakeCl
     assert client.get("/info").json()["featurizer"] == "sentence"
 
 
+def test_service_decodes_and_documents_a_sentence_model(cli_model: Path, make_client: MakeClient) -> None:
+    """A sentence model's reconstruction and generation are embeddings (kind sentence, field vector), masks are
+    refused as for text, and /openapi.json says the inputs are texts."""
+    client = make_client(cli_model)
+    dim = checkpoint.load(cli_model, "cpu").featurizer.dim
+    resp = client.post("/v1/reconstruct", json={"items": [{"input": "rocket launch into orbit"}]})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["kind"] == "sentence" and len(body["outputs"][0]["vector"]) == dim
+    resp = client.post("/v1/generate", json={"n": 2, "seed": 1})
+    assert resp.status_code == 200 and all(len(o["vector"]) == dim for o in resp.json()["outputs"]), resp.text
+    resp = client.post("/v1/reconstruct", json={"items": [{"input": "rocket", "mask": [True] * dim}]})
+    assert resp.status_code == 422 and resp.json()["error_type"] == "invalid_input", resp.text
+    schema = json.dumps(client.get("/openapi.json").json()["components"]["schemas"])
+    assert '"maxLength"' in schema and f'"minItems": {dim}' not in schema
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_runs_the_encoder_in_bf16(trained: tuple[Hasher, Path]) -> None:
     cpu = trained[0].featurizer
