@@ -36,7 +36,7 @@ from hamdex.models.neighbours import (
     text_neighbour_space,
     whitened,
 )
-from hamdex.models.objectives import cluster_supcon, neighbour_infonce, teacher_bce
+from hamdex.models.objectives import cluster_supcon, neighbour_infonce, similarity_distillation, teacher_bce
 from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
 from hamdex.models.safeguard import (
     Verdict,
@@ -89,6 +89,10 @@ class TrainConfig:
     mutual_positives: bool = False
     contrastive_weight: float = 0.0  # > 0 (needs neighbours): InfoNCE with a neighbour as positive (models.objectives)
     temperature: float = 0.3  # of the contrastive term
+    # > 0: match each item's distribution of similarities to the batch by relaxed-code cosine to the one by input
+    # cosine (models.objectives.similarity_distillation), teacher at distill_temperature, student at temperature
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
     teacher_weight: float = 0.0  # > 0 (needs neighbours): BCE to spectral teacher bits (models.teacher)
     cluster_weight: float = 0.0  # > 0 (needs neighbours): supervised contrastive over k-means pseudo-labels
     n_clusters: int = 50  # of the pseudo-labels
@@ -124,6 +128,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and patience must be >= 1")
         if self.min_steps < 0 or self.warmup_steps < 0:
             raise ValueError("min_steps and warmup_steps must be >= 0")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must be >= 0, distill_temperature > 0")
         if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
             raise ValueError("neighbours and contrastive_weight must be >= 0, temperature > 0")
         if self.contrastive_weight and not self.neighbours:
@@ -199,11 +205,18 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
             # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
             probs = torch.sigmoid(out.latent) if model.config.bottleneck == "gaussian" else out.latent
             loss = loss + cfg.teacher_weight * teacher_bce(probs, torch.from_numpy(data.teacher[rows]).to(device))
-        if cfg.contrastive_weight or cfg.cluster_weight:
-            assert data.neighbours is not None
-            pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
-            both_rows = np.concatenate([rows, pair_rows])
-            codes = model.relaxed_codes(to_tensor(data.x[both_rows], device, sparse=True))  # (2B, n_bits)
+        if cfg.contrastive_weight or cfg.cluster_weight or cfg.distill_weight:
+            both_rows = rows
+            if data.neighbours is not None:  # each row's partner: one of its neighbours
+                pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
+                both_rows = np.concatenate([rows, pair_rows])
+            inputs = to_tensor(data.x[both_rows], device, sparse=True)  # (2B, d), or (B, d) without neighbours
+            codes = model.relaxed_codes(inputs)  # (2B, n_bits)
+            if cfg.distill_weight:
+                dense = inputs.to_dense() if inputs.layout == torch.sparse_csr else inputs
+                loss = loss + cfg.distill_weight * similarity_distillation(
+                    codes, dense, cfg.distill_temperature, cfg.temperature
+                )
             # each member's bits get their own terms, as if it were trained alone
             for member, member_codes in enumerate(codes.chunk(model.config.members, dim=1)):
                 if cfg.contrastive_weight:
