@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import torch
 
@@ -186,6 +187,13 @@ class Connection:
         return int(lines[0].split(" ", 2)[1]), headers, content
 
 
+def takes_binary(server: Server) -> bool:
+    """Whether the server's API document lists binary encode bodies: a pixel model served by a checkout before
+    issue 24 does not (a check that ``--pythonpath`` served the other checkout)."""
+    document = httpx.get(server.url + "/openapi.json", timeout=30).json()
+    return "application/octet-stream" in document["paths"]["/v1/encode"]["post"]["requestBody"]["content"]
+
+
 def n_codes(status: int, body: Body, content: bytes, n_bytes: int) -> int:
     """Codes in a 200 answer (0 for any other status)."""
     if status != 200:
@@ -250,6 +258,14 @@ async def http_codes(port: int, body: Body, n_bytes: int) -> np.ndarray:
     return np.array([np.frombuffer(bytes.fromhex(c), np.uint8) for c in json.loads(content)["codes"]])
 
 
+LAUNCHER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from hamdex.service.cli import app
+app(args=sys.argv[2:], prog_name="hamdex")
+"""
+
+
 def start_server(model: Path, workdir: Path, cfg: Config) -> Server:
     port = free_port()
     env = service_env(workdir, HAMDEX_LOG_LEVEL="warning", HAMDEX_JSON_LOGS="false", **cfg.extra)
@@ -257,7 +273,10 @@ def start_server(model: Path, workdir: Path, cfg: Config) -> Server:
     # every worker's request may wait at once: 64 x 256 items would pass the default 8192 and be refused (429)
     env.setdefault("HAMDEX_QUEUE_MAX_ITEMS", str(2 * max(cfg.concurrency) * cfg.batch))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [cfg.pythonpath or str(REPO), os.environ.get("PYTHONPATH")]))
-    command = [*CLI, *serve_args(model, workdir / f"collection-{model.name}", port, cfg.device)]
+    args = serve_args(model, workdir / f"collection-{model.name}", port, cfg.device)
+    # ``-m`` would put the working directory (this checkout) first on sys.path, before PYTHONPATH: the launcher puts
+    # the other checkout first, so that its ``hamdex`` package, and so its service, is the one served
+    command = [sys.executable, "-c", LAUNCHER, cfg.pythonpath, *args] if cfg.pythonpath else [*CLI, *args]
     server = Server.spawn(command, env, workdir / f"server-{model.name}.log", port)
     server.wait_ready(180)
     return server
@@ -276,6 +295,7 @@ def run_model(name: str, cfg: Config, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"inprocess": {}, "http": {}, "codes_match": {}}
     server = start_server(model, workdir, cfg)
     try:
+        out["binary_bodies"] = takes_binary(server)
         for body, pool in pools.items():
             # the baseline just before each body's levels: on a shared machine the CPU left to us drifts by 2x
             out["inprocess"][body] = inprocess(hasher, pool, cfg.seconds)
