@@ -42,6 +42,10 @@ class ModelConfig:
     # how scores become the indexed bits (models.readout): "threshold", each bottleneck's own rule, or "itq", a
     # rotation of all members' scores fitted on the training set after training
     readout: str = "threshold"
+    # the classes of a model trained with labels (TrainConfig.label_weight; issue 20): its decoders are conditioned
+    # on the item's class as in a conditional VAE (Sohn et al. 2015), one learned input per class plus one for
+    # "unknown" (unlabelled items). The encoder never sees a label, so queries need none. () = no labels
+    label_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
@@ -66,6 +70,13 @@ class ModelConfig:
             )
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "decoder_hidden", tuple(self.decoder_hidden))
+        object.__setattr__(self, "label_names", tuple(str(name) for name in self.label_names))
+        if len(self.label_names) == 1 or len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"label_names must be () or two or more distinct names, got {len(self.label_names)}")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_names)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +118,20 @@ class HashingAutoencoder(nn.Module):
         self.encoder = _mlp([config.input_dim, *config.hidden, n_logits], config.dropout)
         self.decoder = _mlp([config.n_bits, *config.decoder_hidden, config.output_dim or config.input_dim], 0.0)
         self.readout = RotationReadout(config.n_bits) if config.readout == "itq" else None
+        if config.n_classes:  # one-hot class into the decoder's first layer = a learned vector added to its output
+            self.label_embedding = nn.Embedding(config.n_classes + 1, self.decoder[0].out_features)  # last: unknown
+            nn.init.zeros_(self.label_embedding.weight)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, n_bits) -> decoder output (B, output width); ``labels`` int64 (B,) class indices, -1 (or None
+        for all) unknown, used by a model trained with labels (``ModelConfig.label_names``), ignored otherwise."""
+        if not self.config.n_classes:
+            return self.decoder(z)
+        unknown = self.config.n_classes
+        labels = (
+            torch.full((len(z),), unknown, device=z.device) if labels is None else labels.where(labels >= 0, unknown)
+        )
+        return self.decoder[1:](self.decoder[0](z) + self.label_embedding(labels).to(z.dtype))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder output before binarization, (B, input_dim) -> (B, n_bits * logits_per_bit).
@@ -135,10 +160,13 @@ class HashingAutoencoder(nn.Module):
         pairwise objectives."""
         return torch.tanh(self.scores(x))
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
-        """``target`` (B, output_dim or input_dim) is what the decoder reconstructs; the input itself by default."""
+    def forward(
+        self, x: torch.Tensor, target: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> AEOutput:
+        """``target`` (B, output_dim or input_dim) is what the decoder reconstructs; the input itself by default.
+        ``labels`` int64 (B,) (-1 unknown) condition the decoder of a model trained with labels (:meth:`decode`)."""
         b = self.bottleneck(self.logits(x))
-        recon_logits = self.decoder(b.z)  # (B, output_dim or input_dim)
+        recon_logits = self.decode(b.z, labels)  # (B, output_dim or input_dim)
         target = x if target is None else target
         target = target.to_dense() if target.layout == torch.sparse_csr else target
         recon_loss = reconstruction_loss(self.config.recon, recon_logits, target)

@@ -43,9 +43,12 @@ class MemberEnsemble(nn.Module):
         """(B, input_dim) -> (B, n_bits) in (-1, 1), members' bits side by side."""
         return torch.cat([m.relaxed_codes(x) for m in self.members], dim=1)
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> AEOutput:
-        """Each member reconstructs the target from its own bits; the losses add up (they share no weights)."""
-        outs = [m(x, target) for m in self.members]
+    def forward(
+        self, x: torch.Tensor, target: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> AEOutput:
+        """Each member reconstructs the target from its own bits (and the labels, when trained with them); the
+        losses add up (they share no weights)."""
+        outs = [m(x, target, labels) for m in self.members]
         return AEOutput(
             None,  # no one reconstruction: each member has its own (no extra work per training step)
             torch.cat([o.z for o in outs], dim=1),

@@ -96,6 +96,10 @@ class TrainConfig:
     teacher_weight: float = 0.0  # > 0 (needs neighbours): BCE to spectral teacher bits (models.teacher)
     cluster_weight: float = 0.0  # > 0 (needs neighbours): supervised contrastive over k-means pseudo-labels
     n_clusters: int = 50  # of the pseudo-labels
+    # with labels (fit_hasher's labels; issue 20): supervised contrastive over the true classes of a labelled
+    # mini-batch of label_batch items drawn each step beside the batch (few labelled items still count each step)
+    label_weight: float = 1.0
+    label_batch: int = 128
     graph_neighbours: int = 0  # k of the teachers' kNN graph; 0 = ``neighbours``
     # > 0: find the neighbours (and the teachers' graph) by cosine in this many PCA-whitened dimensions of the
     # features instead of the features themselves (dense features only; models.neighbours.whitened). The decoder
@@ -192,14 +196,19 @@ class TrainData:
     neighbours: np.ndarray | None = None  # int64 (n, k) positives of the contrastive and cluster terms
     teacher: np.ndarray | None = None  # bool (n, n_bits) target bits (models.teacher)
     clusters: np.ndarray | None = None  # int64 (n, members) pseudo-labels (models.teacher), one k-means per member
+    labels: np.ndarray | None = None  # int64 (n,) true class indices, -1 unlabelled (fit_hasher's labels)
+    labelled_train: np.ndarray | None = None  # int64 rows with a label outside the held-out split (set by train)
 
 
 def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
     batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
+    labels = None if data.labels is None else torch.from_numpy(data.labels[rows]).to(device)  # (B,) -1 unknown
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        out = model(batch, target)
+        out = model(batch, target) if labels is None else model(batch, target, labels)
         loss = out.loss
+        if labels is not None and cfg.label_weight:
+            loss = loss + cfg.label_weight * _label_loss(model, data, cfg, device, rng)
         if cfg.teacher_weight:
             assert data.teacher is not None
             # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
@@ -227,6 +236,18 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
                     labels = torch.from_numpy(data.clusters[both_rows, member]).to(device)
                     loss = loss + cfg.cluster_weight * cluster_supcon(member_codes, labels, cfg.temperature)
     return loss
+
+
+def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) -> torch.Tensor:
+    """Supervised contrastive (Khosla et al. 2020) over the true classes of a labelled mini-batch, on each member's
+    bits as the cluster term; drawn from the labelled training rows (``TrainData.labels`` restricted by train)."""
+    pool = data.labelled_train  # int64 rows with a label, outside the held-out split
+    assert data.labels is not None and pool is not None
+    rows = np.sort(rng.choice(pool, min(cfg.label_batch, len(pool)), replace=False))
+    labels = torch.from_numpy(data.labels[rows]).to(device)  # (L,)
+    codes = model.relaxed_codes(to_tensor(data.x[rows], device, sparse=True))  # (L, n_bits)
+    members = codes.chunk(model.config.members, dim=1)
+    return sum((cluster_supcon(c, labels, cfg.temperature) for c in members), codes.new_zeros(()))
 
 
 def _epoch(model, opt, sched, data: TrainData, idx: np.ndarray, cfg: TrainConfig, device, rng, bar) -> float:
@@ -283,6 +304,7 @@ def train(
     clusters: np.ndarray | None = None,
     probe: Probe | None = None,
     init: dict[str, torch.Tensor] | None = None,
+    labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on features (n, d); keeps the weights of the best validation: the highest probe mAP of the held-out
     items with a ``probe`` (models.probe), else the lowest validation loss (without the contrastive term).
@@ -290,13 +312,19 @@ def train(
     ``targets`` (n, d), when given, is what the decoder reconstructs for each row instead of the row itself;
     ``neighbours`` (n, k) gives the positives of the contrastive term; ``teacher`` (n, n_bits) and ``clusters``
     (n, members) the targets of the teacher and cluster terms (see :func:`training_data`). ``init``: a state dict
-    to go on from instead of a fresh model.
+    to go on from instead of a fresh model. ``labels`` int64 (n,) class indices, -1 unlabelled, for a model
+    config with ``label_names``: the decoder's condition and the targets of the label term.
     """
     if clusters is not None:
         clusters = clusters.reshape(len(clusters), -1)  # (n,) is one member's labels
         if clusters.shape[1] != model_config.members:
             raise ValueError(f"clusters has {clusters.shape[1]} label columns for {model_config.members} members")
     data = TrainData(x, targets, neighbours, teacher, clusters)
+    train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
+    if labels is not None:
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"labels must be one class index per item, got shape {labels.shape} for {x.shape[0]}")
+        data = dataclasses.replace(data, labels=labels, labelled_train=_labelled_rows(labels, train_idx, model_config))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = build_model(model_config)
@@ -308,7 +336,6 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-    train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / cfg.batch_size))
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
@@ -371,14 +398,47 @@ def train(
     return TrainResult(model, history, best_epoch, seconds, str(device), steps, kept, stopped)
 
 
+def _labelled_rows(labels: np.ndarray, train_idx: np.ndarray, model_config: ModelConfig) -> np.ndarray:
+    """The labelled training rows, after checking ``labels`` against the model's classes."""
+    if not model_config.n_classes or labels.max() >= model_config.n_classes or labels.min() < -1:
+        raise ValueError(f"labels must be class indices below {model_config.n_classes} (-1 unlabelled)")
+    rows = train_idx[labels[train_idx] >= 0]
+    if not len(rows):
+        raise ValueError("no labelled item is left outside the held-out split; label more items")
+    return rows
+
+
+def encode_labels(labels: Sequence[str | None], fraction: float = 1.0, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Item labels (None or "" unlabelled) -> int64 class indices (n,), -1 unlabelled, and the sorted class names.
+    ``fraction`` < 1 keeps the labels of a seeded random share of the labelled items (benchmarks: few labels)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the label fraction must be in (0, 1], got {fraction}")
+    known = np.array([label is not None and label != "" for label in labels], dtype=bool)
+    if fraction < 1:
+        rows = np.flatnonzero(known)
+        keep = np.random.default_rng(seed).choice(rows, max(1, round(fraction * len(rows))), replace=False)
+        known = np.zeros_like(known)
+        known[keep] = True
+    names = sorted({str(labels[i]) for i in np.flatnonzero(known)})
+    if len(names) < 2:
+        raise ValueError(f"training with labels needs at least two classes among the labelled items, got {len(names)}")
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.array([index[str(lab)] if k else -1 for lab, k in zip(labels, known, strict=True)], dtype=np.int64)
+    return codes, names
+
+
 def fit_hasher(
     inputs: Sequence[Any] | np.ndarray,
     featurizer_kind: str,
     model_overrides: dict[str, Any] | None = None,
     cfg: TrainConfig | None = None,
     featurizer_options: dict[str, Any] | None = None,
+    labels: Sequence[str | None] | None = None,
 ) -> tuple[Hasher, TrainResult]:
     """Raw training inputs -> a trained Hasher (featurizer fitted on the same inputs).
+
+    ``labels`` (one per input, None or "" unlabelled): train with them (issue 20): a decoder conditioned on the
+    class and a supervised contrastive term (``TrainConfig.label_weight``); see :func:`encode_labels`.
 
     The reconstruction loss follows the featurizer unless ``model_overrides`` names one. ``featurizer_options`` go
     to the featurizer's constructor (models.featurizers.make_featurizer), e.g. the sentence encoder's path.
@@ -391,6 +451,11 @@ def fit_hasher(
     featurizer = make_featurizer(featurizer_kind, **(featurizer_options or {})).fit(inputs)
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
+    label_codes, label_names = (None, []) if labels is None else encode_labels(labels)
+    if label_codes is not None:
+        if len(label_codes) != x.shape[0]:
+            raise ValueError(f"{len(label_codes)} labels for {x.shape[0]} items")
+        overrides["label_names"] = tuple(label_names)
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
     space = text_neighbour_space(inputs, cfg.subject_weight) if cfg.full_vocab_neighbours else None
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
@@ -400,12 +465,15 @@ def fit_hasher(
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
-    result = train(model_config, cfg, *_train_args(data), probe=probe)
+    data = dataclasses.replace(data, labels=label_codes)
+    result = train(model_config, cfg, *_train_args(data), probe=probe, labels=data.labels)
     model, verdict = result.model, None
     if cfg.safeguard and probe is not None:
         result, verdict = _safeguard(model_config, cfg, data, probe, result, featurizer.recon)
         model = verdict.chosen.model
     report = training_report(result, x, len(val_idx), verdict, cfg)
+    if label_codes is not None:
+        report["labels"] = {"labelled": int((label_codes >= 0).sum()), "classes": len(label_names)}
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0]), "report": report}
     fp = compute_fingerprint(model, featurizer)
     return Hasher(model, featurizer, fp, torch.device(result.device), info), result
@@ -429,7 +497,9 @@ def _safeguard(
             model.probe_map,
             itq.probe_map,
         )
-        more = train(model_config, cfg, *_train_args(data), probe=probe, init=result.model.state_dict())
+        more = train(
+            model_config, cfg, *_train_args(data), probe=probe, init=result.model.state_dict(), labels=data.labels
+        )
         result = _joined(result, more)
         model = assess("model", result.model, x, probe, device, cfg.seed)
     alternative = None

@@ -23,6 +23,7 @@ import typer
 from hamdex.models import data
 from hamdex.models.bottlenecks import BOTTLENECKS
 from hamdex.service import cli_decode, cli_transfer
+from hamdex.service.cli_info import labels_line
 from hamdex.service.cli_info import info as info_cmd
 from hamdex.service.cli_options import DEVICE_METAVAR, DeviceOpt, check_device
 from rich.console import Console
@@ -183,6 +184,14 @@ def train(
     strict: Annotated[
         bool, typer.Option(help="Exit 1 (after saving) when the training report warns, e.g. of an ITQ fallback.")
     ] = False,
+    label_field: Annotated[
+        str | None,
+        typer.Option(help="Train with the labels in this field (e.g. label); items without one train unlabelled."),
+    ] = None,
+    label_fraction: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="--label-field: keep the labels of a seeded random share (benchmarks)."),
+    ] = None,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
     from hamdex.models import checkpoint, presets
@@ -191,6 +200,7 @@ def train(
     block = _as_images(load_data(data_spec, limit, columns), featurizer, image_shape)
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
+    labels = _train_labels(block, label_field, label_fraction, seed)
     model_given = {
         "n_bits": bits,
         "members": members,
@@ -213,7 +223,7 @@ def train(
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)
-        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg, feat_options)
+        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg, feat_options, labels)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     fp = checkpoint.save(out, hasher)
@@ -223,6 +233,28 @@ def train(
     if strict and report["safeguard"]["warnings"]:
         console.print("[red]--strict: exiting with status 1 because of the warning above[/red]")
         raise typer.Exit(1)
+
+
+def _train_labels(block: data.Block, field: str | None, fraction: float | None, seed: int) -> list[str | None] | None:
+    """``--label-field``: each item's label (None: unlabelled), the field read from the item's label or metadata;
+    ``--label-fraction`` keeps a seeded share of them (models.train.encode_labels). Exits when they cannot train."""
+    if field is None:
+        if fraction is not None:
+            raise _fail("--label-fraction goes with --label-field")
+        return None
+    from hamdex.models.train import encode_labels
+
+    if field == "label":
+        labels = list(block.labels)
+    else:
+        labels = [None if m.get(field) in (None, "") else str(m[field]) for m in block.metadata]
+    if all(label is None or label == "" for label in labels):
+        raise _fail(f"--label-field {field}: no item has a {field!r} field")
+    try:
+        codes, names = encode_labels(labels, 1.0 if fraction is None else fraction, seed)
+    except ValueError as exc:
+        raise _fail(f"--label-field {field}: {exc}") from exc
+    return [names[c] if c >= 0 else None for c in codes]
 
 
 def _sentence_options(kind: str, data_kind: str, encoder: Path | None, max_tokens: int | None, device: str) -> dict:
@@ -291,6 +323,8 @@ def _print_report(report: dict) -> None:
     signal = validation["signal"]
     value = validation["probe_map"] if signal == "probe mAP" else validation["val_loss"]
     console.print(f"validation ({signal}): {value:.4f}")
+    if "labels" in report:
+        console.print(f"labels: {labels_line(report['labels'])}")
     console.print(
         f"code health: distinct codes {health['distinct_code_fraction']:.1%}, bit balance "
         f"{health['bit_balance']:.3f} (0 = balanced), mean |bit correlation| {health['mean_abs_bit_correlation']:.3f}"

@@ -97,6 +97,8 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
         f"  code health: distinct codes {health['distinct_code_fraction']:.1%}, bit balance {health['bit_balance']:.3f}"
         f" (0 = balanced), mean |bit correlation| {health['mean_abs_bit_correlation']:.3f}",
     ]
+    if "labels" in report:
+        lines.append(f"  labels: {labels_line(report['labels'])}")
     candidates = guard.get("candidates", {})
     if "itq" in candidates:
         scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
@@ -108,3 +110,8 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
 
 def _fields(values: dict[str, Any]) -> list[str]:
     return [f"  {k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
+
+
+def labels_line(labels: dict[str, Any]) -> str:
+    """The labels part of a training report: how many items were labelled, and how many classes."""
+    return f"{labels['labelled']:,} labelled items, {labels['classes']} classes"

@@ -1,0 +1,148 @@
+"""Training with labels (issue 20, part 3): a class-conditioned decoder and a supervised contrastive term; the encoder
+never takes a label."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hamdex.models import checkpoint
+from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
+from hamdex.models.bits import hamming
+from hamdex.models.ensemble import build_model
+from hamdex.models.train import TrainConfig, encode_labels, fit_hasher
+from hamdex.service.cli import app
+from sklearn.datasets import load_digits
+from typer.testing import CliRunner
+
+TOPICS = {"space": "orbit rocket launch nasa shuttle", "cars": "engine wheel brake dealer sedan"}
+CFG = TrainConfig(epochs=4, progress=False, safeguard=False, device="cpu")
+SMALL = {"n_bits": 16, "hidden": (64,)}
+WIDE = {"n_bits": 32, "hidden": (256,)}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return (d.images * 255 / 16).astype(np.uint8), d.target.astype(str)
+
+
+def _gathering(codes: np.ndarray, labels: np.ndarray) -> float:
+    """Mean Hamming distance within a class over the mean between classes (lower: classes gather)."""
+    dist = hamming(codes, codes).astype(float)
+    same = labels[:, None] == labels[None, :]
+    np.fill_diagonal(same, False)
+    return dist[same].mean() / dist[labels[:, None] != labels[None, :]].mean()
+
+
+def test_encode_labels_indexes_sorted_names_and_keeps_a_seeded_share():
+    codes, names = encode_labels(["b", None, "a", "", "b"])
+    assert names == ["a", "b"] and codes.tolist() == [1, -1, 0, -1, 1]
+    labels = [str(i % 4) for i in range(1000)]
+    kept, _ = encode_labels(labels, 0.1, seed=3)
+    assert (kept >= 0).sum() == 100
+    assert np.array_equal(kept, encode_labels(labels, 0.1, seed=3)[0])
+    with pytest.raises(ValueError, match="two classes"):
+        encode_labels(["a", "a", None])
+    with pytest.raises(ValueError, match="fraction"):
+        encode_labels(["a", "b"], 0.0)
+
+
+def test_labels_gather_a_class_and_travel_in_the_checkpoint(digits, tmp_path):
+    images, labels = digits
+    cfg = TrainConfig(epochs=30, progress=False, safeguard=False, device="cpu")
+    plain, _ = fit_hasher(images, "pixels", WIDE, cfg)  # as tests/test_train.py: it learns the digits
+    labelled, _ = fit_hasher(images, "pixels", WIDE, cfg, labels=list(labels))
+    assert labelled.model.config.label_names == tuple(str(i) for i in range(10))
+    assert labelled.info["report"]["labels"] == {"labelled": len(labels), "classes": 10}
+    codes = labelled.encode(images).codes  # no labels at encode time
+    assert _gathering(codes, labels) < _gathering(plain.encode(images).codes, labels) - 0.05
+    checkpoint.save(tmp_path / "m", labelled)
+    loaded = checkpoint.load(tmp_path / "m", device="cpu")
+    assert loaded.model.config == labelled.model.config
+    assert np.array_equal(loaded.encode(images[:50]).codes, codes[:50])
+    assert loaded.fingerprint == labelled.fingerprint
+
+
+def test_partial_labels_train_and_report_the_labelled_count(digits):
+    images, labels = digits
+    few = [lab if i % 20 == 0 else None for i, lab in enumerate(labels)]  # 5% labelled
+    hasher, _ = fit_hasher(images, "pixels", {**SMALL, "members": 2}, CFG, labels=few)
+    assert hasher.info["report"]["labels"] == {"labelled": 90, "classes": 10}
+    assert hasher.encode(images[:5]).codes.shape == (5, 2)
+
+
+def test_the_unlabelled_model_is_unchanged():
+    config = ModelConfig(input_dim=8, n_bits=8, recon="gaussian", hidden=(8,))
+    assert "label_embedding" not in "".join(HashingAutoencoder(config).state_dict())
+    assert checkpoint.LATER_FIELDS["label_names"] == config.label_names  # left out of the fingerprint
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_the_decoder_is_conditioned_only_through_the_label_embedding(members):
+    torch.manual_seed(0)
+    config = ModelConfig(input_dim=8, n_bits=16, recon="gaussian", hidden=(8,), members=members, label_names=("a", "b"))
+    model = build_model(config).eval()
+    x = torch.rand(4, 8)
+    bits, _ = model.encode(x)
+    assert model(x).loss == model(x, labels=torch.tensor([-1, -1, -1, -1])).loss  # None = unknown
+    first = model if members == 1 else model.members[0]
+    with torch.no_grad():
+        first.label_embedding.weight[0] += 1.0
+    assert model(x, labels=torch.tensor([0, 0, 1, 1])).loss != model(x).loss
+    assert torch.equal(model.encode(x)[0], bits)  # the encoder never reads a label
+
+
+@pytest.mark.parametrize("names", [("a",), ("a", "a")])
+def test_label_names_are_two_or_more_distinct(names):
+    with pytest.raises(ValueError, match="label_names"):
+        ModelConfig(input_dim=8, label_names=names)
+
+
+@pytest.fixture
+def texts_file(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    rows = [
+        {"id": f"{t}-{i}", "text": f"{words} note {i}", "label": t, "topic": t if i % 3 else ""}
+        for t, words in TOPICS.items()
+        for i in range(30)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def _invoke(texts_file, out, *extra):
+    args = ["train", str(texts_file), "--out", str(out), "--bits", "16", "--hidden", "16", "--device", "cpu"]
+    return CliRunner().invoke(app, [*args, "--epochs", "2", *extra])
+
+
+@pytest.mark.parametrize(("field", "labelled"), [("label", 60), ("topic", 40)])
+def test_cli_trains_with_a_label_field(texts_file, tmp_path, field, labelled):
+    result = _invoke(texts_file, tmp_path / "m", "--label-field", field)
+    assert result.exit_code == 0, result.output
+    assert f"labels: {labelled} labelled items, 2 classes" in result.output
+    meta = json.loads((tmp_path / "m" / "hamdex.json").read_text())
+    assert meta["model_config"]["label_names"] == ["cars", "space"]
+    assert meta["report"]["labels"] == {"labelled": labelled, "classes": 2}
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "m")])
+    assert f"labels: {labelled} labelled items, 2 classes" in result.output
+
+
+def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
+    result = _invoke(texts_file, tmp_path / "m", "--label-field", "label", "--label-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "labels: 30 labelled items, 2 classes" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--label-field", "colour"], "no item has a 'colour' field"),
+        (["--label-fraction", "0.5"], "--label-fraction goes with --label-field"),
+        (["--label-field", "label", "--label-fraction", "0.01"], "two classes"),
+    ],
+)
+def test_cli_label_errors(texts_file, tmp_path, extra, message):
+    result = _invoke(texts_file, tmp_path / "m", *extra)
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
