@@ -20,6 +20,9 @@ the codes of one request of each body kind must equal the in-process codes, byte
 ``--pythonpath DIR`` runs the server from another checkout (e.g. ``git worktree add /tmp/before <commit>``) to
 measure a change in the same session: ``--bodies json`` there, since older servers take no binary bodies.
 ``--device cuda`` serves on a GPU (benchmarks/gpu_serve_check.py compares its codes with the CPU's).
+``--workers 1,2`` measures servers of 1 and 2 worker processes (``hamdex serve --workers N --encode-only``, each
+with ``--threads`` torch threads), one after the other in the same run (``1,2,1,2``: alternating runs, each kept);
+every server of such a run is encode-only, so that only the number of processes differs.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Config:
     pool: int = 8  # distinct request bodies each worker cycles through
     model_cache: Path | None = None  # checkpoints kept here and reused (gpu_serve_check: one model, two devices)
     threads: int = 1  # torch (OpenMP) threads here and in the server: two spin against other jobs on 2 shared cores
+    workers: tuple[int, ...] = (1,)  # servers of this many worker processes, in turn (above 1: encode-only)
     extra: dict[str, str] = field(default_factory=dict)  # HAMDEX_* settings of the server (e.g. queue_max_items)
 
 
@@ -266,7 +270,7 @@ app(args=sys.argv[2:], prog_name="hamdex")
 """
 
 
-def start_server(model: Path, workdir: Path, cfg: Config) -> Server:
+def start_server(model: Path, workdir: Path, cfg: Config, workers: int = 1) -> Server:
     port = free_port()
     env = service_env(workdir, HAMDEX_LOG_LEVEL="warning", HAMDEX_JSON_LOGS="false", **cfg.extra)
     env["OMP_NUM_THREADS"] = str(cfg.threads)  # torch's intra-op threads, as torch.set_num_threads here
@@ -274,6 +278,8 @@ def start_server(model: Path, workdir: Path, cfg: Config) -> Server:
     env.setdefault("HAMDEX_QUEUE_MAX_ITEMS", str(2 * max(cfg.concurrency) * cfg.batch))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [cfg.pythonpath or str(REPO), os.environ.get("PYTHONPATH")]))
     args = serve_args(model, workdir / f"collection-{model.name}", port, cfg.device)
+    if cfg.workers != (1,):  # several processes serve no collection (one writer): 1 is measured the same way
+        args += ["--workers", str(workers), "--encode-only"]
     # ``-m`` would put the working directory (this checkout) first on sys.path, before PYTHONPATH: the launcher puts
     # the other checkout first, so that its ``hamdex`` package, and so its service, is the one served
     command = [sys.executable, "-c", LAUNCHER, cfg.pythonpath, *args] if cfg.pythonpath else [*CLI, *args]
@@ -288,31 +294,45 @@ def start_server(model: Path, workdir: Path, cfg: Config) -> Server:
 def run_model(name: str, cfg: Config, workdir: Path) -> dict[str, Any]:
     model = (cfg.model_cache or workdir) / name
     hasher = train(name, cfg, model)
-    n_bytes = cfg.n_bits // 8
     bodies = ("text",) if name == "text" else cfg.bodies
     pools = {body: request_pool(name, body, cfg) for body in bodies}
-    first = next(iter(pools.values()))
+    out: dict[str, Any] = {"workers": {}}
+    for i, workers in enumerate(cfg.workers):  # a count given twice (1,2,1,2: alternating runs) is kept twice
+        seen = str(workers) in out["workers"]
+        key = f"{workers} (run {i // len(set(cfg.workers)) + 1})" if seen else str(workers)
+        out["workers"][key] = run_server(name, hasher, model, pools, cfg, workdir, workers)
+    # the first server's numbers at the top level, as before --workers (gpu_serve_check reads them there)
+    out.update(out["workers"][str(cfg.workers[0])])
+    return out
+
+
+def run_server(
+    name: str, hasher: Hasher, model: Path, pools: dict[str, list[Body]], cfg: Config, workdir: Path, workers: int
+) -> dict[str, Any]:
+    """Every body's levels against one server of ``workers`` processes."""
+    n_bytes = cfg.n_bits // 8
     out: dict[str, Any] = {"inprocess": {}, "http": {}, "codes_match": {}}
-    server = start_server(model, workdir, cfg)
+    server = start_server(model, workdir, cfg, workers)
+    tag = f"{name} ({workers} worker{'s' if workers > 1 else ''})"
     try:
         out["binary_bodies"] = takes_binary(server)
         for body, pool in pools.items():
             # the baseline just before each body's levels: on a shared machine the CPU left to us drifts by 2x
             out["inprocess"][body] = inprocess(hasher, pool, cfg.seconds)
             base = out["inprocess"][body]["items_per_s"]
-            print(f"{name}: in-process {base:,.0f} items/s", flush=True)
+            print(f"{tag}: in-process {base:,.0f} items/s", flush=True)
             got = asyncio.run(http_codes(server.port, pool[0], n_bytes))
             out["codes_match"][body] = bool(np.array_equal(got, hasher.encode(pool[0].inputs).codes))
-            asyncio.run(drive(server.port, pool, 2, 0.5, 0.0, n_bytes))  # warm-up
+            asyncio.run(drive(server.port, pool, 2 * workers, 0.5, 0.0, n_bytes))  # warm-up: every worker
             for c in cfg.concurrency:
                 r = asyncio.run(drive(server.port, pool, c, cfg.seconds, cfg.warmup, n_bytes))
                 r["ratio"] = r["items_per_s"] / base if base else float("nan")
                 out["http"].setdefault(body, {})[str(c)] = r
                 rate = f"{r['items_per_s']:,.0f} items/s ({r['ratio']:.2f}x)"
                 lat = f"p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms"
-                print(f"{name} {body} c={c}: {rate} {lat}, {r['errors']} errors", flush=True)
+                print(f"{tag} {body} c={c}: {rate} {lat}, {r['errors']} errors", flush=True)
         # every request of the first body kind once: what gpu_serve_check compares across devices
-        codes = [asyncio.run(http_codes(server.port, b, n_bytes)) for b in first]
+        codes = [asyncio.run(http_codes(server.port, b, n_bytes)) for b in next(iter(pools.values()))]
         out["codes"] = [c.tobytes().hex() for c in np.concatenate(codes)]
     finally:
         code = server.stop(60)
@@ -326,6 +346,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "config": {
             **{k: getattr(cfg, k) for k in ("batch", "seconds", "device", "n_bits", "threads")},
             "concurrency": list(cfg.concurrency),
+            "workers": list(cfg.workers),
             "cpus": os.cpu_count(),
             "server_code": cfg.pythonpath or str(REPO),
         },
@@ -339,17 +360,22 @@ def run(cfg: Config) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     levels = results["config"]["concurrency"]
+    several = len(results["config"].get("workers", [1])) > 1  # a workers column only where they differ
     lines = [
-        "| model | body | in-process items/s | " + " | ".join(f"c={c} items/s (ratio)" for c in levels)
-        + f" | p50 / p99 ms at c={levels[-1]} |",
-        "|---|---|---:|" + "---:|" * len(levels) + "---:|",
+        "| model | body |" + (" workers |" if several else "") + " in-process items/s | "
+        + " | ".join(f"c={c} items/s (ratio)" for c in levels) + f" | p50 / p99 ms at c={levels[-1]} |",
+        "|---|---|" + ("---:|" if several else "") + "---:|" + "---:|" * len(levels) + "---:|",
     ]  # fmt: skip
     for name, model in results["models"].items():
-        for body, row in model["http"].items():
-            base = model["inprocess"][body]["items_per_s"]
-            cells = " | ".join(f"{row[str(c)]['items_per_s']:,.0f} ({row[str(c)]['ratio']:.2f}x)" for c in levels)
-            last = row[str(levels[-1])]
-            lines.append(f"| {name} | {body} | {base:,.0f} | {cells} | {last['p50_ms']:.0f} / {last['p99_ms']:.0f} |")
+        runs = model.get("workers") or {"1": model}
+        for body in model["http"]:
+            for workers, run in runs.items():
+                base = run["inprocess"][body]["items_per_s"]
+                row = run["http"][body]
+                cells = " | ".join(f"{row[str(c)]['items_per_s']:,.0f} ({row[str(c)]['ratio']:.2f}x)" for c in levels)
+                last = row[str(levels[-1])]
+                lead = f"| {name} | {body} |" + (f" {workers} |" if several else "")
+                lines.append(f"{lead} {base:,.0f} | {cells} | {last['p50_ms']:.0f} / {last['p99_ms']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -366,13 +392,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pythonpath", default=None, help="serve the code of this checkout")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in the server")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in each server process")
+    parser.add_argument("--workers", default="1", help="server processes, e.g. 1,2: a server of each, in turn")
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(device=args.device, pythonpath=args.pythonpath, workdir=args.workdir, threads=args.threads)
     cfg.models = tuple(args.models.split(","))
+    cfg.workers = tuple(int(w) for w in args.workers.split(","))
     cfg.bodies = tuple(args.bodies.split(","))
     if unknown := set(cfg.bodies) - set(BODIES):
         raise SystemExit(f"unknown bodies {sorted(unknown)}; choose from {', '.join(BODIES)}")

@@ -8,13 +8,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from hamdex.service.auth import ApiKeys
 from hamdex.service.cors import install_cors
-from hamdex.service.docs_pages import add_docs
+from hamdex.service.docs_pages import ASSETS, add_docs
 from hamdex.service.engine import Engine
-from hamdex.service.errors import install_handlers
+from hamdex.service.errors import error_response, install_handlers
 from hamdex.service.fast_search import FastSearch
 from hamdex.service.metrics import Metrics
 from hamdex.service.middleware import BatchGuard, ServiceMiddleware
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(FastSearch, settings=settings)  # inside ServiceMiddleware: added first
     app.add_middleware(BatchGuard, settings=settings)  # between the two: FastSearch never sees an oversized batch
+    if settings.encode_only:
+        app.add_middleware(EncodeOnly)  # inside ServiceMiddleware: its refusals are counted and logged as any error
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     install_cors(app, settings)  # outermost: preflights answered before any key check
     install_handlers(app)
@@ -85,6 +88,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # or fetch /openapi.json with the key
     add_docs(app, api_keys if keyed_docs else None)
     return app
+
+
+class EncodeOnly:
+    """409 ``encode_only`` for every route that reaches a collection, on a server that opens none
+    (HAMDEX_ENCODE_ONLY: the mode of several worker processes, since a collection has one writer). Answered before
+    routing and keys: the refusal says only how the server was started."""
+
+    OPEN = frozenset({"/livez", "/readyz", "/health", "/metrics", "/openapi.json", "/docs", "/redoc"})
+    OPEN |= {"/v1/encode", "/v1/reconstruct", "/v1/generate"}
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.OPEN or path.startswith(ASSETS + "/"):
+            await self.app(scope, receive, send)
+            return
+        message = f"{path}: this server encodes only (HAMDEX_ENCODE_ONLY, e.g. hamdex serve --workers): no collection"
+        await error_response("encode_only", message)(scope, receive, send)
 
 
 def _open_counts(app: FastAPI) -> dict[str, int]:

@@ -539,6 +539,12 @@ def serve(
         typer.Option(callback=check_device, metavar=DEVICE_METAVAR, help="Device [env HAMDEX_DEVICE]."),
     ] = None,
     demo: Annotated[bool, typer.Option(help="Build the 20 Newsgroups demo model and collection if missing.")] = False,
+    encode_only: Annotated[
+        bool | None, typer.Option("--encode-only", help="Serve the model, no collection [env HAMDEX_ENCODE_ONLY].")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes, one model copy each; above 1 needs --encode-only.")
+    ] = 1,
 ) -> None:
     """Serve the REST API. Options override the HAMDEX_* environment variables."""
     import uvicorn
@@ -549,7 +555,13 @@ def serve(
     from hamdex.service.settings import Settings
 
     given = {"model_path": model, "collection_path": collection, "host": host, "port": port, "device": device}
+    given["encode_only"] = encode_only
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    if workers > 1 and not settings.encode_only:
+        raise _fail(
+            f"--workers {workers} needs --encode-only: every worker process would open the collections, and a "
+            "collection has one writer (its LOCK file), so all but one would fail; serve collections with one worker"
+        )
     configure(settings.log_level, settings.json_logs)
     try:
         keys = ApiKeys.parse(settings.api_keys, settings.api_keys_file)
@@ -565,8 +577,14 @@ def serve(
             ensure_demo(settings.model_path, settings.collection_path, device=settings.device)
         except data.DataNotFoundError as exc:
             raise _fail(str(exc)) from exc
+    if workers > 1:  # each worker builds its app from the environment: the options travel there
+        os.environ.update({f"HAMDEX_{k.upper()}": str(v) for k, v in given.items() if v is not None})
     uvicorn.run(
-        create_app(settings),
+        "hamdex.service.app:create_app" if workers > 1 else create_app(settings),
+        factory=workers > 1,
+        workers=workers,
+        # uvicorn kills a worker that misses a 5 s ping: a starting one (torch's import) on busy cores does
+        timeout_worker_healthcheck=60,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

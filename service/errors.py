@@ -60,6 +60,7 @@ STATUS: dict[str, int] = {
     "image_format_unsupported": 409,  # images whose channels a PNG cannot hold: ask image_format array
     "collection_protected": 409,  # the default collection cannot be dropped
     "collection_locked": 409,  # open in another process
+    "encode_only": 409,  # a collection route on a server started with HAMDEX_ENCODE_ONLY (service.app.EncodeOnly)
     # a collection keeping vectors for a model whose features are not kept (text: sparse TF-IDF), or on milvus
     "vectors_unsupported": 409,
     "backend_unavailable": 501,  # a collection backend whose client library is not installed (pymilvus)

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # dependencies), else asyncio and h11; benchmarks/http_bench.py compares them
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     http_parser: Literal["auto", "h11", "httptools"] = "auto"
+    # serve the model alone (service.app.EncodeOnly): /v1/encode, /v1/reconstruct, /v1/generate and the probes; no
+    # collection is opened and every other route answers 409 encode_only. Several worker processes (hamdex serve
+    # --workers) need it: a collection has one writer (its LOCK file), so a second process could open none of them
+    encode_only: bool = False
     json_logs: bool = True  # one JSON object per log line (False: plain text)
     log_level: str = "info"
     # the backend of the default collection when it is created (named ones choose theirs in POST /v1/collections):

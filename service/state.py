@@ -11,6 +11,7 @@ loads the default model and opens the default collection (a long replay, for a b
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from hamdex.index import CollectionLike, FingerprintMismatchError, Manifest, open_or_create_collection
@@ -30,9 +31,9 @@ class ServiceState:
         self.settings = settings
         self.api_keys = api_keys or ApiKeys()
         self.hashers = Hashers(settings.model_path, settings.models_dir, settings.device)
-        self.registry = Registry(
-            settings.collections_dir, on_open=self._check_model, snapshot_every=settings.snapshot_every
-        )
+        # encode-only: a root that is never a directory, so this process claims no root lock and opens nothing
+        root = os.devnull if settings.encode_only else settings.collections_dir
+        self.registry = Registry(root, on_open=self._check_model, snapshot_every=settings.snapshot_every)
         self._done = threading.Event()  # loading finished, well or not
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -61,7 +62,7 @@ class ServiceState:
     def check_startup(self) -> None:
         """The cheap refusals, before serving: raises CheckpointError or FingerprintMismatchError."""
         expected = checkpoint.read_meta(self.settings.model_path)["fingerprint"]
-        found = peek_fingerprint(self.settings.collection_path)
+        found = None if self.settings.encode_only else peek_fingerprint(self.settings.collection_path)
         if found is not None and found != expected:
             raise FingerprintMismatchError(self.settings.collection_path, expected, found)
 
@@ -72,6 +73,11 @@ class ServiceState:
     def _load(self) -> None:
         try:
             hasher = self.hashers.get(DEFAULT)
+            if self.settings.encode_only:
+                LOG.info(
+                    "ready: model %s (%d bits) on %s, no collection", hasher.fingerprint, hasher.n_bits, hasher.device
+                )
+                return
             path = self.settings.collection_path
             collection = open_or_create_collection(
                 path,

@@ -50,3 +50,17 @@ def test_http_codes_equal_in_process_codes(quick: tuple[dict, str]) -> None:
     for name, model in results["models"].items():
         assert model["codes_match"] and all(model["codes_match"].values()), (name, model["codes_match"])
         assert len(model["codes"]) == 2 * 16 and all(len(c) == 16 for c in model["codes"])  # 2 bodies of 16, 64 bits
+
+
+def test_workers_table_has_a_row_per_server() -> None:
+    from benchmarks import encode_bench
+
+    level = {"items_per_s": 100.0, "ratio": 0.5, "p50_ms": 10.0, "p99_ms": 20.0}
+    run = {"inprocess": {"json": {"items_per_s": 200.0}}, "http": {"json": {"1": level}}}
+    model = {"workers": {"1": run, "2": run}, **run}
+    results = {"config": {"concurrency": [1], "workers": [1, 2]}, "models": {"pixels": model}}
+    table = encode_bench.markdown(results)
+    assert "| workers |" in table
+    assert "| pixels | json | 1 | 200 | 100 (0.50x) | 10 / 20 |" in table
+    assert "| pixels | json | 2 | 200 | 100 (0.50x) | 10 / 20 |" in table
+    assert encode_bench.config_from_args(encode_bench.parse_args(["--workers", "1,2"])).workers == (1, 2)
