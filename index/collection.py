@@ -56,7 +56,7 @@ from hamdex.index.errors import (
 )
 from hamdex.index.kinds import KINDS, HammingIndex, make_hamming_index
 from hamdex.index.rwlock import RWLock
-from hamdex.index.scan import TopK
+from hamdex.index.scan import TopK, gather, index_codes
 from hamdex.index.store import DB_FILE, Matching, Store
 from hamdex.index.validation import Scalar, check_filter, check_id, is_int
 from hamdex.index.vectors import VectorFile, asymmetric, check_query_vectors, cosine
@@ -66,6 +66,8 @@ LOG = logging.getLogger(__name__)
 SUPPORTED_INDEX_KINDS = frozenset(KINDS)
 _FILTER_MIN_FETCH = 64  # first over-fetch of a filtered top-k search: max(this, 4k)
 FILTER_SCAN_MAX = 50_000  # a filter matching at most this many items is answered by an exact scan of them
+FILTER_CACHE_SIZE = 16  # filters whose matching rows (internal ids and codes) are kept, until the next write
+FILTER_CACHE_BYTES = 64 << 20  # and at most this much of them (50,000 rows of 256-bit codes: 2 MiB)
 FILTER_FETCH_ROWS = 65_536  # most rows (queries x depth) one over-fetch round of a filtered search examines
 QUERY_BLOCK = 64  # queries per FAISS call in a search with a deadline (checked between calls)
 
@@ -90,6 +92,11 @@ class Collection(CollectionBase):
         self._snapshot_seq = -1
         self._changed_since_snapshot = 0
         self._vectors = VectorFile(path, settings.vectors, settings.vector_dim) if settings.vectors else None
+        # filter text -> (internal ids int64 (m,), codes uint8 (m, n_bytes)) of its matching rows, or None when
+        # more than FILTER_SCAN_MAX match; valid at one applied seq (any write empties it), most recent last
+        self._selected: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._selected_seq = -1
+        self._selected_lock = threading.Lock()
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -528,18 +535,68 @@ class Collection(CollectionBase):
         return out
 
     def _filtered_search(self, codes, k, where, include_metadata, qparams, radius, deadline) -> list[list[Hit]]:
-        """Exact search over the matching rows when at most FILTER_SCAN_MAX items match; else over-fetch through
-        the index (:meth:`_overfetch`), and an exact scan of every matching row, chunk by chunk, for the queries
-        that over-fetching within its bound leaves short of k hits."""
-        rows = self._store.matching(where, FILTER_SCAN_MAX, deadline)
-        if rows is not None:
-            return self._scan(codes, k, [rows], include_metadata, radius, deadline)
+        """Exact search over the matching rows when at most FILTER_SCAN_MAX items match (:meth:`_selection`,
+        :meth:`_scan_selected`); else over-fetch through the index (:meth:`_overfetch`), and an exact scan of every
+        matching row, chunk by chunk, for the queries that over-fetching within its bound leaves short of k hits."""
+        selected = self._selection(where, deadline)
+        if selected is not None:
+            return self._scan_selected(codes, k, *selected, include_metadata, radius, deadline)
         out, short = self._overfetch(codes, k, where, include_metadata, qparams, radius, deadline)
         if short.size:
             chunks = self._store.matching_chunks(where, deadline)
             scanned = self._scan(codes[short], k, chunks, include_metadata, radius, deadline)
             for i, hits in zip(short.tolist(), scanned, strict=True):
                 out[i] = hits
+        return out
+
+    def _selection(self, where, deadline) -> tuple[np.ndarray, np.ndarray] | None:
+        """(internal ids, codes) of the live items ``where`` matches, or None when more than FILTER_SCAN_MAX do;
+        cached per filter until the next write (under the read lock, so the index's seq is the cache's).
+
+        The ids come from the payload index alone where one answers the filter (:meth:`Store.matching_internal`),
+        the codes from the index's memory (:func:`index.scan.index_codes`): no row of the table is read. A row the
+        store has committed and the index not yet applied (a write in flight) has its code read from the store."""
+        key = json.dumps(where, sort_keys=True)
+        with self._selected_lock:
+            if self._selected_seq != self._applied_seq:
+                self._selected, self._selected_seq = {}, self._applied_seq
+            if key in self._selected:
+                self._selected[key] = hit = self._selected.pop(key)  # most recently used last
+                return hit
+            seq = self._selected_seq
+        internal = self._store.matching_internal(where, FILTER_SCAN_MAX, deadline)
+        selected = None if internal is None else (internal, self._codes_of(internal))
+        with self._selected_lock:
+            if self._selected_seq == seq:
+                self._selected[key] = selected
+                while len(self._selected) > FILTER_CACHE_SIZE or _nbytes(self._selected) > FILTER_CACHE_BYTES:
+                    del self._selected[next(iter(self._selected))]  # the least recently used
+        return selected
+
+    def _codes_of(self, internal: np.ndarray) -> np.ndarray:
+        """uint8 (m, n_bytes): the codes of these live internal ids, from the index's memory where it keeps them as
+        an array (flat, hnsw), else (and for a row not in the index yet) from the store."""
+        held = index_codes(self._index.index)
+        if held is None:
+            return self._store.codes_of(internal.tolist(), self.n_bytes).copy()
+        codes, found = gather(*held, internal)
+        if not found.all():
+            codes[~found] = self._store.codes_of(internal[~found].tolist(), self.n_bytes)
+        return codes
+
+    def _scan_selected(self, codes, k, internal, stored, include_metadata, radius, deadline) -> list[list[Hit]]:
+        """Exact top-k by (distance, id) among the selected rows: distances to every one (index.scan), keeping the
+        rows at most each query's k-th distance away, which alone are then described from the store and ordered
+        by (distance, external id)."""
+        top = TopK(codes, k, radius, deadline, ties=True)
+        top.add(stored, internal, internal)  # internal ids stand for ids here: ties are ordered below
+        candidates = top.result()
+        wanted = sorted({i for rows in candidates for _, i, _ in rows})
+        described = self._store.selected(wanted, include_metadata) if wanted else {}
+        out = []
+        for rows in candidates:
+            row = sorted((d, *described[i]) for d, i, _ in rows if i in described)
+            out.append([Hit(i, d, json.loads(m) if include_metadata else None) for d, i, m in row[:k]])
         return out
 
     def _overfetch(self, codes, k, where, include_metadata, qparams, radius, deadline) -> tuple[list, np.ndarray]:
@@ -754,6 +811,10 @@ class Collection(CollectionBase):
         if self._vectors is not None:
             self._vectors.close()
         super()._release()
+
+
+def _nbytes(selected: dict[str, tuple[np.ndarray, np.ndarray] | None]) -> int:
+    return sum(ids.nbytes + codes.nbytes for ids, codes in filter(None, selected.values()))
 
 
 def _same_settings(manifest: dict[str, Any], settings: Manifest) -> bool:

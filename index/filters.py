@@ -169,6 +169,23 @@ def _same_kind(have: Any, want: Any) -> bool:
     return _is_number(have)
 
 
+def nul_sensitive(where: dict[str, Any]) -> bool:
+    """Whether SQLite's answer to ``where`` may differ on a row holding a NUL (its JSON functions cut strings
+    there): the filter compares a string somewhere, or negates (a negation's SQL keeps every row holding a NUL).
+    A filter of number, boolean, null and ``$exists`` tests alone is decided without looking for NULs."""
+    for key, cond in where.items():
+        if key in COMBINATORS:
+            if any(nul_sensitive(sub) for sub in cond):
+                return True
+            continue
+        tests = cond.items() if isinstance(cond, dict) else [("$eq", cond)]
+        for op, arg in tests:
+            values = arg if op in ("$in", "$nin") else [arg]
+            if op in ("$ne", "$nin") or any(isinstance(v, str) for v in values):
+                return True
+    return False
+
+
 # ---- the SQL form -------------------------------------------------------------------------------------------
 
 

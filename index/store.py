@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from hamdex.index.deadline import Deadline
 from hamdex.index.errors import CorruptCollectionError, InvalidQueryError, TooManyIndexesError
-from hamdex.index.filters import HOLDS_NUL, escaped_in_json, filter_sql, json_path_literal, matches
+from hamdex.index.filters import HOLDS_NUL, escaped_in_json, filter_sql, json_path_literal, matches, nul_sensitive
 
 DB_FILE = "items.sqlite"
 
@@ -75,6 +75,7 @@ class Store:
         self._write_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._stats = 0  # bumped when the planner's statistics change (payload indexes): readers reload them
         try:
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
@@ -92,8 +93,16 @@ class Store:
     @property
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.stats != self._stats and not conn.in_transaction:
+            # a payload index added since this connection read the planner's statistics, which SQLite loads with
+            # the schema, not when ANALYZE rewrites them (reloading them takes the write lock): without them its
+            # planner may scan every live row rather than search the new index. A new connection reads them.
+            self.release_reader()
+            conn = None
         if conn is None:
+            stats = self._stats
             conn = self._local.conn = self._connect()
+            self._local.stats = stats
         return conn
 
     def close(self) -> None:
@@ -173,12 +182,18 @@ class Store:
                 self._put_setting(conn, INDEXED_FIELDS_KEY, have + new)
                 # statistics, without which SQLite's planner may scan the live rows rather than search the index
                 conn.execute("ANALYZE items")
+        if new:
+            self._stats += 1
         return have + new
 
-    def query_plan(self, where: dict[str, Any]) -> str:
-        """SQLite's plan (EXPLAIN QUERY PLAN details, one per line) for selecting the live rows ``where`` matches."""
+    def query_plan(self, where: dict[str, Any], selection: bool = False) -> str:
+        """SQLite's plan (EXPLAIN QUERY PLAN details, one per line) for selecting the live rows ``where`` matches;
+        ``selection``: for selecting their internal ids (:meth:`matching_internal`)."""
         clause, unc, params = _filter_sql(where)
-        rows = self._query(f"EXPLAIN QUERY PLAN {_LIVE_ROWS.format(unc=unc)} AND {clause}", params)
+        sql = f"{_LIVE_ROWS.format(unc=unc)} AND {clause}"
+        if selection:
+            sql, params = _selection_sql(where, 1)
+        rows = self._query(f"EXPLAIN QUERY PLAN {sql}", params)
         return "\n".join(str(r[-1]) for r in rows)
 
     # ---- writes -------------------------------------------------------------------------------------------
@@ -309,7 +324,17 @@ class Store:
         self, internal_ids: Sequence[int], metadata: bool = True, where: dict[str, Any] | None = None
     ) -> dict[int, tuple[str, str | None]]:
         """internal id -> (external id, metadata JSON or None unless ``metadata``), live or marked (a marked row
-        still in the index); with ``where``, only the rows whose metadata matches it (see :meth:`matching`)."""
+        still in the index); with ``where``, only the rows whose metadata matches it (see :meth:`matching_internal`)."""
+        return self._describe(internal_ids, metadata, where)
+
+    def selected(self, internal_ids: Sequence[int], metadata: bool = True) -> dict[int, tuple[str, str | None]]:
+        """:meth:`describe` without a filter, for rows a filter already selected (the hits of an exact scan of a
+        selection): a call of its own, so that what a search describes through the filter stays countable."""
+        return self._describe(internal_ids, metadata, None)
+
+    def _describe(
+        self, internal_ids: Sequence[int], metadata: bool, where: dict[str, Any] | None
+    ) -> dict[int, tuple[str, str | None]]:
         if not len(internal_ids):
             return {}
         clause, unc, params = _filter_sql(where) if where else ("1", "0", {})
@@ -343,24 +368,32 @@ class Store:
         finally:
             cursor.close()
 
-    def matching(self, where: dict[str, Any], max_rows: int, deadline: Deadline | None = None) -> Matching | None:
-        """Live rows whose metadata matches ``where`` (as :func:`index.filters.matches` decides), or None when
-        SQLite selects more than ``max_rows``. Their internal ids first: from a payload index alone when one
-        answers the filter (a broad filter is then given up on without reading its rows), else by reading every
-        row; then the rows themselves. Past ``deadline`` it stops (SearchTimeoutError)."""
-        clause, unc, params = _filter_sql(where)
-        with self.reading(), self._stopping_at(deadline):
-            sql = f"SELECT internal FROM items WHERE deleted_seq IS NULL AND {clause} LIMIT :limit"
-            found = self._query(sql, {**params, "limit": max_rows + 1})
+    def matching_internal(
+        self, where: dict[str, Any], max_rows: int, deadline: Deadline | None = None
+    ) -> np.ndarray | None:
+        """int64 (m,): the internal ids of the live rows ``where`` matches (as :func:`index.filters.matches`
+        decides), or None when SQLite selects more than ``max_rows``. Read from a payload index alone where one
+        answers the filter (no row of the table is read, but those whose metadata Python must re-check), as one
+        text (``group_concat``: no Python object per row), an unsure row's id negated (-1 - id). Sorted."""
+        sql, params = _selection_sql(where, max_rows + 1)
+        with self._stopping_at(deadline):
+            text = self._query(sql, params)[0][0]
+            found = np.fromstring(text, np.int64, sep=",") if text else np.zeros(0, np.int64)
+            assert not text or len(found) == text.count(",") + 1, "group_concat of integers"
             if len(found) > max_rows:
                 return None
-            ids = json.dumps([r[0] for r in found])
-            sql = f"{_LIVE_ROWS.format(unc=unc)} AND internal IN (SELECT value FROM json_each(:ids))"
-            rows = self._query(sql, {**params, "ids": ids})
-        return _matching(rows, where)
+            unsure = -1 - found[found < 0]
+            if unsure.size:  # rows are never changed in place: read after the ids, they are the rows selected
+                rows = self._query(
+                    "SELECT internal, metadata FROM items WHERE internal IN (SELECT value FROM json_each(:ids))",
+                    {"ids": json.dumps(unsure.tolist())},
+                )
+                unsure = np.asarray([i for i, meta in rows if matches(json.loads(meta), where)], np.int64)
+        return np.sort(np.concatenate([found[found >= 0], unsure]))
 
     def matching_chunks(self, where: dict[str, Any], deadline: Deadline | None = None) -> Iterator[Matching]:
-        """Every live row :meth:`matching` selects, in chunks of at most ``_CHUNK`` rows (memory stays bounded)."""
+        """Every live row ``where`` matches (as :meth:`matching_internal` decides), in chunks of at most ``_CHUNK``
+        rows (memory stays bounded)."""
         clause, unc, params = _filter_sql(where)
         cursor = self._reader.cursor()
         try:
@@ -485,6 +518,17 @@ def _filter_sql(where: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     params: dict[str, Any] = {}
     sup, unc = filter_sql(where, params)
     return sup, unc, params
+
+
+def _selection_sql(where: dict[str, Any], limit: int) -> tuple[str, dict[str, Any]]:
+    """(SQL, parameters) of the internal ids of at most ``limit`` live rows SQLite selects for ``where``, as one
+    comma-separated text, those Python must re-check negated (-1 - id)."""
+    clause, unc, params = _filter_sql(where)
+    flag = f"{unc} OR {HOLDS_NUL}" if nul_sensitive(where) else unc
+    # the CASE inside the limited subquery: there SQLite 3.40 reads the indexed expressions from the index alone
+    live = f"SELECT CASE WHEN {flag} THEN -1 - internal ELSE internal END AS x FROM items"
+    sql = f"SELECT group_concat(x) FROM ({live} WHERE deleted_seq IS NULL AND {clause} LIMIT :limit)"
+    return sql, {**params, "limit": limit}
 
 
 def _really_matching(rows: list[tuple], where: dict[str, Any], at: int) -> list[tuple]:
