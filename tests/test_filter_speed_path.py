@@ -196,6 +196,12 @@ def test_gather_checks_every_place() -> None:
         for w, row, ok in zip(wanted.tolist(), got, found.tolist(), strict=True):
             assert (row == (live[w] if ok else 0)).all()
     assert index_codes(make_hamming_index("hash", 64).index) is None
+    hnsw = make_hamming_index("hnsw", 64)  # its graph's storage is a flat array too, reloaded from a snapshot
+    hnsw.add(codes, np.arange(50, dtype=np.int64))
+    again = make_hamming_index("hnsw", 64)
+    again.load_arrays(hnsw.to_arrays())
+    ids, held = index_codes(again.index)
+    assert ids.tolist() == list(range(50)) and (held == codes).all()
 
 
 def test_index_only_selection(tmp_path: Path) -> None:
