@@ -64,3 +64,16 @@ def test_workers_table_has_a_row_per_server() -> None:
     assert "| pixels | json | 1 | 200 | 100 (0.50x) | 10 / 20 |" in table
     assert "| pixels | json | 2 | 200 | 100 (0.50x) | 10 / 20 |" in table
     assert encode_bench.config_from_args(encode_bench.parse_args(["--workers", "1,2"])).workers == (1, 2)
+
+
+def test_code_agreement_counts_equal_codes_and_flipped_bits() -> None:
+    import numpy as np
+
+    from benchmarks.gpu_serve_check import code_agreement
+
+    a = np.zeros((4, 8), np.uint8)  # 4 codes of 64 bits
+    b = a.copy()
+    b[1, 0] = 0b1  # one bit
+    b[2, 3] = 0b1011  # three bits
+    agree = code_agreement(a, b)
+    assert agree == {"equal": 0.5, "mean_hamming": 1.0, "flip_share": 1.0 / 64, "max_hamming": 3}
