@@ -41,7 +41,15 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "target_features": "scattering",  # shift-stable targets: bits stop spending themselves on positions
         },
     ),
-    "dense": ({}, {"min_steps": 1000}),
+    "dense": (
+        {},
+        {
+            "min_steps": 1000,
+            # codes keep the vectors' neighbour order: on MiniLM embeddings of 20 Newsgroups at 64 bits recall@10 of
+            # the float top 10 0.193 -> 0.260 and label P@100 0.377 -> 0.474 (ITQ 0.321 / 0.346); docs/embeddings.md
+            "distill_weight": 30.0,
+        },
+    ),
 }
 PRESETS["sentence"] = PRESETS["dense"]  # sentence embeddings are dense vectors (models.sentence)
 
