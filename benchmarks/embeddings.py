@@ -101,8 +101,11 @@ def baseline_codes(name: str, bits: int, db: np.ndarray, queries: np.ndarray) ->
     return Codes(project(db) >= 0, project(queries) >= 0, project(queries).astype(np.float32))
 
 
-def hamdex_codes(bits: int, db: np.ndarray, queries: np.ndarray, folder: Path) -> tuple[Codes, dict]:
-    """Train with ``hamdex train``'s defaults on the database rows; codes, scores and the training report."""
+def hamdex_codes(
+    bits: int, db: np.ndarray, queries: np.ndarray, folder: Path, overrides: dict | None = None
+) -> tuple[Codes, dict]:
+    """Train with ``hamdex train``'s defaults on the database rows (or the dense preset under ``overrides``:
+    {"model": {...}, "train": {...}}, for variants); codes, scores and the training report."""
     from hamdex.models import checkpoint
     from hamdex.models.bits import unpack
     from hamdex.models.rerank import query_scores
@@ -110,7 +113,10 @@ def hamdex_codes(bits: int, db: np.ndarray, queries: np.ndarray, folder: Path) -
 
     np.save(folder / "db.npy", db)
     start = time.perf_counter()
-    cli.train(str(folder / "db.npy"), out=folder / f"model-{bits}", bits=bits, device="cpu")
+    if overrides:
+        _train_variant(db, bits, overrides, folder / f"model-{bits}")
+    else:
+        cli.train(str(folder / "db.npy"), out=folder / f"model-{bits}", bits=bits, device="cpu")
     seconds = time.perf_counter() - start
     hasher = checkpoint.load(folder / f"model-{bits}", "cpu")
     db_out, q_out = hasher.encode(db), hasher.encode(queries, latent=True)
@@ -124,7 +130,19 @@ def hamdex_codes(bits: int, db: np.ndarray, queries: np.ndarray, folder: Path) -
     return Codes(db_bits, q_bits, query_scores(hasher, q_out.latent)), info
 
 
-def run_corpus(name: str, widths: Sequence[int], methods: Sequence[str]) -> dict:
+def _train_variant(db: np.ndarray, bits: int, overrides: dict, out: Path) -> None:
+    """What ``hamdex train`` does for these rows (the dense preset, the safeguard), with overrides on top."""
+    from hamdex.models import checkpoint, presets
+    from hamdex.models.train import TrainConfig, fit_hasher
+
+    model_over, train_over = presets.resolve("dense", len(db), {"n_bits": bits, **overrides.get("model", {})}, {})
+    train_over.update(overrides.get("train", {}))
+    cfg = TrainConfig(seed=0, device="cpu", safeguard=True, progress=False, **train_over)
+    hasher, _ = fit_hasher(db, "dense", model_over, cfg)
+    checkpoint.save(out, hasher)
+
+
+def run_corpus(name: str, widths: Sequence[int], methods: Sequence[str], overrides: dict | None = None) -> dict:
     corpus, db, queries = embedding_data.cached(name)
     labels = (corpus.query_labels, corpus.db_labels)
     truth = exact_top(queries, db, K)
@@ -137,7 +155,7 @@ def run_corpus(name: str, widths: Sequence[int], methods: Sequence[str]) -> dict
         for bits in widths:
             if method == "hamdex":
                 with tempfile.TemporaryDirectory(prefix="hamdex-emb-") as tmp:
-                    codes, info = hamdex_codes(bits, db, queries, Path(tmp))
+                    codes, info = hamdex_codes(bits, db, queries, Path(tmp), overrides)
             else:
                 codes, info = baseline_codes(method, bits, db, queries), {}
             out[method][bits] = {**score_codes(codes, db, queries, labels, truth), **info}
@@ -216,6 +234,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--featurizer-docs", type=int, default=500, help="0 skips the featurizer timing")
     p.add_argument("--qps-items", type=int, default=1_000_000, help="0 skips the search QPS")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--overrides",
+        type=json.loads,
+        default=None,
+        help='a variant of the dense preset for hamdex, as JSON: {"model": {...}, "train": {...}}',
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return p.parse_args(argv)
 
@@ -232,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     methods = args.methods.split(",")
     results: dict = json.loads(args.json.read_text()) if args.json and args.json.exists() else {}
     for corpus in args.corpora.split(","):
-        results[corpus] = run_corpus(corpus, widths, methods)
+        results[corpus] = run_corpus(corpus, widths, methods, args.overrides)
         _write(results, args.json)
     if args.qps_items:
         results["search_qps_1m"] = search_qps(widths, args.qps_items)
