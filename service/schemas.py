@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from hamdex.index.store import MAX_INDEXED_FIELDS
 from hamdex.index.validation import NAME_PATTERN, check_id
 from hamdex.service.filter_schema import Filter
 from pydantic import (
@@ -28,6 +29,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 MAX_ID_CHARS = 512
+# a payload-indexed metadata field: the names a URL path segment carries unchanged (service.routes.indexes)
+INDEX_FIELD_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 # An id for the OpenAPI document: no U+0000. No lone surrogate either (check_item_id), which the document says in
 # words: a pattern naming surrogates is not a regex to JSON Schema tools built on Rust or UTF-8 (schemathesis's)
 ID_PATTERN = r"^[^\x00]*$"
@@ -285,6 +288,12 @@ class CreateCollectionRequest(_Strict):
         description="Keep each item's vector too, for reranked searches (docs/rerank.md): float16 (2 bytes per "
         "dimension) or int8 with a per-item scale (1 byte per dimension + 4); backend faiss, a dense, sentence or "
         "pixels model (409 vectors_unsupported otherwise).",
+    )
+    indexed_fields: list[Annotated[StrictStr, Field(pattern=INDEX_FIELD_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=MAX_INDEXED_FIELDS,
+        description="Top-level metadata fields to give a payload index at creation, as PUT .../indexes/{field} "
+        "would (docs/filters.md); backend faiss (409 unsupported_by_backend otherwise).",
     )
 
     @field_validator("index_params")

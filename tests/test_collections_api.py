@@ -142,6 +142,10 @@ def test_create_describe_list_and_drop(
         ({"name": "a", "index_kind": "hnsw", "index_params": {"m": True}}, (422, "invalid_index_params")),
         ({"name": "a", "index_kind": "hnsw", "index_params": {"m": 2.5}}, (422, "invalid_index_params")),
         ({"name": "a", "shards": 2}, (422, "validation_error")),
+        ({"name": "a", "indexed_fields": ["bad field"]}, (422, "validation_error")),
+        ({"name": "a", "indexed_fields": [f"f{i}" for i in range(17)]}, (422, "validation_error")),  # 16 at most
+        ({"name": "a", "indexed_fields": [3]}, (422, "validation_error")),
+        ({"name": "a", "backend": "milvus", "indexed_fields": ["label"]}, (409, "unsupported_by_backend")),
         ({"model": "default"}, (422, "validation_error")),
     ],
 )
@@ -150,6 +154,15 @@ def test_bad_creates_get_their_error(client: TestClient, body: dict, expected: t
     assert error_of(client.post("/v1/collections", json=body)) == expected
     names = [c["name"] for c in client.get("/v1/collections").json()["collections"]]
     assert names == ["default", "taken"]  # nothing was made
+
+
+def test_payload_indexes_declared_at_creation(client: TestClient) -> None:
+    create(client, "tagged", indexed_fields=["label", "year", "label"])  # a repeat is declared once
+    assert client.get("/v1/collections/tagged/indexes").json()["fields"] == ["label", "year"]
+    codes = np.array([[1, 1], [1, 2]], np.uint8)  # 16 bits: the model's
+    put_codes(client, "/v1/collections/tagged", ["a", "b"], codes, [{"label": "x", "year": 2001}, {"year": 1999}])
+    resp = search(client, "/v1/collections/tagged", codes[1], k=5, filter={"year": {"$gt": 2000}})
+    assert [h["id"] for h in resp.json()["results"][0]] == ["a"], resp.text
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,8 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     hasher = state.hashers.get(req.model)
     if req.vectors is not None:
         _check_vectors(req, hasher.featurizer)
+    if req.indexed_fields and req.backend != "faiss":
+        raise ApiError("unsupported_by_backend", f"backend {req.backend!r} keeps no payload indexes")
     try:
         collection = state.registry.create(
             req.name,
@@ -87,6 +89,8 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
         )
     except InvalidManifestError as exc:  # parameters that do not fit the model's code length (multihash nhash)
         raise ApiError("invalid_index_params", str(exc)) from exc
+    if req.indexed_fields:  # an empty collection: declaring them reads no rows
+        collection.index_fields(list(dict.fromkeys(req.indexed_fields)))
     return _info(req.name, req.model, collection.manifest)
 
 

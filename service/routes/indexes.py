@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path
 from hamdex.index.store import MAX_INDEXED_FIELDS
 from hamdex.service.deps import ADMIN, COLLECTION_PREFIXES, READ, TargetDep
 from hamdex.service.errors import ApiError
+from hamdex.service.schemas import INDEX_FIELD_PATTERN
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["collections"])
-FIELD_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"  # over HTTP: names a path segment carries unchanged
+FIELD_PATTERN = INDEX_FIELD_PATTERN  # over HTTP: names a path segment carries unchanged
 FieldName = Annotated[
     str, Path(pattern=FIELD_PATTERN, description="A top-level metadata field: letters, digits, '_', '.', '-'.")
 ]
