@@ -23,8 +23,8 @@ import typer
 from hamdex.models import data
 from hamdex.models.bottlenecks import BOTTLENECKS
 from hamdex.service import cli_decode, cli_transfer
-from hamdex.service.cli_info import labels_line
 from hamdex.service.cli_info import info as info_cmd
+from hamdex.service.cli_info import labels_line
 from hamdex.service.cli_options import DEVICE_METAVAR, DeviceOpt, check_device
 from rich.console import Console
 from rich.markup import escape
@@ -192,6 +192,9 @@ def train(
         float | None,
         typer.Option(min=0.0, max=1.0, help="--label-field: keep the labels of a seeded random share (benchmarks)."),
     ] = None,
+    label_weight: Annotated[
+        float | None, typer.Option(min=0.0, help="--label-field: weight of the supervised contrastive term (1.0).")
+    ] = None,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
     from hamdex.models import checkpoint, presets
@@ -201,6 +204,8 @@ def train(
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
     labels = _train_labels(block, label_field, label_fraction, seed)
+    if label_weight is not None and labels is None:
+        raise _fail("--label-weight goes with --label-field")
     model_given = {
         "n_bits": bits,
         "members": members,
@@ -220,6 +225,8 @@ def train(
         "lr": lr,
         "batch_size": batch_size,
     }
+    if label_weight is not None:
+        train_given["label_weight"] = label_weight
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)

@@ -129,9 +129,12 @@ def test_cli_trains_with_a_label_field(texts_file, tmp_path, field, labelled):
 
 
 def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
-    result = _invoke(texts_file, tmp_path / "m", "--label-field", "label", "--label-fraction", "0.5")
+    result = _invoke(
+        texts_file, tmp_path / "m", "--label-field", "label", "--label-fraction", "0.5", "--label-weight", "3"
+    )
     assert result.exit_code == 0, result.output
     assert "labels: 30 labelled items, 2 classes" in result.output
+    assert json.loads((tmp_path / "m" / "hamdex.json").read_text())["train_config"]["label_weight"] == 3.0
 
 
 @pytest.mark.parametrize(
@@ -139,6 +142,7 @@ def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
     [
         (["--label-field", "colour"], "no item has a 'colour' field"),
         (["--label-fraction", "0.5"], "--label-fraction goes with --label-field"),
+        (["--label-weight", "3"], "--label-weight goes with --label-field"),
         (["--label-field", "label", "--label-fraction", "0.01"], "two classes"),
     ],
 )
