@@ -106,7 +106,7 @@ def decode_bits(model: Model, b: torch.Tensor) -> torch.Tensor:
             z = scores[:, start:end]  # the read-out rotates the gaussian means themselves
         else:
             z = bits_to_z(part, scores[:, start:end] > 0)
-        outputs.append(mean_output(part.config.recon, part.decoder(z)))
+        outputs.append(mean_output(part.config.recon, part.decode(z)))  # labelled models: class unknown
         start = end
     return torch.stack(outputs).mean(dim=0)
 
@@ -148,7 +148,7 @@ def reconstruct_tensor(model: Model, x: torch.Tensor) -> torch.Tensor:
     outputs = []
     for part in parts(model):
         z = part.bottleneck(part.logits(x)).z  # (B, n_bits) hard bits, or the gaussian mean
-        outputs.append(mean_output(part.config.recon, part.decoder(z)))
+        outputs.append(mean_output(part.config.recon, part.decode(z)))  # labelled models: class unknown
     return torch.stack(outputs).mean(dim=0)
 
 

@@ -93,6 +93,19 @@ def test_the_decoder_is_conditioned_only_through_the_label_embedding(members):
     assert torch.equal(model.encode(x)[0], bits)  # the encoder never reads a label
 
 
+def test_decoding_a_labelled_model_uses_the_unknown_class():
+    from hamdex.models.generate import decode_bits
+
+    torch.manual_seed(0)
+    config = ModelConfig(input_dim=8, n_bits=16, recon="gaussian", hidden=(8,), label_names=("a", "b"))
+    model = build_model(config).eval()
+    bits, _ = model.encode(torch.rand(4, 8))
+    before = decode_bits(model, bits)
+    with torch.no_grad():
+        model.label_embedding.weight[2] += 1.0  # the "unknown" row: what a decode without a label adds
+    assert not torch.allclose(decode_bits(model, bits), before)
+
+
 @pytest.mark.parametrize("names", [("a",), ("a", "a")])
 def test_label_names_are_two_or_more_distinct(names):
     with pytest.raises(ValueError, match="label_names"):
