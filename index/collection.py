@@ -247,7 +247,9 @@ class Collection(CollectionBase):
         self._wait_for_rebuild()
         with self._write_mutex:
             settings, before_commit = self._vector_write(vectors, len(ids))
-            written = self._store.upsert(ids, codes, texts, stored, settings, before_commit)
+            written = self._store.upsert(
+                ids, codes, texts, progress=stored, settings=settings, before_commit=before_commit
+            )
             if settings:  # the first vectors fixed the dimension, durably with them
                 self._vectors.dim = settings["vector_dim"]
                 self._settings = replace(self._settings, vector_dim=self._vectors.dim)
