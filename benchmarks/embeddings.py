@@ -97,8 +97,8 @@ def baseline_codes(name: str, bits: int, db: np.ndarray, queries: np.ndarray) ->
     from hamdex.evaluation.baselines import make_baseline
 
     model = make_baseline(name, bits).fit(db)
-    project = lambda x: (x - model.mean_) @ model.projection_  # noqa: E731  (n, bits)
-    return Codes(project(db) >= 0, project(queries) >= 0, project(queries).astype(np.float32))
+    db_scores, q_scores = ((x - model.mean_) @ model.projection_ for x in (db, queries))  # (n, bits), (q, bits)
+    return Codes(db_scores >= 0, q_scores >= 0, q_scores.astype(np.float32))
 
 
 def hamdex_codes(

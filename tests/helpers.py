@@ -28,6 +28,21 @@ ADMIN = "admin-key-01234567890"
 KEYS = f"{READER} read;{WRITER} write;{ADMIN} admin"
 
 
+def short_cli_train(monkeypatch) -> list[dict]:
+    """Make ``hamdex train`` (service.cli.train) keep every default but train two epochs of a 16-wide encoder (CI
+    seconds); returns the list each call's options are appended to, so a test can check what a benchmark set."""
+    from hamdex.service import cli
+
+    real_train, seen = cli.train, []
+
+    def short_train(data_spec, **options):
+        seen.append(options)
+        return real_train(data_spec, epochs=2, hidden="16", **options)
+
+    monkeypatch.setattr(cli, "train", short_train)
+    return seen
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

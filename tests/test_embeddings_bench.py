@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import short_cli_train
+
 
 @pytest.fixture(scope="module")
 def bench():
@@ -32,7 +34,6 @@ def test_rescoring_and_recall(bench):
 
 
 def test_a_corpus_through_every_method(bench, monkeypatch, tmp_path):
-    from hamdex.service import cli
 
     from benchmarks import embedding_data
 
@@ -44,14 +45,7 @@ def test_a_corpus_through_every_method(bench, monkeypatch, tmp_path):
     q = unit(centres[np.arange(40) % 4] + 0.5 * rng.standard_normal((40, 32)))
     corpus = embedding_data.Corpus([""] * 240, labels, [""] * 40, (np.arange(40) % 4).astype(str))
     monkeypatch.setattr(embedding_data, "cached", lambda name: (corpus, db, q))
-    real_train = cli.train
-    seen = []
-
-    def short_train(data_spec, **options):  # the defaults, but two epochs and a small encoder: CI seconds
-        seen.append(options)
-        return real_train(data_spec, epochs=2, hidden="16", **options)
-
-    monkeypatch.setattr(cli, "train", short_train)
+    seen = short_cli_train(monkeypatch)  # the defaults, but two epochs and a small encoder
     out = bench.main(["--corpora", "trec", "--widths", "16", "--featurizer-docs", "0", "--qps-items", "1000",
                       "--json", str(tmp_path / "e.json")])  # fmt: skip
     assert seen == [{"out": seen[0]["out"], "bits": 16, "device": "cpu"}]  # nothing else is set

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from tests.helpers import short_cli_train
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -37,16 +39,7 @@ def _tiny_digits(bench, flat: bool = False):
 
 
 def test_a_cell_trains_through_the_cli_and_scores_against_the_baselines(bench, monkeypatch, tmp_path):
-    from hamdex.service import cli
-
-    real_train = cli.train
-    seen = []
-
-    def short_train(data_spec, **options):  # the defaults, but two epochs and a small encoder: CI seconds
-        seen.append(options)
-        return real_train(data_spec, epochs=2, hidden="16", **options)
-
-    monkeypatch.setattr(cli, "train", short_train)
+    seen = short_cli_train(monkeypatch)  # the defaults, but two epochs and a small encoder
     monkeypatch.setitem(bench.DATASETS, "digits", lambda: _tiny_digits(bench, flat=True))
     results = bench.run(["digits-16"], tmp_path / "r.json")
     assert seen == [{"out": seen[0]["out"], "bits": 16, "device": "cpu"}]  # nothing else is set per cell
