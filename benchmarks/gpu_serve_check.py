@@ -178,14 +178,7 @@ def build_models(workdir: Path, quick: bool, device: str) -> dict[str, tuple[Pat
 def encode_tables(devices: list[str], quick: bool, min_identical: float) -> dict[str, Any]:
     """benchmarks/encode_bench.py's run on each device, the same checkpoints for all; SystemExit unless each
     model's codes on every device equal the first device's (a fraction ``min_identical`` of them at least)."""
-    result: dict[str, Any] = {"devices": devices}
-    argv = ["--quick"] if quick else []
-    with tempfile.TemporaryDirectory() as tmp:
-        for device in devices:
-            cfg = encode_bench.config_from_args(encode_bench.parse_args([*argv, "--device", device]))
-            cfg.model_cache = Path(tmp)
-            result[device] = encode_bench.run(cfg)
-            print(f"\n{device}:\n" + encode_bench.markdown(result[device]), flush=True)
+    result = _encode_bench_per_device(devices, ["--quick"] if quick else [], "")
     first = result[devices[0]]["models"]
     for device in devices[1:]:
         for name, model in result[device]["models"].items():
@@ -297,19 +290,27 @@ def sentence_check(devices: list[str], quick: bool, levels: list[int], seconds: 
 
 def workers_tables(devices: list[str], quick: bool) -> dict[str, Any]:
     """encode_bench.py's pixel table, JSON and binary bodies, against 1 and 2 worker processes on each device."""
-    result: dict[str, Any] = {"devices": devices}
     argv = ["--models", "pixels", "--bodies", "json,binary", "--workers", "1,2", "--concurrency", "1,4,16"]
     if quick:
         argv += ["--quick", "--concurrency", "1,4"]
+    result = _encode_bench_per_device(devices, argv, "workers, ")
+    for device in devices:
+        for workers, run in result[device]["models"]["pixels"]["workers"].items():
+            if not all(run["codes_match"].values()):
+                raise SystemExit(f"pixels on {device}, {workers} workers: HTTP codes differ from in-process")
+    return result
+
+
+def _encode_bench_per_device(devices: list[str], argv: list[str], title: str) -> dict[str, Any]:
+    """benchmarks/encode_bench.py with ``argv`` on each device in turn, sharing one model cache (the same
+    checkpoints everywhere); each device's table printed as it ends."""
+    result: dict[str, Any] = {"devices": devices}
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             cfg = encode_bench.config_from_args(encode_bench.parse_args([*argv, "--device", device]))
             cfg.model_cache = Path(tmp)
             result[device] = encode_bench.run(cfg)
-            print(f"\nworkers, {device}:\n" + encode_bench.markdown(result[device]), flush=True)
-            for workers, run in result[device]["models"]["pixels"]["workers"].items():
-                if not all(run["codes_match"].values()):
-                    raise SystemExit(f"pixels on {device}, {workers} workers: HTTP codes differ from in-process")
+            print(f"\n{title}{device}:\n" + encode_bench.markdown(result[device]), flush=True)
     return result
 
 
