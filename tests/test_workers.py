@@ -77,8 +77,12 @@ def test_two_worker_processes_answer_encode(text_model_dir: Path, tmp_path: Path
 
 
 def _worker_pids(parent: int) -> set[int]:
-    """The children of ``parent`` that are Python processes other than multiprocessing's helpers."""
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True)
+    """The children of ``parent`` that are Python processes other than multiprocessing's helpers.
+
+    ``-ww``: without it ps cuts each line to the terminal width (80 columns with no terminal, as in CI), and the
+    cut line "...resource_track" no longer names the helper it must leave out.
+    """
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True)
     return {
         int(line.split()[0])
         for line in out.stdout.splitlines()
