@@ -4,6 +4,7 @@ beside raw FAISS measured in the same run on the same codes.
     python benchmarks/store.py                                   # 1M items, 64 and 256 bits, every kind
     python benchmarks/store.py --bits 64 --kinds flat,ivf        # a subset
     python benchmarks/store.py --quick --json var/store.json     # CI smoke: 20k items, 64 bits, every kind
+    python benchmarks/store.py --nested                          # flat vs nested kind, 1M 64-bit PCA codes
 
 Data: synthetic structured codes (``--centres`` random centres, each bit of an item flipped with probability
 ``--flip``; seeded), the setting of the peer table in ../shared/notes/benchmarks.md. Queries are fresh draws from
@@ -27,6 +28,15 @@ Per width and kind, in one process (the machine is shared and noisy, so every nu
 ``hnsw`` is built on the first ``--hnsw-items`` items only (its graph build runs at ~10k items/s on 2 cores), and
 every hnsw number, its raw baseline and its exact reference are on that prefix. ``flat`` always runs: it gives
 the headline numbers. JSON: ``{bits: {...}}`` plus the headline keys of 64 bits (or the first width) at top level.
+
+``--nested`` (issue 20, docs/nested.md) is a separate mode: top-10 QPS of the ``nested`` kind (``--prefix-bits`` x
+``--candidates``) against ``flat`` on the full code, both the index kinds (index.kinds) a collection searches
+under its read lock, all queries in one call, each nested setting timed interleaved with flat (median of
+``--reps``), recall@10 against flat's exact top-10 (ties counted as correct). The codes are nested by
+construction, as uniform random ones would have no useful prefix: the signs of the top ``--bits`` principal
+components of Fashion-MNIST's pixels, largest first (so a prefix is the sign of the coarsest components), the
+60k training images tiled to ``--items`` with Gaussian pixel noise of std ``--noise`` grey levels per copy (drawn
+in the component space, where orthonormal components keep its std); queries are test images, without noise.
 """
 
 from __future__ import annotations
@@ -541,6 +551,147 @@ def format_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---- --nested: flat vs the nested kind (issue 20) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NestedConfig:
+    items: int = 1_000_000
+    bits: int = 64
+    queries: int = 1_000  # test images
+    prefix_bits: tuple[int, ...] = (16, 24)
+    candidates: tuple[int, ...] = (1024, 4096, 16384, 32768)
+    noise: float = 16.0  # std of the Gaussian noise on each tiled copy, in grey levels (0..255) per pixel
+    reps: int = 3
+    seed: int = 0
+    data: str = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+    recall_goal: float = 0.95
+    speedup_goal: float = 3.0  # over flat's QPS, at recall@10 >= recall_goal
+
+
+def pca_codes(cfg: NestedConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(database uint8 (items, n_bytes), queries uint8 (queries, n_bytes)): signs of the top ``bits`` principal
+    components of the training pixels, largest first; the database is the training images tiled with noise."""
+    from hamdex.models import bits as packing  # benchmarks sit above models: the one bit order
+    from hamdex.models.data import read_all
+
+    root = Path(cfg.data)
+    train = np.asarray(read_all(root / "train-images-idx3-ubyte.gz").inputs, np.float32)
+    test = np.asarray(read_all(root / "t10k-images-idx3-ubyte.gz", limit=cfg.queries).inputs, np.float32)
+    train, test = train.reshape(len(train), -1), test.reshape(len(test), -1)  # (60000, 784), (queries, 784)
+    mean = train.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(train - mean, rowvar=False))
+    top = vectors[:, np.argsort(values)[::-1][: cfg.bits]]  # (784, bits), largest variance first
+    base = (train - mean) @ top  # (60000, bits)
+    rng = np.random.default_rng(cfg.seed)
+    db = np.empty((cfg.items, cfg.bits // 8), np.uint8)
+    for start in range(0, cfg.items, 100_000):
+        rows = np.arange(start, min(cfg.items, start + 100_000))
+        noisy = base[rows % len(base)] + cfg.noise * rng.standard_normal((len(rows), cfg.bits), np.float32)
+        db[rows] = packing.pack(noisy > 0)
+    return db, packing.pack((test - mean) @ top > 0)
+
+
+def run_nested(cfg: NestedConfig) -> dict[str, Any]:
+    from hamdex.index.kinds import make_hamming_index
+
+    start = time.perf_counter()
+    db, queries = pca_codes(cfg)
+    ids = np.arange(len(db), dtype=np.int64)
+    kth = exact_kth(db, queries)
+    flat = make_hamming_index("flat", cfg.bits)
+    flat.add(db, ids)
+    rows, flat_times = [], []
+    for prefix in cfg.prefix_bits:
+        nested = make_hamming_index("nested", cfg.bits, {"prefix_bits": prefix})
+        nested.add(db, ids)
+        build_s = _seconds(nested.groups)
+        groups = len(nested.groups().prefixes)
+        for candidates in cfg.candidates:
+            found = nested.search(queries, K, {"candidates": candidates})[1]
+            sides = {
+                "flat": lambda: flat.search(queries, K, {}),
+                "nested": lambda c=candidates, index=nested: index.search(queries, K, {"candidates": c}),
+            }
+            times = _interleaved(sides, cfg.reps)
+            flat_times.append(times["flat"])
+            rows.append(
+                {
+                    "prefix_bits": prefix,
+                    "groups": groups,
+                    "group_build_s": build_s,
+                    "candidates": candidates,
+                    "qps": len(queries) / times["nested"],
+                    "flat_qps": len(queries) / times["flat"],
+                    "speedup": times["flat"] / times["nested"],
+                    "recall@10": recall_at_k(queries, db, found, kth),
+                }
+            )
+        del nested
+        gc.collect()
+    flat_recall = recall_at_k(queries, db, flat.search(queries, K, {})[1], kth)
+    good = [r for r in rows if r["recall@10"] >= cfg.recall_goal]
+    best = max(good, key=lambda r: r["speedup"], default=None)
+    return {
+        "mode": "nested",
+        "config": {**asdict(cfg), "k": K},
+        "machine": {"cpus": os.cpu_count(), "faiss": faiss.__version__, "faiss_threads": faiss.omp_get_max_threads()},
+        "flat": {"qps": len(queries) / float(np.median(flat_times)), "recall@10": flat_recall},
+        "nested": rows,
+        "goal": {
+            "target": f">= {cfg.speedup_goal}x flat QPS at recall@10 >= {cfg.recall_goal}",
+            "best": best,
+            "met": best is not None and best["speedup"] >= cfg.speedup_goal,
+        },
+        "runtime_s": time.perf_counter() - start,
+    }
+
+
+def format_nested(results: dict[str, Any]) -> str:
+    cfg, flat = results["config"], results["flat"]
+    lines = [
+        f"\n### flat vs nested: {cfg['items']:,} items, {cfg['bits']}-bit PCA-sign codes of Fashion-MNIST, "
+        f"{cfg['queries']:,} queries, k={cfg['k']}\n",
+        "| kind | prefix_bits | groups | candidates | QPS | flat QPS (same turns) | speed-up | recall@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| flat | - | - | - | {_num(flat['qps'])} | - | 1x | {flat['recall@10']:.4f} |",
+    ]
+    for r in results["nested"]:
+        lines.append(
+            f"| nested | {r['prefix_bits']} | {r['groups']:,} | {r['candidates']:,} | {_num(r['qps'])} | "
+            f"{_num(r['flat_qps'])} | {r['speedup']:.2f}x | {r['recall@10']:.4f} |"
+        )
+    goal = results["goal"]
+    best = goal["best"]
+    reached = (
+        "none reaches the recall"
+        if best is None
+        else (
+            f"best {best['speedup']:.2f}x at recall@10 {best['recall@10']:.4f} "
+            f"(prefix_bits {best['prefix_bits']}, candidates {best['candidates']})"
+        )
+    )
+    lines.append(f"\nGoal {goal['target']}: {'met' if goal['met'] else 'missed'}; {reached}.")
+    return "\n".join(lines)
+
+
+def nested_config_from_args(args: argparse.Namespace) -> NestedConfig:
+    if args.bits is not None and len(args.bits) != 1:
+        raise SystemExit("--nested takes one --bits width")
+    quick = args.quick  # a smoke run: 100k items, 200 queries, one rep
+    return NestedConfig(
+        items=args.items or (100_000 if quick else NestedConfig.items),
+        bits=args.bits[0] if args.bits else NestedConfig.bits,
+        queries=args.queries or (200 if quick else NestedConfig.queries),
+        prefix_bits=tuple(args.prefix_bits or NestedConfig.prefix_bits),
+        candidates=tuple(args.candidates or NestedConfig.candidates),
+        noise=args.noise,
+        reps=1 if quick else args.reps,
+        seed=args.seed,
+        data=args.fashion_dir,
+    )
+
+
 # ---- entry point -----------------------------------------------------------------------------------------------
 
 
@@ -558,7 +709,7 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 
 
 def _kind(text: str) -> str:
-    if text not in KINDS:
+    if text not in ALL_KINDS:  # nested has a mode of its own: --nested
         raise ValueError(f"unknown kind {text!r}; kinds: {', '.join(ALL_KINDS)}")
     return text
 
@@ -587,6 +738,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="parent directory of the temp collections (default: system temp)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     parser.add_argument("--probe-open", help=argparse.SUPPRESS)  # internal: the restart/RSS subprocess
+    nested = parser.add_argument_group("--nested mode (flat vs the nested kind on PCA-sign codes)")
+    nested.add_argument("--nested", action="store_true", help="run this mode instead (default --bits 64)")
+    nested.add_argument("--prefix-bits", type=_csv(_bits), help="nested prefix_bits settings (default 16,24)")
+    nested.add_argument("--candidates", type=_csv(int), help="nested candidates (default 1024,4096,16384,32768)")
+    nested.add_argument("--noise", type=float, default=NestedConfig.noise, help="pixel noise std of tiled copies")
+    nested.add_argument("--fashion-dir", default=NestedConfig.data, help="Fashion-MNIST IDX files")
     args = parser.parse_args(argv)
     for name in ("items", "batch", "queries", "hnsw_items", "reps"):
         value = getattr(args, name)
@@ -643,6 +800,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         print(json.dumps(probe_open(args.probe_open)), flush=True)
         os._exit(0)  # skip tearing down the index: only the numbers above matter
     setup_logging("hamdex.index")
+    if args.nested:
+        results = run_nested(nested_config_from_args(args))
+        publish(results, format_nested(results), args.json, args.md)
+        return results
     results = run(config_from_args(args))
     publish(results, format_tables(results), args.json, args.md)
     return results

@@ -344,6 +344,7 @@ class Collection(CollectionBase):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
 
@@ -357,7 +358,18 @@ class Collection(CollectionBase):
         scored by cosine with the stored vectors (a collection created with ``vectors``); ``query_scores`` float
         (q, n_bits) (models.rerank.query_scores): the asymmetric score of each candidate's bits. A query whose row
         is NaN (or without either array) keeps the Hamming order, with score None.
+
+        ``bits``: rank by the distance between the first ``bits`` bits of the codes only (a multiple of 8, 8 to
+        n_bits; nested codes, docs/nested.md): an exact scan (:meth:`_prefix_search`), which takes no ``params``
+        and no ``rerank``; ties by id.
         """
+        nb = self._prefix_bytes(bits, rerank, params)
+        if nb is not None:
+            codes, where, _ = self._valid_search(codes, k, where, None)
+            with self._rw.read():
+                if len(codes) == 0 or self._index.live == 0:
+                    return [[] for _ in range(len(codes))]
+                return self._prefix_search(codes, int(k), nb, where, include_metadata, None, deadline)
         if rerank is not None:
             self._check_rerank(rerank, len(codes), query_vectors, query_scores)
             n = max(int(rerank), int(k))
@@ -388,6 +400,7 @@ class Collection(CollectionBase):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id).
 
@@ -396,7 +409,16 @@ class Collection(CollectionBase):
         items tied at the k-th distance, which are kept is the top-k search's choice, as in :meth:`search`.
         ``rerank``, ``query_vectors``, ``query_scores``: as in :meth:`search` (``k`` is then required): the
         candidates are the max(N, k) nearest within the radius.
+        ``bits``: as in :meth:`search`; the radius counts on the prefix (any index kind, radius search or not).
         """
+        nb = self._prefix_bytes(bits, rerank, params)
+        if nb is not None:
+            codes, radius, where, _ = self._valid_range(codes, radius, k, where, None)
+            with self._rw.read():
+                if len(codes) == 0 or self._index.live == 0:
+                    return [[] for _ in range(len(codes))]
+                wanted = int(k) if k is not None else self._index.live  # no k: every item within the radius
+                return self._prefix_search(codes, wanted, nb, where, include_metadata, radius, deadline)
         if rerank is not None:
             if k is None:
                 raise InvalidQueryError("a reranked radius search needs k")
@@ -424,6 +446,56 @@ class Collection(CollectionBase):
 
     def _check_params(self, params: dict[str, int] | None) -> dict[str, int]:
         return self._index.check_query_params(params)
+
+    # ---- prefix search (nested codes) -----------------------------------------------------------------------
+
+    def _prefix_bytes(self, bits: object, rerank: object, params: dict[str, int] | None) -> int | None:
+        """The bytes of a prefix search's ``bits``, or None for a search of the whole code (no ``bits``, or all
+        of them); InvalidQueryError for a width that is no whole-byte prefix, or with what it cannot combine."""
+        if bits is None:
+            return None
+        if not is_int(bits) or bits % 8 or not 8 <= bits <= self.n_bits:
+            raise InvalidQueryError(f"bits must be a multiple of 8 between 8 and {self.n_bits}, got {bits!r}")
+        if bits == self.n_bits:
+            return None
+        if rerank is not None:
+            raise InvalidQueryError("bits (a prefix search) does not combine with rerank")
+        if any(v is not None for v in (params or {}).values()):
+            raise InvalidQueryError("bits (a prefix search) is an exact scan: it takes no index query parameters")
+        return int(bits) // 8
+
+    def _prefix_search(self, codes, k, nb: int, where, include_metadata, radius, deadline) -> list[list[Hit]]:
+        """Exact top-k by (prefix distance, id) on the first ``nb`` bytes, under the read lock: a numpy popcount
+        scan (index.scan.TopK) of the prefixes of the live rows (of the filter's, with ``where``). A scan rather
+        than a FAISS index over the prefixes: exact with ties by id like the filtered scans it shares code with,
+        nothing derived to build, hold in memory or invalidate on writes, and a few ms per query per million
+        64-bit codes (the rows come from the index's memory for flat, hnsw and nested, from the store else)."""
+        queries = np.ascontiguousarray(codes[:, :nb])  # (q, nb)
+        if where:
+            selected = self._selection(where, deadline)
+            if selected is None:
+                matching = self._store.matching_chunks(where, deadline)
+                chunks = (rows._replace(codes=rows.codes[:, :nb]) for rows in matching)
+                return self._scan(queries, k, chunks, include_metadata, radius, deadline)
+            internal, stored = selected
+            return self._scan_selected(queries, k, internal, stored[:, :nb], include_metadata, radius, deadline)
+        top = TopK(queries, k, radius, deadline, ties=True)
+        for internal, stored in self._live_rows():
+            top.add(stored[:, :nb], internal, internal)  # internal ids stand for ids: ties are ordered after
+        return self._described(top.result(), k, include_metadata)
+
+    def _live_rows(self) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """Chunks of (internal ids int64 (m,), codes uint8 (m, n_bytes)) of every live item: views of the index's
+        memory where it keeps the codes as an array (under the read lock), else read from the store."""
+        held = index_codes(self._index.index)
+        if held is None:  # ivf lists, hash tables: no array of codes to view
+            yield from self._store.live_codes(self.n_bytes)
+            return
+        ids, stored = held
+        if self._index.tombstones:
+            live = ~np.isin(ids, np.fromiter(self._index.tombstones, np.int64, len(self._index.tombstones)))
+            ids, stored = ids[live], stored[live]
+        yield ids, stored
 
     # ---- two-stage ranking ----------------------------------------------------------------------------------
 
@@ -592,7 +664,11 @@ class Collection(CollectionBase):
         by (distance, external id)."""
         top = TopK(codes, k, radius, deadline, ties=True)
         top.add(stored, internal, internal)  # internal ids stand for ids here: ties are ordered below
-        candidates = top.result()
+        return self._described(top.result(), k, include_metadata)
+
+    def _described(self, candidates, k: int, include_metadata: bool) -> list[list[Hit]]:
+        """TopK rows of internal ids (ties at the k-th distance included) -> the first k hits by (distance,
+        external id), described from the store."""
         wanted = sorted({i for rows in candidates for _, i, _ in rows})
         described = self._store.selected(wanted, include_metadata) if wanted else {}
         out = []

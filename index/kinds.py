@@ -10,6 +10,7 @@ Every kind maps int64 internal ids to codes and answers top-k and (where FAISS c
 |             |                                      |       |        | the graph walk (IDSelector)|                 |
 | `hash`      | IndexBinaryHash (b-bit hash table)   | no    | yes    | tombstone, filtered       | -                |
 | `multihash` | IndexBinaryMultiHash (nhash tables)  | no    | yes    | tombstone, filtered       | -                |
+| `nested`    | IndexBinaryFlat + prefix buckets     | no    | yes    | removed from the index    | candidates       |
 
 Per-query parameters never touch shared index state: nprobe and efSearch go in FAISS ``SearchParameters`` for
 top-k search. FAISS's binary IVF range search takes no parameters, so radius queries on ``ivf`` with a non-default
@@ -22,7 +23,13 @@ background, :meth:`index.collection.Collection.rebuild`).
 Parameters are bounded by ``PARAM_BOUNDS``, found by building, searching and serialising each kind at its edges
 for 8- to 256-bit codes in a subprocess (FAISS 1.15): hnsw ``m=1`` segfaults on the first add; an ``ef_search``
 of 2^31 allocates 16 GB per query. A hash ``b`` above the code length, or a multihash ``nhash * b`` above it, is
-cut to fit (FAISS refuses them); a multihash ``nhash`` above the code length cannot fit and is refused.
+cut to fit (FAISS refuses them); a multihash ``nhash`` above the code length cannot fit and is refused. A nested
+``prefix_bits`` of the code length or more is cut to half the code (so the default, 32, works on short codes).
+
+``nested`` is for codes whose prefixes are coarse versions of the whole (docs/nested.md): the items are grouped
+by their first ``prefix_bits`` bits, a query ranks the distinct prefixes by Hamming distance to its own, takes the
+items of the nearest groups until it has ``candidates`` of them, and ranks those by the full code (exact when
+``candidates`` >= the items). Its radius search is the flat index's (exact).
 
 All radii here are inclusive (``d <= radius``); FAISS's binary range search is strict (``d < radius``).
 """
@@ -30,11 +37,12 @@ All radii here are inclusive (``d <= radius``); FAISS's binary range search is s
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import faiss
 import numpy as np
 from hamdex.index.errors import InvalidIndexParamsError, InvalidManifestError, InvalidQueryError
+from hamdex.index.scan import BLOCK_ENTRIES, hamming
 
 REBUILD_FRACTION = 0.1  # rebuild a tombstoned index when this fraction of its entries are dead
 WAIT_FRACTION = 0.5  # past this dead fraction, writes wait for the rebuild in flight (churn outpacing rebuilds)
@@ -50,6 +58,8 @@ PARAM_BOUNDS: dict[str, tuple[int, int]] = {
     "b": (1, 32),
     "nflip": (0, 3),  # 0: the query's own bucket only
     "nhash": (1, 64),
+    "prefix_bits": (8, 256),  # a multiple of 8 (NestedIndex)
+    "candidates": (1, 1 << 16),
 }
 
 
@@ -362,8 +372,139 @@ class MultiHashIndex(HammingIndex):
         return index
 
 
+class _Groups(NamedTuple):
+    """The items grouped by prefix, a copy in group order (contiguous reads of a group's codes): group g is rows
+    ``offsets[g]:offsets[g + 1]``, all with prefix ``prefixes[g]``."""
+
+    prefixes: np.ndarray  # uint8 (groups, prefix_bytes), distinct, ascending
+    offsets: np.ndarray  # int64 (groups + 1,)
+    ids: np.ndarray  # int64 (n,): internal ids, grouped
+    words: np.ndarray  # (n, words) of the widest unsigned int dividing n_bytes: full codes, grouped
+
+
+class NestedIndex(HammingIndex):
+    """Coarse-to-fine search over nested codes (docs/nested.md): candidates from the groups of items whose first
+    ``prefix_bits`` bits are nearest the query's, re-ranked exactly by the full code.
+
+    The codes live in a flat index (removal, persistence, filters and radius search as ``flat``); the groups are
+    derived from it, a sorted copy of ids and codes (8 + n_bits / 8 bytes per item) rebuilt by the first search
+    after a write (one sort: under a second per million items). That suits read-mostly collections; one written
+    to between most searches is better served by ``flat``. The coarse step scans the distinct prefixes, not the
+    items: the speed-up over flat is the items per distinct prefix, which a short enough prefix of structured codes
+    makes large (uniform random codes have none to give).
+    """
+
+    kind = "nested"
+    # 32 prefix bits: one member of an ensemble code (models/ensemble.py), half of the common 64-bit code
+    defaults: ClassVar[dict[str, int]] = {"prefix_bits": 32, "candidates": 256}
+    query_params = frozenset({"candidates"})
+
+    def __init__(self, n_bits: int, params: dict[str, int] | None = None) -> None:
+        super().__init__(n_bits, params)
+        prefix = self.params["prefix_bits"]
+        self.prefix_bits = prefix if prefix < n_bits else max(8, n_bits // 16 * 8)  # else half, in whole bytes
+        self._grouped: _Groups | None = None
+        self._group_lock = threading.Lock()  # searches share the collection's read lock: one builds the groups
+
+    @classmethod
+    def check_fits(cls, n_bits: int, params: dict[str, int]) -> None:
+        if params["prefix_bits"] % 8:
+            raise InvalidIndexParamsError(f"nested needs prefix_bits a multiple of 8, got {params['prefix_bits']}")
+
+    def _storage(self) -> faiss.IndexBinary:
+        return faiss.IndexBinaryFlat(self.n_bits)
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        super().add(codes, ids)
+        self._grouped = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        super().remove(ids)
+        self._grouped = None
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        super().load_arrays(arrays)
+        self._grouped = None
+
+    def groups(self) -> _Groups:
+        """The groups, built now if a write came since they last were."""
+        with self._group_lock:
+            if self._grouped is None:
+                self._grouped = self._group()
+            return self._grouped
+
+    def _group(self) -> _Groups:
+        n, width = int(self.index.ntotal), self.n_bits // 8
+        if n == 0:
+            words = np.zeros((0, width), np.uint8).view(_word(width))
+            return _Groups(
+                np.zeros((0, self.prefix_bits // 8), np.uint8), np.zeros(1, np.int64), np.zeros(0, np.int64), words
+            )
+        storage = faiss.downcast_IndexBinary(self.index.index)
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)  # (n,) views of the flat index's memory
+        codes = faiss.rev_swig_ptr(storage.xb.data(), n * width).reshape(n, width)  # (n, n_bytes)
+        prefix = np.ascontiguousarray(codes[:, : self.prefix_bits // 8])  # (n, prefix_bytes)
+        keys = prefix.view(f"V{prefix.shape[1]}")[:, 0]  # a prefix as one item: sorts as its bytes
+        order = np.argsort(keys, kind="stable")  # (n,)
+        ordered = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        # whole words: gathering a candidate's 8 bytes as one uint64 is ~10x faster than as 8 uint8 (numpy 2.x)
+        words = codes.view(_word(width))[order]  # (n, words)
+        return _Groups(prefix[order[starts]], np.append(starts, n).astype(np.int64), ids[order], words)
+
+    def _search(self, codes: np.ndarray, k: int, params: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        groups = self.groups()
+        wanted = max(params.get("candidates", self.params["candidates"]), k)
+        sizes = np.diff(groups.offsets)  # (groups,)
+        distances = np.full((len(codes), k), -1, np.int32)
+        labels = np.full((len(codes), k), -1, np.int64)
+        block = max(1, BLOCK_ENTRIES // max(1, len(sizes)))  # queries whose prefix distances are computed at once
+        for start in range(0, len(codes), block):
+            coarse = hamming(codes[start : start + block, : self.prefix_bits // 8], groups.prefixes)  # (b, groups)
+            for i, near in enumerate(coarse, start):
+                rows = _nearest_groups(near, sizes, groups.offsets, wanted)  # (m,)
+                query = np.ascontiguousarray(codes[i]).view(groups.words.dtype)  # (words,)
+                full = np.bitwise_count(groups.words.take(rows, axis=0) ^ query).sum(axis=1, dtype=np.int32)  # (m,)
+                found = groups.ids.take(rows)  # (m,)
+                top = _first_k(full, found, k)
+                distances[i, : len(top)], labels[i, : len(top)] = full[top], found[top]
+        return distances, labels
+
+
+def _word(n_bytes: int) -> type[np.unsignedinteger]:
+    """The widest unsigned int whose size divides ``n_bytes``."""
+    return next(t for t in (np.uint64, np.uint32, np.uint16, np.uint8) if n_bytes % np.dtype(t).itemsize == 0)
+
+
+def _nearest_groups(near: np.ndarray, sizes: np.ndarray, offsets: np.ndarray, wanted: int) -> np.ndarray:
+    """Rows of the groups nearest first (``near``: int32 (groups,) prefix distances; ties by group order), whole
+    groups, until at least ``wanted`` items: every group nearer than the distance that completes ``wanted``, and
+    of those at that distance the first ones needed (the order within the set does not matter: it is re-ranked)."""
+    counts = np.bincount(near, weights=sizes, minlength=1)  # items at each prefix distance
+    reach = int(np.searchsorted(np.cumsum(counts), wanted))  # the distance that completes ``wanted``
+    inner = np.flatnonzero(near < reach)
+    edge = np.flatnonzero(near == reach)
+    needed = wanted - int(sizes[inner].sum())
+    edge = edge[: int(np.searchsorted(np.cumsum(sizes[edge]), needed)) + 1]  # up to the group reaching ``wanted``
+    chosen = np.concatenate([inner, edge])
+    lengths = sizes[chosen]
+    starts = np.repeat(offsets[chosen] - np.cumsum(lengths) + lengths, lengths)
+    return starts + np.arange(int(lengths.sum()))
+
+
+def _first_k(distances: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the first ``k`` by (distance, id): a partition to the k-th distance, then a sort of the few
+    at most that far (a sort of every candidate costs more than the rest of the search)."""
+    if len(distances) > k:
+        kth = np.partition(distances, k - 1)[k - 1]
+        near = np.flatnonzero(distances <= kth)
+    else:
+        near = np.arange(len(distances))
+    return near[np.lexsort((ids[near], distances[near]))][:k]
+
+
 KINDS: dict[str, type[HammingIndex]] = {
-    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, HashIndex, MultiHashIndex)
+    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, HashIndex, MultiHashIndex, NestedIndex)
 }
 
 

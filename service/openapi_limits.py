@@ -6,7 +6,8 @@ depends on the server is added here, per app, from the same :class:`~service.set
 and from the checkpoints it serves, read from their ``hamdex.json`` without loading weights:
 
 - batch sizes (``minItems`` 1, ``maxItems`` HAMDEX_MAX_BATCH), ``k`` (1..HAMDEX_MAX_K), ``radius`` (0..n_bits),
-  ``rerank.candidates`` (1..HAMDEX_MAX_RERANK_CANDIDATES), text length (HAMDEX_MAX_TEXT_CHARS);
+  ``bits`` (multiples of 8, 8..n_bits), ``rerank.candidates`` (1..HAMDEX_MAX_RERANK_CANDIDATES), text length
+  (HAMDEX_MAX_TEXT_CHARS);
 - raw inputs as the model's featurizer takes them (text, ``d`` float32 values, or pixels in [0, 255]) and codes
   of its length (hex, base64 or bits);
 - the collection-create body as one branch per backend and index kind, with that kind's parameters and bounds;
@@ -139,6 +140,10 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
     if specs:
         radius["maximum"] = max(spec.n_bits for spec in specs)
     search["radius"]["anyOf"] = [radius, {"type": "null"}]
+    bits = {"type": "integer", "minimum": 8, "multipleOf": 8}  # a whole-byte prefix (docs/nested.md)
+    if specs:
+        bits["maximum"] = max(spec.n_bits for spec in specs)
+    search["bits"]["anyOf"] = [bits, {"type": "null"}]
     candidates = schemas["Rerank"]["properties"]["candidates"]
     limit = settings.max_rerank_candidates
     candidates.update(minimum=1, maximum=limit, default=min(candidates["default"], limit))
@@ -298,6 +303,8 @@ def _index_params(kind: str, n_bits: int | None) -> Schema:
         if name == "nhash" and n_bits is not None:
             high = min(high, n_bits)
         params[name] = {"type": "integer", "minimum": low, "maximum": high}
+        if name == "prefix_bits":  # whole bytes
+            params[name]["multipleOf"] = 8
     return {"type": "object", "properties": params, "additionalProperties": False}
 
 

@@ -226,6 +226,8 @@ class Rerank(_Strict):
 
 
 class SearchRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"required": ["bits", "rerank"]}})
+
     queries: list[Query]
     k: JsonInt = Field(10, description="Most hits per query.")
     radius: JsonInt | None = Field(None, description="Only hits within this Hamming distance (inclusive).")
@@ -233,17 +235,32 @@ class SearchRequest(_Strict):
     filter: Filter | None = None
     nprobe: QueryParam | None = Field(None, description="Inverted lists to visit (index kind ivf only).")
     ef_search: QueryParam | None = Field(None, description="Graph search breadth (index kind hnsw only).")
+    candidates: QueryParam | None = Field(
+        None, description="Prefix candidates re-ranked by the full code (index kind nested only, docs/nested.md)."
+    )
     rerank: Rerank | None = Field(
         None,
         description="Two-stage ranking (docs/rerank.md): the Hamming top candidates rescored by cosine with the "
         "collection's stored vectors, or else by the query's per-bit scores against their bits; hits gain a score.",
     )
+    bits: JsonInt | None = Field(
+        None,
+        description="Rank by the first bits bits of the codes only (docs/nested.md): a multiple of 8 from 8 to the "
+        "collection's code length (the default); distances and radius count on that prefix. An exact scan: not "
+        "with rerank, nor (below the full length) with nprobe, ef_search or candidates.",
+    )
+
+    @model_validator(mode="after")
+    def _bits_alone(self) -> SearchRequest:
+        if {"bits", "rerank"} <= self.model_fields_set:  # as the document's "not" says: given, even as null
+            raise ValueError("'bits' (a prefix search) does not combine with 'rerank'")
+        return self
 
     @property
     def is_plain(self) -> bool:
-        """No filter, radius or rerank: the k nearest, which the engine micro-batches (service.engine); the other
-        searches go to its heavy-search queue."""
-        return self.radius is None and not self.filter and self.rerank is None
+        """No filter, radius, rerank or prefix: the k nearest, which the engine micro-batches (service.engine); the
+        other searches go to its heavy-search queue."""
+        return self.radius is None and not self.filter and self.rerank is None and self.bits is None
 
 
 class Hit(BaseModel):
@@ -277,7 +294,7 @@ class CreateCollectionRequest(_Strict):
         description="Model the collection's codes come from (a name under models_dir).",
         json_schema_extra={"pattern": NAME_REGEX},
     )
-    index_kind: str = Field("flat", description="flat, ivf, hnsw, hash or multihash.")
+    index_kind: str = Field("flat", description="flat, ivf, hnsw, hash, multihash or nested.")
     index_params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters (positive ints).")
     backend: Literal["faiss", "milvus"] = Field("faiss", description="Where the items live: FAISS or Milvus.")
     milvus_uri: str | None = Field(

@@ -47,7 +47,35 @@ def check_search(req: SearchRequest, settings: Settings, name: str, collection: 
         raise ApiError("radius_out_of_range", f"radius must be between 0 and {collection.n_bits}, got {req.radius}")
     if req.rerank is not None:
         _check_rerank(req, settings, name, collection)
-    return _index_params(req, name, collection)
+    if req.bits is not None:
+        _check_bits(req, name, collection)
+    params = _index_params(req, name, collection)
+    if req.bits is not None and params:
+        raise ApiError(
+            "unsupported_search_param",
+            f"a prefix search (bits {req.bits} < {collection.n_bits}) is an exact scan: it takes no "
+            f"{', '.join(sorted(params))}",
+        )
+    return params
+
+
+def _check_bits(req: SearchRequest, name: str, collection: CollectionLike) -> None:
+    """A prefix width the collection's codes have (422 invalid_query), on a backend that searches by prefix and
+    without index parameters (409 unsupported_search_param: the collection decides); the full width is an
+    ordinary search (``req.bits`` becomes None, so it may be micro-batched)."""
+    if not 8 <= req.bits <= collection.n_bits or req.bits % 8:
+        raise ApiError(
+            "invalid_query", f"bits must be a multiple of 8 between 8 and {collection.n_bits}, got {req.bits}"
+        )
+    if req.bits == collection.n_bits:
+        req.bits = None
+        return
+    if collection.backend != "faiss":
+        raise ApiError(
+            "unsupported_search_param",
+            f"collection {name!r} is on backend {collection.backend!r}, which has no prefix search; search without "
+            "bits",
+        )
 
 
 def _check_rerank(req: SearchRequest, settings: Settings, name: str, collection: CollectionLike) -> None:
@@ -107,11 +135,13 @@ async def _rerank_queries(
 
 
 def _index_params(req: SearchRequest, name: str, collection: CollectionLike) -> dict[str, int]:
-    """nprobe / ef_search as given; one the collection's index kind does not take, or a radius on a kind without
-    radius search, is an error (409: the collection's kind decides, which a request cannot know), not ignored."""
-    params = {k: v for k, v in (("nprobe", req.nprobe), ("ef_search", req.ef_search)) if v is not None}
+    """nprobe / ef_search / candidates as given; one the collection's index kind does not take, or a radius on a kind
+    without radius search (but for a prefix search, a scan), is an error (409: the collection's kind decides, which
+    a request cannot know), not ignored."""
+    given = (("nprobe", req.nprobe), ("ef_search", req.ef_search), ("candidates", req.candidates))
+    params = {k: v for k, v in given if v is not None}
     kind = collection.manifest.index_kind
-    if req.radius is not None and not KINDS[kind].supports_range:
+    if req.radius is not None and req.bits is None and not KINDS[kind].supports_range:
         raise ApiError(
             "unsupported_search_param",
             f"collection {name!r} has index kind {kind!r}, which has no radius search; use k alone",
@@ -143,6 +173,8 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
         found = await engine.search(target.name, collection, codes, req.k, req.include_metadata, params, timings)
     else:  # the k nearest (within the radius, when given)
         options = {"include_metadata": req.include_metadata, "where": req.filter, "params": params, **rescore}
+        if req.bits is not None:  # a prefix (check_search: faiss only): other backends take no such argument
+            options["bits"] = req.bits
         deadline = request.state.deadline  # set by service.middleware: the work stops at a 504
         if req.radius is None:
             work = partial(collection.search, codes, req.k, deadline=deadline, **options)
