@@ -388,7 +388,7 @@ class NestedIndex(HammingIndex):
 
     The codes live in a flat index (removal, persistence, filters and radius search as ``flat``); the groups are
     derived from it, a sorted copy of ids and codes (8 + n_bits / 8 bytes per item) rebuilt by the first search
-    after a write (one sort: under a second per million items). That suits read-mostly collections; one written
+    after a write (one sort: about a second per million items). That suits read-mostly collections; one written
     to between most searches is better served by ``flat``. The coarse step scans the distinct prefixes, not the
     items: the speed-up over flat is the items per distinct prefix, which a short enough prefix of structured codes
     makes large (uniform random codes have none to give).
