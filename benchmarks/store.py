@@ -627,6 +627,7 @@ def run_nested(cfg: NestedConfig) -> dict[str, Any]:
                     "recall@10": recall_at_k(queries, db, found, kth),
                 }
             )
+            LOG.info("nested %d bits, %d candidates: %.2fx flat's QPS", prefix, candidates, rows[-1]["speedup"])
         del nested
         gc.collect()
     flat_recall = recall_at_k(queries, db, flat.search(queries, K, {})[1], kth)

@@ -235,3 +235,19 @@ def test_http_nested_collection(client: TestClient) -> None:
 def test_http_nested_collection_bad_params(client: TestClient, params: dict) -> None:
     body = {"name": "bad", "index_kind": "nested", "index_params": params}
     assert error_type(client.post("/v1/collections", json=body), 422) == "invalid_index_params"
+
+
+# ---- the benchmark (benchmarks/store.py --nested) ---------------------------------------------------------------
+
+
+def test_nested_benchmark_smoke(tmp_path: Path) -> None:
+    from benchmarks import store
+
+    if not (Path(store.NestedConfig.data) / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)")
+    argv = ["--nested", "--items", "20000", "--queries", "50", "--prefix-bits", "16", "--candidates", "64,20000"]
+    results = store.main([*argv, "--reps", "1", "--json", str(tmp_path / "n.json"), "--no-progress"])
+    exact = results["nested"][-1]  # candidates >= items: the nested kind is exact
+    assert exact["recall@10"] == 1.0 and results["flat"]["recall@10"] == 1.0
+    assert all(row["qps"] > 0 and row["flat_qps"] > 0 for row in results["nested"])
+    assert "| nested | 16 |" in store.format_nested(results)
