@@ -468,8 +468,8 @@ class Collection(CollectionBase):
         """Exact top-k by (prefix distance, id) on the first ``nb`` bytes, under the read lock: a numpy popcount
         scan (index.scan.TopK) of the prefixes of the live rows (of the filter's, with ``where``). A scan rather
         than a FAISS index over the prefixes: exact with ties by id like the filtered scans it shares code with,
-        nothing derived to build, hold in memory or invalidate on writes, and a few ms per query per million
-        64-bit codes (the rows come from the index's memory for flat, hnsw and nested, from the store else)."""
+        nothing derived to build, hold in memory or invalidate on writes, and about flat's own time per query
+        (docs/nested.md; the rows come from the index's memory for flat, hnsw and nested, from the store else)."""
         queries = np.ascontiguousarray(codes[:, :nb])  # (q, nb)
         if where:
             selected = self._selection(where, deadline)
