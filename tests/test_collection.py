@@ -527,6 +527,7 @@ BAD_PARAMS = {  # per kind: a parameter of another kind, and out-of-range or non
     "hnsw": [{"nprobe": 2}, {"m": 0}, {"ef_search": "64"}, {"ef_construction": None}],
     "hash": [{"nhash": 2}, {"b": 0}, {"nflip": False}],
     "multihash": [{"ef_search": 8}, {"nhash": -2}, {"b": 1.0}],
+    "nested": [{"nprobe": 2}, {"prefix_bits": 12}, {"candidates": 0}, {"prefix_bits": 8.0}],
 }
 
 
