@@ -35,6 +35,7 @@ from hamdex.models.neighbours import (
     neighbour_targets,
     text_neighbour_space,
     whitened,
+    with_lsa,
 )
 from hamdex.models.objectives import cluster_supcon, neighbour_infonce, similarity_distillation, teacher_bce
 from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
@@ -114,6 +115,11 @@ class TrainConfig:
     # weight beside the body (models.neighbours.text_neighbour_space): a subject names its thread's topic in a few
     # chosen words; see docs/presets.md
     subject_weight: float = 0.0
+    # > 0 (needs full_vocab_neighbours): the text neighbour space also holds each text's unit-length row of this many
+    # LSA dimensions (truncated SVD of the TF-IDF input), at equal weight beside the BM25 row
+    # (models.neighbours.with_lsa). Co-occurring words count as shared: short or small corpora, where two texts on
+    # one topic rarely share their rare words, find far purer neighbours; see docs/robustness.md
+    lsa_neighbours: int = 0
     # what the decoder reconstructs (the mean over each item and its neighbours when neighbours > 0): "input", the
     # model's input features; or "scattering", for images only: the standardised square roots of their 2-D
     # scattering coefficients (models.scattering), with a gaussian reconstruction loss. The encoder reads the input
@@ -158,6 +164,8 @@ class TrainConfig:
             )
         if self.subject_weight < 0 or (self.subject_weight and not self.full_vocab_neighbours):
             raise ValueError("subject_weight must be >= 0, and > 0 needs full_vocab_neighbours (text neighbours)")
+        if self.lsa_neighbours < 0 or (self.lsa_neighbours and not self.full_vocab_neighbours):
+            raise ValueError("lsa_neighbours must be >= 0, and > 0 needs full_vocab_neighbours (text neighbours)")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -457,7 +465,11 @@ def fit_hasher(
             raise ValueError(f"{len(label_codes)} labels for {x.shape[0]} items")
         overrides["label_names"] = tuple(label_names)
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    space = text_neighbour_space(inputs, cfg.subject_weight) if cfg.full_vocab_neighbours else None
+    space = None
+    if cfg.full_vocab_neighbours:
+        space = text_neighbour_space(inputs, cfg.subject_weight)
+        if cfg.lsa_neighbours:
+            space = with_lsa(space, x, cfg.lsa_neighbours, cfg.seed)
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
     data = training_data(x, cfg, model_config.n_bits, model_config.members, space, image_shape)
     if cfg.target_features == "scattering":  # standardised coefficients: a gaussian decoder of their width

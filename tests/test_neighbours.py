@@ -198,3 +198,54 @@ def test_pair_cosines_in_blocks_match_the_definition():
         np.testing.assert_allclose(pair_cosines(x, a, b, block_size=block), expected, rtol=1e-5)
         np.testing.assert_allclose(pair_cosines(sp.csr_matrix(x), a, b, block_size=block), expected, rtol=1e-5)
     assert pair_cosines(x, a[:0], b[:0]).shape == (0,)
+
+
+def test_with_lsa_adds_unit_lsa_rows_beside_the_space():
+    from hamdex.models.neighbours import text_neighbour_space, with_lsa
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from tests.conftest import synthetic_texts
+
+    texts = synthetic_texts()
+    x = TfidfVectorizer().fit_transform(texts)
+    space = text_neighbour_space(texts)
+    mixed = with_lsa(space, x, 5)
+    assert mixed.shape == (len(texts), space.shape[1] + 5)
+    assert np.allclose(mixed[:, : space.shape[1]].toarray(), space.toarray())  # the space itself is unchanged
+    lsa_norms = np.linalg.norm(mixed[:, space.shape[1] :].toarray(), axis=1)
+    assert np.allclose(lsa_norms, 1.0, atol=1e-5)  # unit rows: cosine is the mean of the two spaces'
+    assert with_lsa(space[:3], x[:3], 50).shape[1] == space.shape[1] + 2  # no more axes than the rows allow
+    assert with_lsa(space[:1], x[:1], 50).shape == space[:1].shape  # one text: no axis at all
+
+
+def test_lsa_finds_neighbours_that_share_no_word():
+    """Texts about one topic with disjoint words: BM25 sees no similarity, LSA sees the words' co-occurrence."""
+    from hamdex.models.neighbours import text_neighbour_space, with_lsa
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    topics = [["rocket", "orbit", "launch", "nasa"], ["flour", "oven", "bake", "dough"]]
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(topics[i % 2], 3, replace=False)) for i in range(40)]
+    texts += ["rocket orbit", "launch nasa"]  # 40 and 41 share no word but one topic
+    x = TfidfVectorizer().fit_transform(texts)
+    bm25, mixed = text_neighbour_space(texts), with_lsa(text_neighbour_space(texts), x, 2)
+    assert (bm25[40] @ bm25[41].T).toarray()[0, 0] == 0.0
+    assert (mixed[40] @ mixed[41].T).toarray()[0, 0] > 0.9  # same topic in the LSA half
+    topic = np.arange(42) % 2
+    topic[40:] = 0
+    neighbours = nearest_neighbours(mixed, 5)
+    assert (topic[neighbours] == topic[:, None]).all()
+
+
+def test_lsa_neighbours_setting():
+    from hamdex.models.train import TrainConfig, fit_hasher
+
+    from tests.conftest import synthetic_texts
+
+    with pytest.raises(ValueError, match="lsa_neighbours"):
+        TrainConfig(neighbours=3, lsa_neighbours=50)  # without full_vocab_neighbours
+    with pytest.raises(ValueError, match="lsa_neighbours"):
+        TrainConfig(neighbours=3, full_vocab_neighbours=True, lsa_neighbours=-1)
+    cfg = TrainConfig(epochs=1, neighbours=3, full_vocab_neighbours=True, lsa_neighbours=4, progress=False)
+    hasher, _ = fit_hasher(synthetic_texts(), "text", {"n_bits": 16, "hidden": (32,)}, cfg)
+    assert hasher.info["train_config"]["lsa_neighbours"] == 4
