@@ -15,10 +15,13 @@ it has every hit. The directory keeps ``items.sqlite`` (settings and bulk-job pr
 ``manifest.json`` (with ``backend: "milvus"`` and ``milvus_uri``), ``LOCK`` and, for milvus-lite, ``milvus.db`` (or
 the plain ``<name>.db`` given as ``milvus_uri``: a local file never lives outside the directory, :func:`check_uri`).
 
-What differs from the FAISS backend: a write is not one transaction (a batch cut off by a crash can be half
-written; repeating the upsert completes it), a bulk job's progress record is stored just after its items rather
-than with them (a resumed job may write a block again, which upsert makes harmless), and ``snapshot()`` is a
-Milvus flush.
+Scroll, count and delete by filter have the FAISS backend's semantics: a scroll's position is an item's ``seq``
+(less :data:`SEQ_ORIGIN`), read in windows of seq since Milvus's query has no order (:meth:`MilvusCollection.scroll`).
+
+What differs from the FAISS backend: no payload indexes (:data:`NO_PAYLOAD_INDEX`), a write is not one
+transaction (a batch cut off by a crash can be half written; repeating the upsert completes it), a bulk job's
+progress record is stored just after its items rather than with them (a resumed job may write a block again, which
+upsert makes harmless), and ``snapshot()`` is a Milvus flush.
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from hamdex.index.errors import (
     InvalidItemsError,
     InvalidManifestError,
     InvalidQueryError,
+    SearchTimeoutError,
+    UnsupportedByBackendError,
 )
 from hamdex.index.kinds import KINDS
 from hamdex.index.store import Store
-from hamdex.index.validation import Scalar, is_int, matches
+from hamdex.index.validation import Scalar, check_filter, is_int, matches
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +78,16 @@ ID_BATCH = 1_000  # ids per "id in [...]" expression
 SCAN_BATCH = 10_000  # rows per page of an exact scan
 RESULT_BUDGET = 1 << 18  # hits per search call (queries x limit), to keep one gRPC answer small
 MAX_ID_BYTES = 65_535  # Milvus's longest VARCHAR
+# a scroll position is seq - SEQ_ORIGIN: below 2**60 (the HTTP cursor's 15 hex digits) until 2057; seqs are
+# clock readings in ns (see _next_seq), and none is written below the origin
+SEQ_ORIGIN = 1_600_000_000 * 10**9  # 2020-09-13 in ns since the epoch
+INT64_MAX = 2**63 - 1
+SCROLL_MAX = 4_096  # items one scroll page selects at most (a page may hold fewer and still have a next one)
+WINDOW_ROWS = TOPK_MAX - 1  # rows of one seq window a scroll reads (a Milvus query returns at most TOPK_MAX)
+NO_PAYLOAD_INDEX = (
+    "backend 'milvus' keeps no payload indexes: milvus-lite 2.5 indexes no path inside a JSON field (only whole "
+    "int, varchar, float, double and bool fields), so filters on metadata scan it; filtering works without one"
+)
 
 
 def _pymilvus() -> Any:
@@ -195,6 +210,7 @@ class MilvusCollection(CollectionBase):
         self._client = _connect(str(self._local) if self._local else settings.milvus_uri)
         self._write_mutex = threading.Lock()  # one write at a time: keeps the count and seq in step
         self._seq = 0
+        self._spacing = 1.0  # seq per selected row in the last scroll window: the next window's first guess
 
     # ---- construction: create, open and open_or_create come from CollectionBase ---------------------------
 
@@ -284,7 +300,7 @@ class MilvusCollection(CollectionBase):
 
     def _next_seq(self) -> int:
         """Increasing across restarts without storing a counter: the clock in ns, bumped past the last one."""
-        self._seq = max(self._seq + 1, time.time_ns())
+        self._seq = max(self._seq + 1, time.time_ns(), SEQ_ORIGIN)
         return self._seq
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -467,6 +483,173 @@ class MilvusCollection(CollectionBase):
             out.append(hits)
         return out
 
+    # ---- scrolling, counting and deleting by filter ---------------------------------------------------------
+
+    def scroll(
+        self, after: int = -1, limit: int = 100, where: dict[str, Any] | None = None, deadline: Deadline | None = None
+    ) -> tuple[list[Item], int | None]:
+        """(live items matching ``where`` after position ``after``, in write order; the position to continue
+        after, or None at the end), as :meth:`index.collection.Collection.scroll`. A position is an item's ``seq``
+        less :data:`SEQ_ORIGIN`, never reused, and an upsert gives the item a new one: an item rewritten during a
+        scroll comes in its new version (again, if the scroll had passed the old). A page holds at most
+        :data:`SCROLL_MAX` items, and may hold fewer than ``limit`` and still have a next one (an item rewritten
+        or deleted between selecting and reading it is left out)."""
+        rows, last = self._page(after, limit, check_filter(where), deadline)
+        items = [
+            Item(_id(r["id"]), np.frombuffer(_code_bytes(r["code"]), np.uint8).copy(), r["metadata"]) for r in rows
+        ]
+        return items, last
+
+    def count_matching(self, where: dict[str, Any] | None = None, deadline: Deadline | None = None) -> int:
+        """Live items whose metadata matches ``where`` (all of them without one): Milvus selects the rows by the
+        filter's expression, and each is checked with :func:`matches`, page by page (``deadline`` between pages)."""
+        where = check_filter(where)
+        self._check_open()
+        if not where:
+            return self._count
+        check(deadline)
+        n = 0
+        for rows in self._pages(filter_expr(where)[0], ["metadata"]):
+            n += sum(matches(row["metadata"], where) for row in rows)
+            check(deadline)
+        return n
+
+    def delete_where(
+        self, where: dict[str, Any] | None, deadline: Deadline | None = None, chunk: int = 1000
+    ) -> tuple[int, bool]:
+        """Delete the items matching ``where``, ``chunk`` at a time (a scroll page each, then a Milvus delete),
+        until none is left or ``deadline`` expires; returns (deleted, complete), as
+        :meth:`index.collection.Collection.delete_where`. Only the versions seen matching (id and seq) are
+        deleted: an item rewritten meanwhile stays."""
+        where, deleted, after = check_filter(where), 0, -1
+        while deadline is None or not deadline.expired:
+            try:
+                rows, last = self._page(after, chunk, where, deadline)
+            except SearchTimeoutError:
+                if deleted:  # what is deleted is deleted: say so, and that there is more
+                    return deleted, False
+                raise
+            if rows:
+                deleted += self._delete_versions({row["id"]: int(row["seq"]) for row in rows})
+            if last is None:
+                return deleted, True
+            after = last
+        return deleted, False
+
+    def indexed_fields(self) -> list[str]:
+        """None: this backend keeps no payload indexes (:data:`NO_PAYLOAD_INDEX` says why)."""
+        self._check_open()
+        return []
+
+    def index_fields(self, names: Sequence[str]) -> list[str]:
+        raise UnsupportedByBackendError(NO_PAYLOAD_INDEX)
+
+    def _page(
+        self, after: int, limit: int, where: dict[str, Scalar], deadline: Deadline | None
+    ) -> tuple[list[dict], int | None]:
+        """A scroll page: the rows (id as a primary key, code, metadata, seq) of the first ``limit`` in seq order
+        after position ``after`` that ``where`` matches, those rewritten or deleted since they were selected left
+        out; and the position after them (None: the end)."""
+        if not is_int(after) or not is_int(limit) or limit < 1:
+            raise InvalidQueryError(
+                f"a scroll takes an int position and a positive int limit, got {after!r}, {limit!r}"
+            )
+        self._check_open()
+        lo = SEQ_ORIGIN + max(int(after), -1)
+        if lo >= INT64_MAX:
+            return [], None
+        chosen, more = self._first_by_seq(lo, min(int(limit), SCROLL_MAX), where, deadline)
+        check(deadline)
+        stored = self._fetch([pk for _, pk in chosen])
+        rows = [stored[pk] for seq, pk in chosen if pk in stored and stored[pk]["seq"] == seq]
+        rows = [row for row in rows if not where or matches(row["metadata"], where)]
+        return rows, chosen[-1][0] - SEQ_ORIGIN if more else None
+
+    def _first_by_seq(
+        self, lo: int, limit: int, where: dict[str, Scalar], deadline: Deadline | None
+    ) -> tuple[list[tuple[int, str]], bool]:
+        """(seq, primary key) of the first ``limit`` rows with seq above ``lo`` that ``where`` matches, in seq order,
+        and whether more may follow. Milvus's query has no order: this reads every row the filter's expression
+        selects in consecutive windows of seq (lo, top], each at most WINDOW_ROWS (:meth:`_seq_window`), and keeps
+        those :func:`matches` passes, until it has ``limit``; windows grow where the expression selects more than
+        matches (a filter Milvus cannot express), so that a page is full but at the end."""
+        expr, _ = filter_expr(where)
+        fields = ["seq", "metadata"] if where else ["seq"]
+        found: list[tuple[int, str]] = []
+        seen = kept = 0
+        while len(found) < limit:
+            check(deadline)
+            rest = self._count_where(_and(f"seq > {lo}", expr))
+            if rest == 0:
+                return sorted(found), False
+            target = min(WINDOW_ROWS, 2 * (limit - len(found)) * (seen + 1) // (kept + 1))  # rows a window aims at
+            lo, top = self._seq_window(lo, rest, target, expr, deadline)
+            rows = self._client.query(
+                self._name, filter=_window(lo, top, expr), output_fields=fields, limit=WINDOW_ROWS
+            )
+            seen += len(rows)
+            rows = [row for row in rows if not where or matches(row["metadata"], where)]
+            kept += len(rows)
+            found += [(int(row["seq"]), row["id"]) for row in rows]
+            if top == INT64_MAX:  # that was every row left
+                found.sort()
+                page = _first(found, limit)
+                return page, len(page) < len(found)
+            lo = top
+        found.sort()
+        return _first(found, limit), True
+
+    def _seq_window(self, lo: int, rest: int, target: int, expr: str, deadline: Deadline | None) -> tuple[int, int]:
+        """(lo', top) with no selected row in (lo, lo'] and 1 to WINDOW_ROWS in (lo', top], of the ``rest`` above
+        ``lo``. The first guess spaces ``target`` rows as the last window had them; then, while a guess holds none
+        (lo' moves up to it) or too many (the upper bound moves down), the next one alternately interpolates the
+        count towards ``target`` and bisects: at most ~2 x 63 counts, one or two where the spacing holds."""
+        high, over = INT64_MAX, rest  # (lo, high] holds `over` rows
+        if rest <= WINDOW_ROWS:
+            return lo, high
+        guess, interpolate = lo + int(self._spacing * target), True
+        while True:
+            top = min(max(guess, lo + 1), high - 1)
+            if top <= lo:  # one seq holds more than WINDOW_ROWS rows: not written by _next_seq
+                return lo, high
+            check(deadline)
+            n = self._count_where(_window(lo, top, expr))
+            if 0 < n <= WINDOW_ROWS:
+                self._spacing = (top - lo) / n
+                return lo, top
+            if n:
+                high, over = top, n
+            else:
+                lo = top
+            guess = lo + ((high - lo) * target // over if interpolate else (high - lo) // 2)
+            interpolate = not interpolate
+
+    def _count_where(self, expr: str) -> int:
+        return int(self._client.query(self._name, filter=expr, output_fields=["count(*)"])[0]["count(*)"])
+
+    def _fetch(self, pks: Sequence[str]) -> dict[str, dict]:
+        """primary key -> row (id, code, metadata, seq) of the rows Milvus holds under ``pks``."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(pks), ID_BATCH):
+            expr = _ids_expr(pks[start : start + ID_BATCH])
+            out.update((row["id"], row) for row in self._client.query(self._name, filter=expr, output_fields=_ROW))
+        return out
+
+    def _delete_versions(self, versions: dict[str, int]) -> int:
+        """Delete the rows of ``versions`` (primary key -> seq) still holding that seq; returns how many."""
+        deleted = 0
+        with self._write_mutex:  # between the check and the delete no write of this collection runs
+            pks = list(versions)
+            for start in range(0, len(pks), ID_BATCH):
+                expr = _ids_expr(pks[start : start + ID_BATCH])
+                rows = self._client.query(self._name, filter=expr, output_fields=["seq"])
+                same = [row["id"] for row in rows if int(row["seq"]) == versions[row["id"]]]
+                if same:
+                    self._client.delete(self._name, filter=_ids_expr(same))
+                    self._count -= len(same)
+                    deleted += len(same)
+        return deleted
+
     # ---- exact scans (filters Milvus cannot express, a distance with more than TOPK_MAX items) ---------------
 
     def _pages(self, expr: str, fields: list[str]) -> Iterator[list[dict]]:
@@ -529,6 +712,28 @@ class MilvusCollection(CollectionBase):
                 server_manager_instance.release_server(str(self._local))
         finally:
             super()._release()
+
+
+_ROW = ["code", "metadata", "seq"]  # what a scroll returns of a row (with its id)
+
+
+def _and(condition: str, expr: str) -> str:
+    return f"{condition} and ({expr})" if expr else condition
+
+
+def _window(lo: int, top: int, expr: str) -> str:
+    return _and(f"seq > {lo} and seq <= {top}", expr)
+
+
+def _first(found: list[tuple[int, str]], limit: int) -> list[tuple[int, str]]:
+    """The first ``limit`` of ``found`` (sorted), cut before a seq shared across the cut (the next page starts
+    after a seq); a page of one shared seq alone is kept whole. (_next_seq writes each seq once, but a clock set
+    back between two runs could write one again.)"""
+    page = found[:limit]
+    if len(found) > limit and found[limit][0] == page[-1][0]:
+        tied = page[-1][0]
+        page = [row for row in page if row[0] < tied] or [row for row in found if row[0] == tied]
+    return page
 
 
 def _new_name(milvus_uri: str | None) -> str:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from hamdex.index import Manifest
 from hamdex.index.errors import InvalidManifestError
 from hamdex.index.kinds import KINDS
-from hamdex.index.milvus import check_kind, check_uri, is_local
+from hamdex.index.milvus import NO_PAYLOAD_INDEX, check_kind, check_uri, is_local
 from hamdex.index.registry import check_name
 from hamdex.models.rerank import keeps_vectors
 from hamdex.service.deps import ADMIN, READ, ReadyStateDep, collection_name
@@ -73,8 +73,8 @@ def create_collection(req: CreateCollectionRequest, state: ReadyStateDep) -> Col
     hasher = state.hashers.get(req.model)
     if req.vectors is not None:
         _check_vectors(req, hasher.featurizer)
-    if req.indexed_fields and req.backend != "faiss":
-        raise ApiError("unsupported_by_backend", f"backend {req.backend!r} keeps no payload indexes")
+    if req.indexed_fields and req.backend != "faiss":  # milvus; refused before anything is created
+        raise ApiError("unsupported_by_backend", f"{NO_PAYLOAD_INDEX}; create the collection without indexed_fields")
     try:
         collection = state.registry.create(
             req.name,

@@ -3,13 +3,17 @@
 
 - ``GET .../items?cursor=&limit=&filter=``: a page of items in write order and the cursor of the next page (null
   at the end). The filter is JSON in the query string (the URL is bounded by HAMDEX_MAX_URL_BYTES). The cursor is
-  opaque (its form is in the document); it holds a position (an internal id, never reused), so it stays valid
-  under concurrent writes: an item not written meanwhile comes exactly once; one rewritten during the scroll comes
-  in its new version (again, if the scroll had passed the old one); one deleted before
-  the scroll reaches it not. A page may hold fewer than ``limit`` items and still have a next one.
+  opaque (its form is in the document); it holds a position (faiss: an internal id; milvus: the item's write
+  sequence number less an origin; never reused either way), so it stays valid under concurrent writes: an item
+  not written meanwhile comes exactly once; one rewritten during the scroll comes in its new version (again, if
+  the scroll had passed the old one); one deleted before the scroll reaches it not. A page may hold fewer than
+  ``limit`` items and still have a next one.
 - ``POST .../items:count {filter}``: how many items match.
 - ``POST .../items:delete {filter}`` (write scope): deletes the matching items in durable chunks for at most
   DELETE_BUDGET_S (and within the request's deadline); ``complete: false`` says to send it again for the rest.
+
+All three work alike on every backend (faiss and milvus: index.collection and index.milvus give them the same
+semantics).
 """
 
 from __future__ import annotations
@@ -63,11 +67,6 @@ class DeleteByFilterResponse(BaseModel):
     complete: bool = Field(..., description="No matching item is left; false: send the request again for the rest.")
 
 
-def _faiss_only(target) -> None:
-    if target.collection.backend != "faiss":
-        raise ApiError("unsupported_by_backend", f"backend {target.collection.backend!r} cannot do this yet")
-
-
 def encode_cursor(position: int) -> str:
     return f"c{position:x}"
 
@@ -98,7 +97,6 @@ async def scroll_items(
     format: CodeFormat = "hex",
 ) -> ItemsPage:
     """A page of the collection's items in write order (see the module docstring for what a cursor promises)."""
-    _faiss_only(target)
     after = -1 if cursor is None else decode_cursor(cursor)
     where = parse_filter(request.query_params.get("filter"))
     deadline = request.state.deadline
@@ -109,14 +107,12 @@ async def scroll_items(
 
 async def count_items(req: FilterRequest, target: TargetDep, request: Request) -> CountResponse:
     """How many items match the filter."""
-    _faiss_only(target)
     deadline = request.state.deadline
     return CountResponse(count=await run_in_threadpool(target.collection.count_matching, req.filter, deadline))
 
 
 async def delete_items(req: FilterRequest, target: TargetDep, request: Request) -> DeleteByFilterResponse:
     """Delete the items matching the filter, in durable chunks, for a bounded time per request."""
-    _faiss_only(target)
     budget = Deadline(DELETE_BUDGET_S)
     outer: Deadline = request.state.deadline
     if outer.at is not None and budget.at is not None:
