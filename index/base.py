@@ -575,6 +575,7 @@ class CollectionLike(Protocol):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def range_search(
         self,
@@ -589,6 +590,7 @@ class CollectionLike(Protocol):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]: ...
     def scroll(

@@ -348,11 +348,13 @@ class MilvusCollection(CollectionBase):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
         ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted). This backend
         does not rerank (``rerank`` must be None)."""
         _no_rerank(rerank)
+        self._no_prefix(bits)
         check(deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         k = min(int(k), self._count)
@@ -382,10 +384,12 @@ class MilvusCollection(CollectionBase):
         rerank: int | None = None,
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
+        bits: int | None = None,
     ) -> list[list[Hit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id); with
         ``k``, the first k of them. ``deadline`` is checked before Milvus is asked. No ``rerank``, as in search."""
         _no_rerank(rerank)
+        self._no_prefix(bits)
         check(deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         every = self._within(codes, radius, include_metadata, where, qparams)
@@ -405,6 +409,10 @@ class MilvusCollection(CollectionBase):
                 rows[i] = self._pages_by_distance(codes[i], radius, expr, fetch_meta, qparams)
         redo = lambda i: self._scan(codes[i : i + 1], where, expr, True, radius=radius)[0]  # noqa: E731
         return self._hits(rows, where, include_metadata, redo)
+
+    def _no_prefix(self, bits: int | None) -> None:
+        if bits is not None and bits != self.n_bits:
+            raise InvalidQueryError(f"backend milvus searches the whole {self.n_bits}-bit code only, not {bits} bits")
 
     def _check_params(self, params: dict[str, int] | None) -> dict[str, int]:
         """The kind's query parameters, positive ints (Milvus sets its own upper bounds)."""

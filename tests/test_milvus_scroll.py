@@ -286,3 +286,13 @@ def test_http_default_collection_on_milvus(make_client: Any, dense_model_dir: Pa
         "complete": True,
     }
     assert client.get("/info").json()["count"] == 6
+
+
+def test_milvus_searches_the_whole_code_only(milvus: Any) -> None:
+    query = random_codes(1, 16, seed=3)
+    whole = milvus.search(query, 5, bits=16)  # the full width is an ordinary search
+    assert [h.id for h in whole[0]] == [h.id for h in milvus.search(query, 5)[0]]
+    with pytest.raises(InvalidQueryError, match="whole 16-bit code"):
+        milvus.search(query, 5, bits=8)
+    with pytest.raises(InvalidQueryError, match="whole 16-bit code"):
+        milvus.range_search(query, 3, bits=8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from hamdex.index.milvus import NO_PAYLOAD_INDEX
 from hamdex.index.store import MAX_INDEXED_FIELDS
 from hamdex.service.deps import ADMIN, COLLECTION_PREFIXES, READ, TargetDep
 from hamdex.service.errors import ApiError
@@ -36,7 +37,7 @@ async def add_index(field: FieldName, target: TargetDep) -> IndexedFields:
 
 def _checked(target):
     if target.collection.backend != "faiss":
-        raise ApiError("unsupported_by_backend", f"backend {target.collection.backend!r} keeps no payload indexes")
+        raise ApiError("unsupported_by_backend", NO_PAYLOAD_INDEX)
     return target.collection
 
 
