@@ -115,10 +115,10 @@ class TrainConfig:
     # weight beside the body (models.neighbours.text_neighbour_space): a subject names its thread's topic in a few
     # chosen words; see docs/presets.md
     subject_weight: float = 0.0
-    # > 0 (needs full_vocab_neighbours): the text neighbour space also holds each text's unit-length row of this many
-    # LSA dimensions (truncated SVD of the TF-IDF input), at equal weight beside the BM25 row
-    # (models.neighbours.with_lsa). Co-occurring words count as shared: short or small corpora, where two texts on
-    # one topic rarely share their rare words, find far purer neighbours; see docs/robustness.md
+    # > 0 (needs full_vocab_neighbours): the text neighbour space also holds each text's row of this many LSA
+    # dimensions (truncated SVD of the TF-IDF input) at half the BM25 row's length (models.neighbours.with_lsa).
+    # Co-occurring words count as shared: short or small corpora, where two texts on one topic rarely share their
+    # rare words, find far purer neighbours; see docs/robustness.md
     lsa_neighbours: int = 0
     # what the decoder reconstructs (the mean over each item and its neighbours when neighbours > 0): "input", the
     # model's input features; or "scattering", for images only: the standardised square roots of their 2-D

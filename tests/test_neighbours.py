@@ -209,11 +209,13 @@ def test_with_lsa_adds_unit_lsa_rows_beside_the_space():
     texts = synthetic_texts()
     x = TfidfVectorizer().fit_transform(texts)
     space = text_neighbour_space(texts)
-    mixed = with_lsa(space, x, 5)
+    mixed = with_lsa(space, x, 5)  # LSA rows of length LSA_WEIGHT (0.5)
     assert mixed.shape == (len(texts), space.shape[1] + 5)
     assert np.allclose(mixed[:, : space.shape[1]].toarray(), space.toarray())  # the space itself is unchanged
     lsa_norms = np.linalg.norm(mixed[:, space.shape[1] :].toarray(), axis=1)
-    assert np.allclose(lsa_norms, 1.0, atol=1e-5)  # unit rows: cosine is the mean of the two spaces'
+    assert np.allclose(lsa_norms, 0.5, atol=1e-5)
+    assert np.allclose(np.linalg.norm(with_lsa(space, x, 5, weight=1.0)[:, space.shape[1] :].toarray(), axis=1), 1)
+    assert with_lsa(space, x, 5, weight=0.0).shape == space.shape  # no weight, no LSA
     assert with_lsa(space[:3], x[:3], 50).shape[1] == space.shape[1] + 2  # no more axes than the rows allow
     assert with_lsa(space[:1], x[:1], 50).shape == space[:1].shape  # one text: no axis at all
 
@@ -230,7 +232,7 @@ def test_lsa_finds_neighbours_that_share_no_word():
     x = TfidfVectorizer().fit_transform(texts)
     bm25, mixed = text_neighbour_space(texts), with_lsa(text_neighbour_space(texts), x, 2)
     assert (bm25[40] @ bm25[41].T).toarray()[0, 0] == 0.0
-    assert (mixed[40] @ mixed[41].T).toarray()[0, 0] > 0.9  # same topic in the LSA half
+    assert (mixed[40] @ mixed[41].T).toarray()[0, 0] > 0.9 * 0.5**2  # same topic in the LSA part
     topic = np.arange(42) % 2
     topic[40:] = 0
     neighbours = nearest_neighbours(mixed, 5)

@@ -28,6 +28,9 @@ def test_an_epoch_count_drops_the_step_floor_unless_one_is_given() -> None:
 def test_no_neighbours_turns_off_what_goes_with_the_graph() -> None:
     _, train = resolve("text", 100, {"n_bits": 32}, {"neighbours": 0})
     assert train["contrastive_weight"] == train["cluster_weight"] == train["subject_weight"] == 0.0
-    assert train["neighbour_whiten"] == 0 and train["full_vocab_neighbours"] is False
+    assert train["neighbour_whiten"] == 0 and train["full_vocab_neighbours"] is False and train["lsa_neighbours"] == 0
+    from hamdex.models.train import TrainConfig
+
+    TrainConfig(**train)  # a valid configuration: nothing left that needs the graph
     _, train = resolve("text", 100, {"n_bits": 32}, {"neighbours": 0, "contrastive_weight": 0.5, "subject_weight": 1})
     assert train["contrastive_weight"] == 0.5 and train["subject_weight"] == 1
