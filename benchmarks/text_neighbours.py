@@ -28,11 +28,11 @@ import numpy as np
 from benchmarks.robustness import DATASETS
 
 LSA_DIMS = 50
-# settings of ``train``: TrainConfig / ModelConfig overrides on top of the preset, and the LSA weight
+# settings of ``train``: TrainConfig / ModelConfig overrides on top of the preset
 SETTINGS: dict[str, dict[str, Any]] = {
     "before": {"train": {"lsa_neighbours": 0}, "model": {"readout": "threshold"}},  # the preset before 2026-12-07
-    "lsa1": {"train": {}, "model": {"readout": "threshold"}, "lsa_weight": 1.0},
-    "lsa05": {"train": {}, "model": {"readout": "threshold"}, "lsa_weight": 0.5},
+    "lsa1": {"train": {"lsa_weight": 1.0}, "model": {"readout": "threshold"}},
+    "lsa05": {"train": {"lsa_weight": 0.5}, "model": {"readout": "threshold"}},
     "now": {"train": {}, "model": {}},  # the preset as it is
 }
 
@@ -66,8 +66,6 @@ def purity(corpus: str, k: int = 10) -> dict[str, float]:
 
 
 def train_one(corpus: str, bits: int, setting: str, seed: int = 0) -> dict[str, Any]:
-    import hamdex.models.neighbours as neighbours
-    import hamdex.models.train as train_module
     import torch
     from hamdex.evaluation.baselines import make_baseline
     from hamdex.evaluation.metrics import mean_average_precision, precision_at_k
@@ -81,40 +79,31 @@ def train_one(corpus: str, bits: int, setting: str, seed: int = 0) -> dict[str, 
     db, queries = list(split.train.inputs), list(split.queries.inputs)
     db_labels, q_labels = _labels(split.train), _labels(split.queries)
     model_over, train_over = presets.resolve("text", len(db), {"n_bits": bits, **chosen["model"]}, chosen["train"])
-    weight = chosen.get("lsa_weight", neighbours.LSA_WEIGHT)
-    original = train_module.with_lsa
-    train_module.with_lsa = lambda space, x, dims, seed=0: original(space, x, dims, seed, weight=weight)
-    try:
-        start = time.perf_counter()
-        cfg = TrainConfig(seed=seed, device="cpu", safeguard=False, progress=False, **train_over)
-        hasher, result = fit_hasher(db, "text", model_over, cfg)
-        seconds = time.perf_counter() - start
-    finally:
-        train_module.with_lsa = original
+    start = time.perf_counter()
+    cfg = TrainConfig(seed=seed, device="cpu", safeguard=False, progress=False, **train_over)
+    hasher, result = fit_hasher(db, "text", model_over, cfg)
+    seconds = time.perf_counter() - start
 
     k = min(100, len(db))
 
-    def scores(h: Hasher) -> dict[str, float]:
-        q, d = h.encode(queries).codes, h.encode(db).codes
+    def scores(q: np.ndarray, d: np.ndarray) -> dict[str, float]:  # packed codes of the queries and the database
         return {
             "p@100": precision_at_k(q, d, q_labels, db_labels, k=k),
             "map": mean_average_precision(q, d, q_labels, db_labels),
         }
+
+    def model_scores(h: Hasher) -> dict[str, float]:
+        return scores(h.encode(queries).codes, h.encode(db).codes)
 
     x, cpu = hasher.featurizer.transform(db), torch.device("cpu")
     own = hasher.model.config.readout
     other = "itq" if own != "itq" else "threshold"
     swapped = Hasher(with_readout(hasher.model, other, x, cpu, seed), hasher.featurizer, "-", cpu, {})
     itq = make_baseline("itq", bits).fit(x)
-    itq_q, itq_db = itq.encode(hasher.featurizer.transform(queries)), itq.encode(x)
-    itq_scores = {
-        "p@100": precision_at_k(itq_q, itq_db, q_labels, db_labels, k=k),
-        "map": mean_average_precision(itq_q, itq_db, q_labels, db_labels),
-    }
     return {
-        own: scores(hasher),
-        other: scores(swapped),
-        "itq_baseline": itq_scores,
+        own: model_scores(hasher),
+        other: model_scores(swapped),
+        "itq_baseline": scores(itq.encode(hasher.featurizer.transform(queries)), itq.encode(x)),
         "steps": result.steps,
         "train_seconds": round(seconds, 1),
     }

@@ -133,18 +133,14 @@ def text_neighbour_space(texts: Sequence[str], subject_weight: float = 0.0) -> s
     return sp.hstack([body, subject_weight * _unit_rows(subjects)], format="csr", dtype=np.float32)
 
 
-LSA_WEIGHT = 0.5  # the LSA rows' length beside the unit BM25 rows (with_lsa); docs/robustness.md has the sweep
-
-
-def with_lsa(space: sp.csr_matrix, x: Features, dims: int, seed: int = 0, weight: float = LSA_WEIGHT) -> sp.csr_matrix:
+def with_lsa(space: sp.csr_matrix, x: Features, dims: int, *, weight: float, seed: int = 0) -> sp.csr_matrix:
     """``space`` (n, d') beside each row's projection on the top ``dims`` LSA axes of ``x`` (truncated SVD of the
     TF-IDF input; fewer axes when n or x's width allows fewer), scaled to length ``weight``, so that cosine
     similarity mixes the two spaces'. LSA counts words that co-occur as shared; BM25 counts only the words two
     texts share. On short or small corpora, where two texts on one topic rarely share their rare words, the mix
     finds much purer neighbours. Share of an item's 10 neighbours with its label, BM25 (with subjects) -> weight
     0.5 / 1: Reuters-8 0.851 -> 0.918 / 0.937, TREC 0.592 -> 0.792 / 0.863, WebKB 0.668 -> 0.720 / 0.746, 1,000 20
-    Newsgroups posts 0.454 -> 0.498 / 0.483, all 11,314 0.748 -> 0.765 / 0.738. 0.5 because the trained models
-    agree: weight 1 cost 20 Newsgroups' precision 0.03 (docs/robustness.md)."""
+    Newsgroups posts 0.454 -> 0.498 / 0.483, all 11,314 0.748 -> 0.765 / 0.738 (``TrainConfig.lsa_weight``)."""
     from sklearn.decomposition import TruncatedSVD
 
     dims = min(dims, x.shape[0] - 1, x.shape[1] - 1)

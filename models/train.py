@@ -120,6 +120,9 @@ class TrainConfig:
     # Co-occurring words count as shared: short or small corpora, where two texts on one topic rarely share their
     # rare words, find far purer neighbours; see docs/robustness.md
     lsa_neighbours: int = 0
+    # the LSA rows' length beside the unit BM25 rows: 0.5 because the trained models agree (weight 1 was a little
+    # better on the small corpora and cost 20 Newsgroups 0.03 of P@100; docs/robustness.md)
+    lsa_weight: float = 0.5
     # what the decoder reconstructs (the mean over each item and its neighbours when neighbours > 0): "input", the
     # model's input features; or "scattering", for images only: the standardised square roots of their 2-D
     # scattering coefficients (models.scattering), with a gaussian reconstruction loss. The encoder reads the input
@@ -166,6 +169,8 @@ class TrainConfig:
             raise ValueError("subject_weight must be >= 0, and > 0 needs full_vocab_neighbours (text neighbours)")
         if self.lsa_neighbours < 0 or (self.lsa_neighbours and not self.full_vocab_neighbours):
             raise ValueError("lsa_neighbours must be >= 0, and > 0 needs full_vocab_neighbours (text neighbours)")
+        if self.lsa_weight <= 0:
+            raise ValueError("lsa_weight must be > 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
 
@@ -469,7 +474,7 @@ def fit_hasher(
     if cfg.full_vocab_neighbours:
         space = text_neighbour_space(inputs, cfg.subject_weight)
         if cfg.lsa_neighbours:
-            space = with_lsa(space, x, cfg.lsa_neighbours, cfg.seed)
+            space = with_lsa(space, x, cfg.lsa_neighbours, weight=cfg.lsa_weight, seed=cfg.seed)
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
     data = training_data(x, cfg, model_config.n_bits, model_config.members, space, image_shape)
     if cfg.target_features == "scattering":  # standardised coefficients: a gaussian decoder of their width

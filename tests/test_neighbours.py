@@ -209,15 +209,15 @@ def test_with_lsa_adds_unit_lsa_rows_beside_the_space():
     texts = synthetic_texts()
     x = TfidfVectorizer().fit_transform(texts)
     space = text_neighbour_space(texts)
-    mixed = with_lsa(space, x, 5)  # LSA rows of length LSA_WEIGHT (0.5)
+    mixed = with_lsa(space, x, 5, weight=0.5)
     assert mixed.shape == (len(texts), space.shape[1] + 5)
     assert np.allclose(mixed[:, : space.shape[1]].toarray(), space.toarray())  # the space itself is unchanged
     lsa_norms = np.linalg.norm(mixed[:, space.shape[1] :].toarray(), axis=1)
     assert np.allclose(lsa_norms, 0.5, atol=1e-5)
     assert np.allclose(np.linalg.norm(with_lsa(space, x, 5, weight=1.0)[:, space.shape[1] :].toarray(), axis=1), 1)
     assert with_lsa(space, x, 5, weight=0.0).shape == space.shape  # no weight, no LSA
-    assert with_lsa(space[:3], x[:3], 50).shape[1] == space.shape[1] + 2  # no more axes than the rows allow
-    assert with_lsa(space[:1], x[:1], 50).shape == space[:1].shape  # one text: no axis at all
+    assert with_lsa(space[:3], x[:3], 50, weight=0.5).shape[1] == space.shape[1] + 2  # no more axes than the rows allow
+    assert with_lsa(space[:1], x[:1], 50, weight=0.5).shape == space[:1].shape  # one text: no axis at all
 
 
 def test_lsa_finds_neighbours_that_share_no_word():
@@ -230,7 +230,7 @@ def test_lsa_finds_neighbours_that_share_no_word():
     texts = [" ".join(rng.choice(topics[i % 2], 3, replace=False)) for i in range(40)]
     texts += ["rocket orbit", "launch nasa"]  # 40 and 41 share no word but one topic
     x = TfidfVectorizer().fit_transform(texts)
-    bm25, mixed = text_neighbour_space(texts), with_lsa(text_neighbour_space(texts), x, 2)
+    bm25, mixed = text_neighbour_space(texts), with_lsa(text_neighbour_space(texts), x, 2, weight=0.5)
     assert (bm25[40] @ bm25[41].T).toarray()[0, 0] == 0.0
     assert (mixed[40] @ mixed[41].T).toarray()[0, 0] > 0.9 * 0.5**2  # same topic in the LSA part
     topic = np.arange(42) % 2
@@ -248,6 +248,8 @@ def test_lsa_neighbours_setting():
         TrainConfig(neighbours=3, lsa_neighbours=50)  # without full_vocab_neighbours
     with pytest.raises(ValueError, match="lsa_neighbours"):
         TrainConfig(neighbours=3, full_vocab_neighbours=True, lsa_neighbours=-1)
+    with pytest.raises(ValueError, match="lsa_weight"):
+        TrainConfig(neighbours=3, full_vocab_neighbours=True, lsa_neighbours=50, lsa_weight=0.0)
     cfg = TrainConfig(epochs=1, neighbours=3, full_vocab_neighbours=True, lsa_neighbours=4, progress=False)
     hasher, _ = fit_hasher(synthetic_texts(), "text", {"n_bits": 16, "hidden": (32,)}, cfg)
     assert hasher.info["train_config"]["lsa_neighbours"] == 4
