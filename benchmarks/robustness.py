@@ -23,6 +23,11 @@ default; default: the CLI's own). The CLI's default bottleneck is the method ``h
     python benchmarks/robustness.py --cells 'digits-*,trec-32'          # fnmatch patterns over cell names
     python benchmarks/robustness.py --list                              # every cell name
     python benchmarks/robustness.py --cells 'digits-*' --bottleneck bernoulli,vq --threads 1
+
+``--variants '{"adv10": {"adversarial_weight": 10}}'`` also trains each cell once per named variant, ``hamdex train``
+with those options (their Python names) over its defaults, as the method ``hamdex_<name>``. Every hamdex row keeps
+what the safeguard saw besides what it shipped: the trained model's own probe mAP and the code health (bit balance,
+mean |bit correlation|) of the shipped codes on the training items.
 """
 
 from __future__ import annotations
@@ -178,17 +183,23 @@ def cli_default_bottleneck() -> str:
 
 
 def run_cell(
-    split: Split, bits: int, folder: Path, bottlenecks: Sequence[str | None] = (None,)
+    split: Split,
+    bits: int,
+    folder: Path,
+    bottlenecks: Sequence[str | None] = (None,),
+    variants: dict[str, dict] | None = None,
 ) -> dict[str, dict[str, float | str]]:
-    """Train with the CLI's defaults at this width (once per bottleneck; None: the CLI's), then score each model
-    and the baselines on the queries."""
+    """Train with the CLI's defaults at this width (once per bottleneck; None: the CLI's; then once per variant,
+    ``hamdex train`` options by name), then score each model and the baselines on the queries."""
     from hamdex.service import cli
 
     data_path = _save_for_cli(split.train, folder)
     out: dict[str, dict[str, float | str]] = {}
-    for i, bottleneck in enumerate(bottlenecks):
-        model_dir = folder / f"model-{bits}-{bottleneck}"
-        chosen = {} if bottleneck is None else {"bottleneck": bottleneck}
+    runs = [(method_name(b), {} if b is None else {"bottleneck": b}) for b in bottlenecks]
+    runs += [(f"hamdex_{name}", dict(options)) for name, options in (variants or {}).items()]
+    for i, (method, chosen) in enumerate(runs):
+        bottleneck = chosen.get("bottleneck")
+        model_dir = folder / f"model-{bits}-{i}"
         start = time.perf_counter()
         cli.train(str(data_path), out=model_dir, bits=bits, device="cpu", **chosen)  # all else at its default
         seconds = time.perf_counter() - start
@@ -199,19 +210,25 @@ def run_cell(
         out.update({name: {k: float(rows[name][k]) for k in KEYS} for name in rows if name != "hamdex"})
         for name in baselines:
             out[name]["train_seconds"] = float(rows[name]["seconds"])
-        out[method_name(bottleneck)] = {
+        model_probe = report["safeguard"].get("candidates", {}).get("model", {}).get("probe_map")
+        out[method] = {
             **{k: float(rows["hamdex"][k]) for k in KEYS},
             "train_seconds": seconds,
             "featurizer": hasher.featurizer.kind,
             "bottleneck": bottleneck or cli_default_bottleneck(),  # as asked: an ITQ fallback ships none
             "safeguard": report["safeguard"]["action"],
             "steps": report["steps"],
+            **{k: report["code_health"][k] for k in ("bit_balance", "mean_abs_bit_correlation")},
+            "model_probe_map": model_probe,  # the trained model's own, whatever was shipped (None: unchecked)
         }
     return out
 
 
 def run(
-    cells: Sequence[str], json_path: Path | None = None, bottlenecks: Sequence[str | None] = (None,)
+    cells: Sequence[str],
+    json_path: Path | None = None,
+    bottlenecks: Sequence[str | None] = (None,),
+    variants: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Every cell, one data set loaded once for all its widths; the JSON is rewritten after each cell."""
     results: dict[str, dict] = json.loads(json_path.read_text()) if json_path and json_path.exists() else {}
@@ -224,7 +241,7 @@ def run(
         LOG.info("%s: %d training items, %d queries", name, len(split.train), len(split.queries))
         for bits in widths:
             with tempfile.TemporaryDirectory(prefix="hamdex-robust-") as tmp:
-                results[f"{name}-{bits}"] = run_cell(split, bits, Path(tmp), bottlenecks)
+                results[f"{name}-{bits}"] = run_cell(split, bits, Path(tmp), bottlenecks, variants)
             LOG.info("%s-%d: %s", name, bits, _summary(results[f"{name}-{bits}"]))
             if json_path:
                 json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +314,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--bottleneck",
         help="comma-separated bottlenecks to train each cell with, e.g. bernoulli,vq (default: the CLI's)",
     )
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        help='JSON {name: {hamdex train option: value}}, e.g. \'{"adv10": {"adversarial_weight": 10}}\': each cell '
+        "also trains once per variant, as the method hamdex_<name>",
+    )
     return parser.parse_args(argv)
+
+
+def _variants(text: str) -> dict[str, dict]:
+    try:
+        variants = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--variants must be JSON: {exc}") from None
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise argparse.ArgumentTypeError('--variants must be a JSON object of objects, e.g. {"adv10": {"x": 1}}')
+    return variants
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
@@ -313,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
         torch.set_num_threads(args.threads)
     patterns = args.cells.split(",") if args.cells else [f"{n}-*" for n in QUICK] if args.quick else ["*"]
     bottlenecks = args.bottleneck.split(",") if args.bottleneck else [None]
-    results = run(select_cells(patterns), args.json, bottlenecks)
+    results = run(select_cells(patterns), args.json, bottlenecks, args.variants)
     ordered = {c: results[c] for c in all_cells() if c in results}
     table = format_markdown({c: r for c, r in ordered.items() if "hamdex" in r})
     if any(m.startswith("hamdex_") for r in ordered.values() for m in r):

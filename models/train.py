@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from hamdex.models.adversarial import AdversarialPrior
 from hamdex.models.autoencoder import ModelConfig
 from hamdex.models.checkpoint import compute_fingerprint
 from hamdex.models.ensemble import Model, build_model, parts
@@ -94,6 +95,9 @@ class TrainConfig:
     # cosine (models.objectives.similarity_distillation), teacher at distill_temperature, student at temperature
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
+    # > 0: an adversarial prior on each member's codes (models.adversarial): a discriminator tells them from
+    # independent fair bits and the encoder learns to fool it, for balanced, independent bits; see docs/quality.md
+    adversarial_weight: float = 0.0
     teacher_weight: float = 0.0  # > 0 (needs neighbours): BCE to spectral teacher bits (models.teacher)
     cluster_weight: float = 0.0  # > 0 (needs neighbours): supervised contrastive over k-means pseudo-labels
     n_clusters: int = 50  # of the pseudo-labels
@@ -141,6 +145,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and patience must be >= 1")
         if self.min_steps < 0 or self.warmup_steps < 0:
             raise ValueError("min_steps and warmup_steps must be >= 0")
+        if not self.adversarial_weight >= 0 or math.isinf(self.adversarial_weight):
+            raise ValueError(f"adversarial_weight must be a finite number >= 0 (0: off), got {self.adversarial_weight}")
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0")
         if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
@@ -213,7 +219,7 @@ class TrainData:
     labelled_train: np.ndarray | None = None  # int64 rows with a label outside the held-out split (set by train)
 
 
-def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng):
+def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng, adversary=None):
     batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
     labels = None if data.labels is None else torch.from_numpy(data.labels[rows]).to(device)  # (B,) -1 unknown
@@ -222,6 +228,8 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
         loss = out.loss
         if labels is not None and cfg.label_weight:
             loss = loss + cfg.label_weight * _label_loss(model, data, cfg, device, rng)
+        if adversary is not None:  # the discriminators' loss and the encoder's against them
+            loss = loss + cfg.adversarial_weight * adversary(model.scores(batch))
         if cfg.teacher_weight:
             assert data.teacher is not None
             # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
@@ -263,13 +271,15 @@ def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) ->
     return sum((cluster_supcon(c, labels, cfg.temperature) for c in members), codes.new_zeros(()))
 
 
-def _epoch(model, opt, sched, data: TrainData, idx: np.ndarray, cfg: TrainConfig, device, rng, bar) -> float:
+def _epoch(
+    model, opt, sched, data: TrainData, idx: np.ndarray, cfg: TrainConfig, device, rng, bar, adversary=None
+) -> float:
     model.train()
     order = rng.permutation(idx)
     total = 0.0
     for start in range(0, len(order), cfg.batch_size):
         rows = np.sort(order[start : start + cfg.batch_size])
-        loss = _batch_loss(model, data, rows, cfg, device, rng)
+        loss = _batch_loss(model, data, rows, cfg, device, rng, adversary)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -346,7 +356,12 @@ def train(
     else:
         model.load_state_dict(init)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # training-only weights beside the model (models.adversarial): the checkpoint and fingerprint never see them
+    adversary = None
+    if cfg.adversarial_weight:
+        adversary = AdversarialPrior(model_config.n_bits, model_config.members).to(device)
+    params = [*model.parameters(), *(adversary.parameters() if adversary is not None else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     rng = np.random.default_rng(cfg.seed + 1)
@@ -370,7 +385,7 @@ def train(
     )
     for epoch in range(1, epochs + 1):
         with progress(total=len(train_idx), desc=f"epoch {epoch}", enabled=cfg.progress) as bar:
-            train_loss = _epoch(model, opt, sched, data, train_idx, cfg, device, rng, bar)
+            train_loss = _epoch(model, opt, sched, data, train_idx, cfg, device, rng, bar, adversary)
             val_loss = evaluate_loss(model, x, targets, val_idx, device) if len(val_idx) else train_loss
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
         row = {"epoch": epoch, "steps": epoch * steps_per_epoch, "train_loss": train_loss, "val_loss": val_loss}

@@ -168,6 +168,12 @@ def train(
             help="What the decoder reconstructs: input, or (images) scattering (default: the preset).",
         ),
     ] = None,
+    adversarial_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Weight of an adversarial prior pushing the codes towards fair, independent bits (0: off)."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     min_steps: Annotated[
         int | None, typer.Option(help="Fewest optimizer steps, however few the items (default: the preset).")
@@ -220,6 +226,7 @@ def train(
         "contrastive_weight": contrastive_weight,
         "subject_weight": subject_weight,
         "target_features": target_features,
+        "adversarial_weight": adversarial_weight,
         "epochs": epochs,
         "min_steps": min_steps,
         "lr": lr,
