@@ -11,7 +11,8 @@ Protocols (../shared/notes/benchmarks.md):
   whole ranking, plus precision@1000.
 
 Methods: ``hamdex`` is the project default for the featurizer kind (``models.presets`` over ``ModelConfig``);
-every other bottleneck of ``models.bottlenecks.BOTTLENECKS`` runs as ``hamdex_<name>`` with the same preset;
+every other bottleneck of ``models.bottlenecks.BOTTLENECKS`` runs as ``hamdex_<name>`` with the same preset; the
+objectives of ``OBJECTIVE_VARIANTS`` (e.g. ``hamdex_adversarial``) run on the preset only when ``--methods`` names them;
 ``lsh``, ``lsh_centered``, ``pcah`` and ``itq`` are fitted on the default model's own input features; and
 ``float_cosine`` is exact cosine nearest neighbours on those features, the reference any code is measured against.
 
@@ -198,6 +199,12 @@ DATASETS: dict[str, Dataset] = {
 # ----------------------------------------------------------------------------------------------------
 
 
+# methods that add training options to the default model's preset, run only when asked for by name (``methods``)
+OBJECTIVE_VARIANTS: dict[str, dict[str, float]] = {
+    "hamdex_adversarial": {"adversarial_weight": 1.0},  # the adversarial prior on the codes (models.adversarial)
+}
+
+
 def model_variants(featurizer: str) -> dict[str, str]:
     """{method name: bottleneck}: the default first as ``hamdex``, then ``hamdex_<name>`` for every other one."""
     model_over, _ = preset(featurizer)
@@ -208,12 +215,20 @@ def model_variants(featurizer: str) -> dict[str, str]:
 
 
 def train_model(
-    inputs: list[str] | np.ndarray, featurizer: str, bottleneck: str, n_bits: int, scale: Scale, seed: int = 0
+    inputs: list[str] | np.ndarray,
+    featurizer: str,
+    bottleneck: str,
+    n_bits: int,
+    scale: Scale,
+    seed: int = 0,
+    train_options: dict | None = None,
 ) -> tuple[Hasher, float]:
-    """The preset model for ``featurizer`` with this bottleneck and width; returns it and its fit seconds."""
+    """The preset model for ``featurizer`` with this bottleneck and width (and ``train_options`` over the preset's
+    training settings); returns it and its fit seconds."""
     model_over, train_over = preset(featurizer, n_bits, n_items=len(inputs))
     model_over.update(bottleneck=bottleneck, n_bits=n_bits)
     train_over.update(scale.train_overrides())
+    train_over.update(train_options or {})
     if scale.epochs is not None:  # a scale's epoch count is the budget (quick mode), as --epochs is for the CLI
         train_over["min_steps"] = 0
     cfg = TrainConfig(progress=False, seed=seed, safeguard=True, **train_over)  # as hamdex train
@@ -309,7 +324,8 @@ def run_dataset(
     variants = model_variants(dataset.featurizer)
     if methods is not None:
         wanted = set(methods) | {"hamdex"}
-        variants = {name: b for name, b in variants.items() if name in wanted}
+        objectives = {name: variants["hamdex"] for name in OBJECTIVE_VARIANTS if name in wanted}
+        variants = {name: b for name, b in variants.items() if name in wanted} | objectives
     curve_bits = 32 if 32 in bits else bits[0]
     out = DatasetRun({}, curve_bits, {}, None)
     floats: Metrics | None = None
@@ -321,7 +337,10 @@ def run_dataset(
             db_feats: Features | None = None
             for name, bottleneck in variants.items():
                 bar.set_postfix_str(f"{n_bits} bits {name}")
-                hasher, seconds = train_model(split.db_inputs, dataset.featurizer, bottleneck, n_bits, scale, seed)
+                options = OBJECTIVE_VARIANTS.get(name)
+                hasher, seconds = train_model(
+                    split.db_inputs, dataset.featurizer, bottleneck, n_bits, scale, seed, options
+                )
                 q_x, db_x = hasher.features(split.q_inputs), hasher.features(split.db_inputs)
                 if name == "hamdex":
                     q_feats, db_feats = q_x, db_x  # what the baselines and the float reference see

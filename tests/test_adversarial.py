@@ -165,3 +165,25 @@ def test_the_robustness_benchmark_trains_each_variant_through_the_cli(monkeypatc
         assert key in cell["hamdex_adv3"]
     with pytest.raises(SystemExit):
         robustness.parse_args(["--variants", "[1, 2]"])
+
+
+def test_the_quality_harness_trains_the_adversarial_variant_only_when_named(monkeypatch):
+    from hamdex.evaluation import harness
+
+    images, labels = digit_images(), load_digits().target[: len(digit_images())].astype(str)
+    split = harness.Split(images[:200], labels[:200], images[200:260], labels[200:260])
+    tiny = harness.Scale(epochs=1, batch_size=64)
+    dataset = harness.Dataset("digits", "pixels", lambda scale, seed: split, (16,), tiny, tiny)
+    real_train, seen = harness.train_model, []
+
+    def small_train(inputs, featurizer, bottleneck, n_bits, scale, seed=0, train_options=None):
+        seen.append(train_options)
+        hasher, seconds = real_train(inputs, featurizer, bottleneck, n_bits, scale, seed, train_options)
+        assert hasher.info["train_config"]["adversarial_weight"] == (train_options or {}).get("adversarial_weight", 0)
+        return hasher, seconds
+
+    monkeypatch.setattr(harness, "train_model", small_train)
+    run = harness.run_dataset(dataset, [16], quick=True, methods=["hamdex_adversarial"], progress=False)
+    assert seen == [None, harness.OBJECTIVE_VARIANTS["hamdex_adversarial"]]
+    assert {"hamdex", "hamdex_adversarial", "itq"} <= set(run.results[16])
+    assert "hamdex_adversarial" not in harness.model_variants("pixels")  # not in a default run
