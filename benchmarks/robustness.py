@@ -26,8 +26,9 @@ default; default: the CLI's own). The CLI's default bottleneck is the method ``h
 
 ``--variants '{"adv10": {"adversarial_weight": 10}}'`` also trains each cell once per named variant, ``hamdex train``
 with those options (their Python names) over its defaults, as the method ``hamdex_<name>``. Every hamdex row keeps
-what the safeguard saw besides what it shipped: the trained model's own probe mAP and the code health (bit balance,
-mean |bit correlation|) of the shipped codes on the training items.
+what the safeguard saw besides what it shipped: the code health (bit balance, mean |bit correlation|) of the shipped
+codes on the training items, and the trained model's own probe mAP and code health (``model_probe_map``,
+``model_bit_balance``, ...), which differ where the safeguard shipped ITQ.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def run_cell(
         out.update({name: {k: float(rows[name][k]) for k in KEYS} for name in rows if name != "hamdex"})
         for name in baselines:
             out[name]["train_seconds"] = float(rows[name]["seconds"])
-        model_probe = report["safeguard"].get("candidates", {}).get("model", {}).get("probe_map")
+        model = report["safeguard"].get("candidates", {}).get("model", {})  # the trained model, whatever shipped
         out[method] = {
             **{k: float(rows["hamdex"][k]) for k in KEYS},
             "train_seconds": seconds,
@@ -219,7 +220,8 @@ def run_cell(
             "safeguard": report["safeguard"]["action"],
             "steps": report["steps"],
             **{k: report["code_health"][k] for k in ("bit_balance", "mean_abs_bit_correlation")},
-            "model_probe_map": model_probe,  # the trained model's own, whatever was shipped (None: unchecked)
+            # the trained model's own probe mAP and code health on the training items (absent when unchecked)
+            **{f"model_{k}": v for k, v in model.items()},
         }
     return out
 
