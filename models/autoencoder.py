@@ -46,6 +46,12 @@ class ModelConfig:
     # on the item's class as in a conditional VAE (Sohn et al. 2015), one learned input per class plus one for
     # "unknown" (unlabelled items). The encoder never sees a label, so queries need none. () = no labels
     label_names: tuple[str, ...] = ()
+    # issue 20: prefix widths (increasing multiples of 8; n_bits is added when left out), e.g. (16, 32), at which
+    # the code is nested: its first 16 bits are a 16-bit code by themselves, its first 32 a 32-bit code. The code is
+    # then an ensemble (models.ensemble) whose members are the groups of bits between two prefixes, cut further at
+    # multiples of n_bits / members (16, 32, 64 bits with members 2: members of 16, 16 and 32 bits), each trained as
+    # if alone, and the itq read-out rotates each member's bits apart (member_widths, readout_groups). () = not nested
+    nested: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
@@ -71,6 +77,7 @@ class ModelConfig:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "decoder_hidden", tuple(self.decoder_hidden))
         object.__setattr__(self, "label_names", tuple(str(name) for name in self.label_names))
+        object.__setattr__(self, "nested", check_nested(self.nested, self.n_bits))
         if len(self.label_names) == 1 or len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"label_names must be () or two or more distinct names, got {len(self.label_names)}")
 
@@ -87,6 +94,42 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+def check_nested(prefixes, n_bits: int) -> tuple[int, ...]:
+    """Nested prefix widths -> the normalised tuple (ending at ``n_bits``), or ValueError saying what is wrong."""
+    prefixes = tuple(int(p) for p in prefixes)
+    if not prefixes:
+        return ()
+    if any(p <= 0 or p % 8 for p in prefixes):
+        raise ValueError(f"nested prefixes must be positive multiples of 8 (whole bytes), got {list(prefixes)}")
+    if any(b <= a for a, b in zip(prefixes, prefixes[1:], strict=False)):
+        raise ValueError(f"nested prefixes must be strictly increasing, got {list(prefixes)}")
+    if prefixes[-1] > n_bits:
+        raise ValueError(f"nested prefix {prefixes[-1]} is beyond the code's {n_bits} bits")
+    prefixes = prefixes if prefixes[-1] == n_bits else (*prefixes, n_bits)
+    if len(prefixes) < 2:
+        raise ValueError(f"nested needs at least one prefix shorter than the code's {n_bits} bits")
+    return prefixes
+
+
+def member_widths(config: ModelConfig) -> list[int]:
+    """The bits of each member in code order: ``members`` equal shares, or for a nested config the groups between
+    consecutive cuts, a cut at every nested prefix and at every multiple of ``n_bits / members``."""
+    width = config.n_bits // config.members
+    if not config.nested:
+        return [width] * config.members
+    cuts = readout_groups(config)
+    return [end - start for start, end in zip((0, *cuts[:-1]), cuts, strict=True)]
+
+
+def readout_groups(config: ModelConfig) -> tuple[int, ...]:
+    """The ends of the groups of bits the itq read-out rotates apart (models.readout.RotationReadout): every nested
+    prefix and every multiple of ``n_bits / members`` of a nested config (its members' ends); () otherwise."""
+    if not config.nested:
+        return ()
+    width = config.n_bits // config.members
+    return tuple(sorted(set(config.nested) | {width * (m + 1) for m in range(config.members)}))
 
 
 class AEOutput(NamedTuple):
@@ -110,8 +153,10 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 class HashingAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.members != 1:
-            raise ValueError("a config with members > 1 builds a models.ensemble.MemberEnsemble (use build_model)")
+        if config.members != 1 or config.nested:
+            raise ValueError(
+                "a config with members > 1 or nested builds a models.ensemble.MemberEnsemble (use build_model)"
+            )
         self.config = config
         self.bottleneck = make_bottleneck(config.bottleneck, n_bits=config.n_bits, kl_weight=config.kl_weight)
         n_logits = config.n_bits * self.bottleneck.logits_per_bit

@@ -19,21 +19,25 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from hamdex.models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, read_out
+from hamdex.models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, member_widths, read_out, readout_groups
 from hamdex.models.readout import RotationReadout
 from torch import nn
 
 
 class MemberEnsemble(nn.Module):
-    """``config.members`` HashingAutoencoders of ``n_bits / members`` bits each; codes concatenated in member order."""
+    """``config.members`` HashingAutoencoders of ``n_bits / members`` bits each (a nested config: of the widths of
+    ``member_widths``); codes concatenated in member order."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        member = dataclasses.replace(config, n_bits=config.n_bits // config.members, members=1, readout="threshold")
-        self.members = nn.ModuleList(HashingAutoencoder(member) for _ in range(config.members))
-        # one rotation over all members' scores (so it also decorrelates the members' bits)
-        self.readout = RotationReadout(config.n_bits) if config.readout == "itq" else None
+        member = dataclasses.replace(config, members=1, readout="threshold", nested=())
+        self.members = nn.ModuleList(
+            HashingAutoencoder(dataclasses.replace(member, n_bits=width)) for width in member_widths(config)
+        )
+        # one rotation over all members' scores (so it also decorrelates the members' bits); a nested config's
+        # rotates each member apart, so that its prefixes stay nested
+        self.readout = RotationReadout(config.n_bits, readout_groups(config)) if config.readout == "itq" else None
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """(B, input_dim) -> (B, n_bits), members' scores side by side."""
@@ -71,7 +75,7 @@ Model = HashingAutoencoder | MemberEnsemble
 
 
 def build_model(config: ModelConfig) -> Model:
-    return MemberEnsemble(config) if config.members > 1 else HashingAutoencoder(config)
+    return MemberEnsemble(config) if config.members > 1 or config.nested else HashingAutoencoder(config)
 
 
 def parts(model: Model) -> list[HashingAutoencoder]:

@@ -115,7 +115,7 @@ def for_size(kind: str, train: dict, n_items: int | None) -> dict:
 def resolve(kind: str, n_items: int | None, model: dict[str, Any], train: dict[str, Any]) -> tuple[dict, dict]:
     """The (model, train) overrides of a training run: the preset of ``kind`` for ``n_items`` items, under the
     user's settings. ``model`` holds n_bits and may hold members, bottleneck, input_dropout, hidden, kl_weight,
-    readout; ``train`` any TrainConfig field. A None value is not given: the preset's stands."""
+    readout, nested; ``train`` any TrainConfig field. A None value is not given: the preset's stands."""
     given = {k: v for k, v in model.items() if v is not None}
     train = dict(train)
     model_over, train_over = preset(kind, given["n_bits"], given.pop("members", None), n_items=n_items)

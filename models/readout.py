@@ -75,24 +75,37 @@ def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0)
 
 
 class RotationReadout(nn.Module):
-    """bits = (squash(scores) - mean) @ rotation > 0; buffers saved with the weights (so in the fingerprint)."""
+    """bits = (squash(scores) - mean) @ rotation > 0; buffers saved with the weights (so in the fingerprint).
 
-    def __init__(self, n_bits: int) -> None:
+    ``groups``, the prefix widths of a nested model (``ModelConfig.nested``, ending at ``n_bits``): the rotation is
+    block-diagonal, one ITQ per group of bits between two prefixes, fitted on that group's scores alone, so the
+    first p bits read out from the first p scores only and a prefix stays the code of its own bits (the first
+    group's rotation is the one a model of that width alone would fit). () = one rotation over all bits."""
+
+    def __init__(self, n_bits: int, groups: tuple[int, ...] = ()) -> None:
         super().__init__()
+        self.groups = tuple(groups) or (n_bits,)
+        if self.groups[-1] != n_bits:
+            raise ValueError(f"read-out groups {list(self.groups)} must end at the {n_bits} bits")
         self.register_buffer("mean", torch.zeros(n_bits))  # (n_bits,)
         self.register_buffer("rotation", torch.eye(n_bits))  # (n_bits, n_bits); identity until fitted
 
     @torch.no_grad()
     def fit(self, scores: torch.Tensor, seed: int = 0) -> list[float]:
-        """Fit on the training set's scores (n, n_bits); returns ITQ's loss history."""
+        """Fit on the training set's scores (n, n_bits); returns ITQ's loss history (summed over the groups)."""
         if scores.shape[0] < 2:
             raise ValueError(f"the itq read-out needs at least 2 training items, got {scores.shape[0]}")
         v = squash(scores).double().cpu().numpy()
         mean = v.mean(axis=0)
-        rotation, losses = itq_rotation(v - mean, seed=seed)
+        rotation = np.zeros((v.shape[1], v.shape[1]))
+        losses = np.zeros(ITQ_ITERATIONS + 1)
+        for start, end in zip((0, *self.groups[:-1]), self.groups, strict=True):
+            block, block_losses = itq_rotation(v[:, start:end] - mean[start:end], seed=seed)
+            rotation[start:end, start:end] = block
+            losses += block_losses
         self.mean.copy_(torch.from_numpy(mean))
         self.rotation.copy_(torch.from_numpy(rotation))
-        return losses
+        return [float(loss) for loss in losses]
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         """(B, n_bits) scores -> (B, n_bits) rotated scores; bit i is 1 where column i is > 0."""

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from hamdex.models.adversarial import AdversarialPrior
-from hamdex.models.autoencoder import ModelConfig
+from hamdex.models.autoencoder import ModelConfig, member_widths
 from hamdex.models.checkpoint import compute_fingerprint
 from hamdex.models.ensemble import Model, build_model, parts
 from hamdex.models.featurizers import Features, make_featurizer
@@ -248,7 +248,7 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
                     codes, dense, cfg.distill_temperature, cfg.temperature
                 )
             # each member's bits get their own terms, as if it were trained alone
-            for member, member_codes in enumerate(codes.chunk(model.config.members, dim=1)):
+            for member, member_codes in enumerate(code_views(model.config, codes)):
                 if cfg.contrastive_weight:
                     a, b = member_codes.chunk(2)  # (B, member bits) each
                     loss = loss + cfg.contrastive_weight * neighbour_infonce(a, b, cfg.temperature)
@@ -259,6 +259,11 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
     return loss
 
 
+def code_views(config: ModelConfig, codes: torch.Tensor) -> list[torch.Tensor]:
+    """Each member's bits of codes (B, n_bits), in code order (the members of a nested code differ in width)."""
+    return list(codes.split(member_widths(config), dim=1))
+
+
 def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) -> torch.Tensor:
     """Supervised contrastive (Khosla et al. 2020) over the true classes of a labelled mini-batch, on each member's
     bits as the cluster term; drawn from the labelled training rows (``TrainData.labels`` restricted by train)."""
@@ -267,7 +272,7 @@ def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) ->
     rows = np.sort(rng.choice(pool, min(cfg.label_batch, len(pool)), replace=False))
     labels = torch.from_numpy(data.labels[rows]).to(device)  # (L,)
     codes = model.relaxed_codes(to_tensor(data.x[rows], device, sparse=True))  # (L, n_bits)
-    members = codes.chunk(model.config.members, dim=1)
+    members = code_views(model.config, codes)
     return sum((cluster_supcon(c, labels, cfg.temperature) for c in members), codes.new_zeros(()))
 
 
@@ -340,8 +345,9 @@ def train(
     """
     if clusters is not None:
         clusters = clusters.reshape(len(clusters), -1)  # (n,) is one member's labels
-        if clusters.shape[1] != model_config.members:
-            raise ValueError(f"clusters has {clusters.shape[1]} label columns for {model_config.members} members")
+        members = len(member_widths(model_config))
+        if clusters.shape[1] != members:
+            raise ValueError(f"clusters has {clusters.shape[1]} label columns for {members} members")
     data = TrainData(x, targets, neighbours, teacher, clusters)
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     if labels is not None:
@@ -491,7 +497,7 @@ def fit_hasher(
         if cfg.lsa_neighbours:
             space = with_lsa(space, x, cfg.lsa_neighbours, weight=cfg.lsa_weight, seed=cfg.seed)
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
-    data = training_data(x, cfg, model_config.n_bits, model_config.members, space, image_shape)
+    data = training_data(x, cfg, model_config.n_bits, len(member_widths(model_config)), space, image_shape)
     if cfg.target_features == "scattering":  # standardised coefficients: a gaussian decoder of their width
         assert data.targets is not None
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")

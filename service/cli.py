@@ -113,6 +113,13 @@ def _check_list(value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _check_nested(value: str | None) -> str | None:
+    """--nested: comma-separated integers (ModelConfig checks the widths themselves)."""
+    if value is not None and not all(part.strip().isdigit() for part in value.split(",")):
+        raise typer.BadParameter(f"comma-separated prefix widths in bits, e.g. 16,32; got {value!r}")
+    return value
+
+
 @app.command()
 def train(
     data_spec: Annotated[str, typer.Argument(metavar="DATA", help="Training data (path or demo:train).")],
@@ -150,6 +157,13 @@ def train(
         Readout | None,
         typer.Option(
             help="How scores become bits: threshold, or itq, a rotation fitted after training (default: the preset).",
+        ),
+    ] = None,
+    nested: Annotated[
+        str | None,
+        typer.Option(
+            callback=_check_nested,
+            help="Nested codes: one model whose prefixes of these widths are codes too, e.g. 16,32 (docs/nested.md).",
         ),
     ] = None,
     neighbours: Annotated[
@@ -220,6 +234,7 @@ def train(
         "hidden": tuple(int(h) for h in hidden.split(",") if h),
         "kl_weight": kl_weight,
         "readout": readout,
+        "nested": None if nested is None else tuple(int(w) for w in nested.split(",")),
     }
     train_given = {
         "neighbours": neighbours,

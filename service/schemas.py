@@ -360,6 +360,9 @@ class Info(BaseModel):
     n_bits: int
     bottleneck: str
     members: int = 1  # independent autoencoders whose codes are concatenated (models.ensemble)
+    # the prefix widths at which the codes are nested (ModelConfig.nested; docs/nested.md): search ``bits`` and the
+    # ``nested`` index kind's ``prefix_bits`` at these rank by codes of their own; [] = not trained nested
+    nested: list[int] = []
     featurizer: str
     input_dim: int
     index_kind: str

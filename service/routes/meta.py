@@ -40,6 +40,7 @@ def info(hasher: HasherDep, collection: CollectionDep) -> Info:
         n_bits=cfg.n_bits,
         bottleneck=cfg.bottleneck,
         members=cfg.members,
+        nested=list(cfg.nested),
         featurizer=hasher.featurizer.kind,
         input_dim=cfg.input_dim,
         index_kind=collection.manifest.index_kind,
