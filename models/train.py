@@ -40,6 +40,7 @@ from hamdex.models.neighbours import (
 )
 from hamdex.models.objectives import cluster_supcon, neighbour_infonce, similarity_distillation, teacher_bce
 from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
+from hamdex.models.propagate import propagate_labels
 from hamdex.models.safeguard import (
     Verdict,
     assess,
@@ -59,6 +60,7 @@ LOG = logging.getLogger(__name__)
 
 TARGET_FEATURES = ("input", "scattering")
 PROBE_MIN_ITEMS = 50  # held-out items needed to validate by the probe and to run the safeguard
+PROPAGATION_NEIGHBOURS = 10  # k of the graph labels spread over when the preset trains without neighbours
 EVAL_STEPS = 100  # at least this many optimizer steps between two probe validations (small sets: short epochs)
 
 
@@ -105,6 +107,9 @@ class TrainConfig:
     # mini-batch of label_batch items drawn each step beside the batch (few labelled items still count each step)
     label_weight: float = 1.0
     label_batch: int = 128
+    # with labels on part of the items: the classes spread over the training kNN graph (models.propagate), and this
+    # share of the unlabelled training items, the most confident first, then trains as labelled; 0 = off
+    label_propagation: float = 0.5
     graph_neighbours: int = 0  # k of the teachers' kNN graph; 0 = ``neighbours``
     # > 0: find the neighbours (and the teachers' graph) by cosine in this many PCA-whitened dimensions of the
     # features instead of the features themselves (dense features only; models.neighbours.whitened). The decoder
@@ -179,6 +184,8 @@ class TrainConfig:
             raise ValueError("lsa_weight must be > 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("val_fraction must be in [0, 1)")
+        if not 0 <= self.label_propagation <= 1:
+            raise ValueError("label_propagation must be in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -503,7 +510,11 @@ def fit_hasher(
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
-    data = dataclasses.replace(data, labels=label_codes)
+    train_labels = label_codes
+    if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
+        graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
+        train_labels = propagate_labels(label_codes, graph, train_idx, cfg.label_propagation)
+    data = dataclasses.replace(data, labels=train_labels)
     result = train(model_config, cfg, *_train_args(data), probe=probe, labels=data.labels)
     model, verdict = result.model, None
     if cfg.safeguard and probe is not None:
@@ -511,7 +522,11 @@ def fit_hasher(
         model = verdict.chosen.model
     report = training_report(result, x, len(val_idx), verdict, cfg)
     if label_codes is not None:
-        report["labels"] = {"labelled": int((label_codes >= 0).sum()), "classes": len(label_names)}
+        report["labels"] = {
+            "labelled": int((label_codes >= 0).sum()),
+            "propagated": int((train_labels >= 0).sum() - (label_codes >= 0).sum()),
+            "classes": len(label_names),
+        }
     info = {"train_config": cfg.to_dict(), "train": _summary(result, x.shape[0]), "report": report}
     fp = compute_fingerprint(model, featurizer)
     return Hasher(model, featurizer, fp, torch.device(result.device), info), result

@@ -215,6 +215,15 @@ def train(
     label_weight: Annotated[
         float | None, typer.Option(min=0.0, help="--label-field: weight of the supervised contrastive term (1.0).")
     ] = None,
+    label_propagation: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="--label-field: share of the unlabelled items that take a class spread from labelled neighbours "
+            "(0.5; 0 = off).",
+        ),
+    ] = None,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
     from hamdex.models import checkpoint, presets
@@ -224,8 +233,8 @@ def train(
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
     labels = _train_labels(block, label_field, label_fraction, seed)
-    if label_weight is not None and labels is None:
-        raise _fail("--label-weight goes with --label-field")
+    if (label_weight is not None or label_propagation is not None) and labels is None:
+        raise _fail("--label-weight and --label-propagation go with --label-field")
     model_given = {
         "n_bits": bits,
         "members": members,
@@ -249,6 +258,8 @@ def train(
     }
     if label_weight is not None:
         train_given["label_weight"] = label_weight
+    if label_propagation is not None:
+        train_given["label_propagation"] = label_propagation
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)

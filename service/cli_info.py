@@ -115,5 +115,7 @@ def _fields(values: dict[str, Any]) -> list[str]:
 
 
 def labels_line(labels: dict[str, Any]) -> str:
-    """The labels part of a training report: how many items were labelled, and how many classes."""
-    return f"{labels['labelled']:,} labelled items, {labels['classes']} classes"
+    """The labels part of a training report: how many items were labelled, how many took a class spread from
+    labelled neighbours (models.propagate; reports before it have no count), and how many classes."""
+    spread = f" (+{labels['propagated']:,} propagated)" if labels.get("propagated") else ""
+    return f"{labels['labelled']:,} labelled items{spread}, {labels['classes']} classes"

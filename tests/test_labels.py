@@ -54,7 +54,7 @@ def test_labels_gather_a_class_and_travel_in_the_checkpoint(digits, tmp_path):
     plain, _ = fit_hasher(images, "pixels", WIDE, cfg)  # as tests/test_train.py: it learns the digits
     labelled, _ = fit_hasher(images, "pixels", WIDE, cfg, labels=list(labels))
     assert labelled.model.config.label_names == tuple(str(i) for i in range(10))
-    assert labelled.info["report"]["labels"] == {"labelled": len(labels), "classes": 10}
+    assert labelled.info["report"]["labels"] == {"labelled": len(labels), "propagated": 0, "classes": 10}
     codes = labelled.encode(images).codes  # no labels at encode time
     assert _gathering(codes, labels) < _gathering(plain.encode(images).codes, labels) - 0.05
     checkpoint.save(tmp_path / "m", labelled)
@@ -68,7 +68,10 @@ def test_partial_labels_train_and_report_the_labelled_count(digits):
     images, labels = digits
     few = [lab if i % 20 == 0 else None for i, lab in enumerate(labels)]  # 5% labelled
     hasher, _ = fit_hasher(images, "pixels", {**SMALL, "members": 2}, CFG, labels=few)
-    assert hasher.info["report"]["labels"] == {"labelled": 90, "classes": 10}
+    report = hasher.info["report"]["labels"]
+    assert (report["labelled"], report["classes"]) == (90, 10)
+    # half the unlabelled training rows (the held-out tenth takes none) took a class from the kNN graph
+    assert 0.4 * (len(labels) - 90) < report["propagated"] <= 0.5 * (len(labels) - 90) + 1
     assert hasher.encode(images[:5]).codes.shape == (5, 2)
 
 
@@ -133,12 +136,16 @@ def _invoke(texts_file, out, *extra):
 def test_cli_trains_with_a_label_field(texts_file, tmp_path, field, labelled):
     result = _invoke(texts_file, tmp_path / "m", "--label-field", field)
     assert result.exit_code == 0, result.output
-    assert f"labels: {labelled} labelled items, 2 classes" in result.output
     meta = json.loads((tmp_path / "m" / "hamdex.json").read_text())
+    propagated = meta["report"]["labels"]["propagated"]
+    # every item labelled: nothing to spread; a third unlabelled: the more confident half of its training rows
+    assert (propagated == 0) if labelled == 60 else (0 < propagated <= 20)
+    line = f"labels: {labelled} labelled items{f' (+{propagated} propagated)' if propagated else ''}, 2 classes"
+    assert line in result.output
     assert meta["model_config"]["label_names"] == ["cars", "space"]
-    assert meta["report"]["labels"] == {"labelled": labelled, "classes": 2}
+    assert meta["report"]["labels"] == {"labelled": labelled, "propagated": propagated, "classes": 2}
     result = CliRunner().invoke(app, ["info", str(tmp_path / "m")])
-    assert f"labels: {labelled} labelled items, 2 classes" in result.output
+    assert line in result.output
 
 
 def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
@@ -146,7 +153,7 @@ def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
         texts_file, tmp_path / "m", "--label-field", "label", "--label-fraction", "0.5", "--label-weight", "3"
     )
     assert result.exit_code == 0, result.output
-    assert "labels: 30 labelled items, 2 classes" in result.output
+    assert "labels: 30 labelled items (+" in result.output
     assert json.loads((tmp_path / "m" / "hamdex.json").read_text())["train_config"]["label_weight"] == 3.0
 
 
@@ -155,7 +162,8 @@ def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
     [
         (["--label-field", "colour"], "no item has a 'colour' field"),
         (["--label-fraction", "0.5"], "--label-fraction goes with --label-field"),
-        (["--label-weight", "3"], "--label-weight goes with --label-field"),
+        (["--label-weight", "3"], "--label-weight and --label-propagation go with --label-field"),
+        (["--label-propagation", "0.5"], "--label-weight and --label-propagation go with --label-field"),
         (["--label-field", "label", "--label-fraction", "0.01"], "two classes"),
     ],
 )
