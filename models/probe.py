@@ -38,6 +38,7 @@ MAX_QUERIES = 500
 MAX_DATABASE = 10_000
 CLUSTERS = 10  # pseudo-classes; fewer on small probes (models.teacher.MIN_CLUSTER_SIZE)
 GRAPH_NEIGHBOURS = 10
+LABEL_PROBE_MIN_QUERIES = 50  # labelled held-out items needed to judge by the user's labels instead of clusters
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Probe:
     queries: np.ndarray  # int64 (q,) rows of the features: held-out items
     database: np.ndarray  # int64 (m,) rows of the features: training items
     labels: np.ndarray  # int64 (q + m,) pseudo-labels of queries then database
+    kind: str = "clusters"  # what the labels are: "clusters" (pseudo-labels) or "labels" (the user's classes)
 
     @property
     def rows(self) -> np.ndarray:
@@ -75,6 +77,20 @@ def build_probe(x: Features, queries: np.ndarray, database: np.ndarray, seed: in
     labels = cluster_labels(sub, nearest_neighbours(sub, GRAPH_NEIGHBOURS), CLUSTERS, seed=seed)
     LOG.info("probe: %d queries, %d database items in %.1fs", len(queries), len(database), time.perf_counter() - t0)
     return Probe(queries, database, labels)
+
+
+def label_probe(labels: np.ndarray, queries: np.ndarray, database: np.ndarray, seed: int = 0) -> Probe | None:
+    """A probe over the user's own classes (int64 (n,) indices, -1 unlabelled): the labelled held-out rows as
+    queries, the labelled training rows as database, relevance = same class; None with fewer than
+    ``LABEL_PROBE_MIN_QUERIES`` labelled queries. When a user gives labels, this is what their retrieval means,
+    which the cluster pseudo-labels can only guess (on TREC they guessed wrong: docs/robustness.md)."""
+    rng = np.random.default_rng(seed)
+    queries = _at_most(queries[labels[queries] >= 0], MAX_QUERIES, rng)
+    database = _at_most(database[labels[database] >= 0], MAX_DATABASE, rng)
+    if len(queries) < LABEL_PROBE_MIN_QUERIES or len(database) < 2 * GRAPH_NEIGHBOURS:
+        return None
+    LOG.info("probe: the labels of %d held-out and %d training items", len(queries), len(database))
+    return Probe(queries, database, labels[np.concatenate([queries, database])], kind="labels")
 
 
 def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -39,7 +39,7 @@ from hamdex.models.neighbours import (
     with_lsa,
 )
 from hamdex.models.objectives import cluster_supcon, neighbour_infonce, similarity_distillation, teacher_bce
-from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, probe_score
+from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, label_probe, probe_score
 from hamdex.models.propagate import propagate_labels
 from hamdex.models.safeguard import (
     Verdict,
@@ -510,6 +510,8 @@ def fit_hasher(
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
+    if label_codes is not None:  # the user's classes, where enough held-out items have one, judge instead
+        probe = label_probe(label_codes, val_idx, train_idx, cfg.seed) or probe
     train_labels = label_codes
     if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
         graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
@@ -520,7 +522,7 @@ def fit_hasher(
     if cfg.safeguard and probe is not None:
         result, verdict = _safeguard(model_config, cfg, data, probe, result, featurizer.recon)
         model = verdict.chosen.model
-    report = training_report(result, x, len(val_idx), verdict, cfg)
+    report = training_report(result, x, len(val_idx), verdict, cfg, probe.kind if probe is not None else None)
     if label_codes is not None:
         report["labels"] = {
             "labelled": int((label_codes >= 0).sum()),
@@ -595,10 +597,16 @@ def _joined(first: TrainResult, more: TrainResult) -> TrainResult:
 
 
 def training_report(
-    result: TrainResult, x: Features, held_out: int, verdict: Verdict | None, cfg: TrainConfig
+    result: TrainResult,
+    x: Features,
+    held_out: int,
+    verdict: Verdict | None,
+    cfg: TrainConfig,
+    probe_kind: str | None = None,
 ) -> dict[str, Any]:
     """What ``hamdex train`` prints at the end and the checkpoint keeps (``/info`` shows it): the schedule, the
-    validation signal, the shipped model's code health, the ITQ comparison and what the safeguard did."""
+    validation signal (``probe_kind`` "labels": the probe ranked by the user's classes, models.probe.label_probe),
+    the shipped model's code health, the ITQ comparison and what the safeguard did."""
     if verdict is not None:
         health = verdict.chosen.health
         safeguard = verdict.report()
@@ -618,7 +626,7 @@ def training_report(
         "device": result.device,
         "stopped": result.stopped,
         "validation": {
-            "signal": "probe mAP" if result.probe_map is not None else "loss",
+            "signal": "loss" if result.probe_map is None else "label mAP" if probe_kind == "labels" else "probe mAP",
             "probe_map": None if result.probe_map is None else round(result.probe_map, 4),
             "val_loss": round(best["val_loss"], 4),
         },

@@ -361,7 +361,7 @@ def _print_report(report: dict) -> None:
         f"{report['seconds']:.1f}s on {report['device']}; {report['items']:,} items, {report['held_out']:,} held out"
     )
     signal = validation["signal"]
-    value = validation["probe_map"] if signal == "probe mAP" else validation["val_loss"]
+    value = validation["val_loss"] if signal == "loss" else validation["probe_map"]
     console.print(f"validation ({signal}): {value:.4f}")
     if "labels" in report:
         console.print(f"labels: {labels_line(report['labels'])}")
@@ -372,7 +372,7 @@ def _print_report(report: dict) -> None:
     candidates = guard.get("candidates", {})
     if "itq" in candidates:
         scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
-        console.print(f"against ITQ on the same features (probe mAP of held-out items): {scores}")
+        console.print(f"against ITQ on the same features ({signal} of held-out items): {scores}")
     console.print(f"safeguard: {guard['action']}" + (f" ({guard['reason']})" if guard.get("reason") else ""))
     for warning in guard["warnings"]:
         console.print(f"[bold red]WARNING:[/bold red] {escape(warning)}")

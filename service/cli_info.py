@@ -89,7 +89,7 @@ def render(card: dict[str, Any]) -> str:
 def _report_lines(report: dict[str, Any]) -> list[str]:
     """The training report (models.train.training_report) as service.cli prints it after training."""
     validation, health, guard = report["validation"], report["code_health"], report["safeguard"]
-    value = validation["probe_map"] if validation["signal"] == "probe mAP" else validation["val_loss"]
+    value = validation["val_loss"] if validation["signal"] == "loss" else validation["probe_map"]
     lines = [
         "training report",
         f"  {report['steps']:,} steps ({report['epochs']} epochs, best {report['best_epoch']}) in "
@@ -104,7 +104,7 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
     candidates = guard.get("candidates", {})
     if "itq" in candidates:
         scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
-        lines.append(f"  against ITQ (probe mAP of held-out items): {scores}")
+        lines.append(f"  against ITQ ({validation['signal']} of held-out items): {scores}")
     lines.append(f"  safeguard: {guard['action']}" + (f" ({guard['reason']})" if guard.get("reason") else ""))
     lines += [f"  WARNING: {w}" for w in guard.get("warnings", [])]
     return lines
