@@ -24,12 +24,22 @@ def train_encoder(db: np.ndarray, args: argparse.Namespace) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     x = torch.from_numpy(db)
     mu, sd = x.mean(0), x.std(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(db.shape[1], args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, args.bits)
-    )
+    if args.linear:  # a learned projection, as ITQ's but fitted by the distillation term
+        net = torch.nn.Sequential(torch.nn.Linear(db.shape[1], args.bits))
+    else:
+        net = torch.nn.Sequential(
+            torch.nn.Linear(db.shape[1], args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, args.bits)
+        )
+    nearest = None
+    if args.neighbours:  # each batch item's partner: one of its exact top-k cosine neighbours in the database
+        sim = db @ db.T
+        np.fill_diagonal(sim, -np.inf)
+        nearest = torch.from_numpy(np.argsort(-sim, axis=1)[:, : args.neighbours])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(args.steps):
         idx = torch.randint(0, len(x), (args.batch,))
+        if nearest is not None:
+            idx = torch.cat([idx, nearest[idx, torch.randint(0, args.neighbours, (args.batch,))]])
         z = torch.tanh(net((x[idx] - mu) / sd))  # (B, bits)
         loss = embeddings_loss(z, x[idx], args)
         opt.zero_grad()
@@ -64,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--teacher-temperature", type=float, default=0.05)
     p.add_argument("--student-temperature", type=float, default=0.1)
+    p.add_argument("--linear", action="store_true", help="a linear encoder instead of the MLP")
+    p.add_argument("--neighbours", type=int, default=0, help="> 0: batches hold a top-k neighbour of each item")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     corpus, db, q = embedding_data.cached(args.corpus)
