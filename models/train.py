@@ -223,7 +223,10 @@ class TrainData:
     teacher: np.ndarray | None = None  # bool (n, n_bits) target bits (models.teacher)
     clusters: np.ndarray | None = None  # int64 (n, members) pseudo-labels (models.teacher), one k-means per member
     labels: np.ndarray | None = None  # int64 (n,) true class indices, -1 unlabelled (fit_hasher's labels)
-    labelled_train: np.ndarray | None = None  # int64 rows with a label outside the held-out split (set by train)
+    # int64 (n,) the label term's classes: ``labels`` and the classes propagated to unlabelled items
+    # (models.propagate), which the decoder is not given: a guessed class would let the bits leave it out
+    label_targets: np.ndarray | None = None
+    labelled_train: np.ndarray | None = None  # int64 training rows with a label term class (set by train)
 
 
 def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng, adversary=None):
@@ -281,9 +284,9 @@ def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) ->
     """Supervised contrastive (Khosla et al. 2020) over the true classes of a labelled mini-batch, on each member's
     bits as the cluster term; drawn from the labelled training rows (``TrainData.labels`` restricted by train)."""
     pool = data.labelled_train  # int64 rows with a label, outside the held-out split
-    assert data.labels is not None and pool is not None
+    assert data.label_targets is not None and pool is not None
     rows = np.sort(rng.choice(pool, min(cfg.label_batch, len(pool)), replace=False))
-    labels = torch.from_numpy(data.labels[rows]).to(device)  # (L,)
+    labels = torch.from_numpy(data.label_targets[rows]).to(device)  # (L,)
     codes = model.relaxed_codes(to_tensor(data.x[rows], device, sparse=True))  # (L, n_bits)
     members = code_views(model.config, codes)
     return sum((cluster_supcon(c, labels, cfg.temperature) for c in members), codes.new_zeros(()))
@@ -346,6 +349,7 @@ def train(
     probe: Probe | None = None,
     init: dict[str, torch.Tensor] | None = None,
     labels: np.ndarray | None = None,
+    label_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on features (n, d); keeps the weights of the best validation: the highest probe mAP of the held-out
     items with a ``probe`` (models.probe), else the lowest validation loss (without the contrastive term).
@@ -354,7 +358,8 @@ def train(
     ``neighbours`` (n, k) gives the positives of the contrastive term; ``teacher`` (n, n_bits) and ``clusters``
     (n, members) the targets of the teacher and cluster terms (see :func:`training_data`). ``init``: a state dict
     to go on from instead of a fresh model. ``labels`` int64 (n,) class indices, -1 unlabelled, for a model
-    config with ``label_names``: the decoder's condition and the targets of the label term.
+    config with ``label_names``: the decoder's condition and the targets of the label term; ``label_targets``
+    (n,), when given, the label term's targets instead (labels and propagated classes: models.propagate).
     """
     if clusters is not None:
         clusters = clusters.reshape(len(clusters), -1)  # (n,) is one member's labels
@@ -366,7 +371,9 @@ def train(
     if labels is not None:
         if labels.shape != (x.shape[0],):
             raise ValueError(f"labels must be one class index per item, got shape {labels.shape} for {x.shape[0]}")
-        data = dataclasses.replace(data, labels=labels, labelled_train=_labelled_rows(labels, train_idx, model_config))
+        term_labels = labels if label_targets is None else label_targets
+        pool = _labelled_rows(term_labels, train_idx, model_config)
+        data = dataclasses.replace(data, labels=labels, label_targets=term_labels, labelled_train=pool)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model = build_model(model_config)
@@ -522,8 +529,10 @@ def fit_hasher(
     if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
         graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
         train_labels = propagate_labels(label_codes, graph, train_idx, cfg.label_propagation, cfg.seed)
-    data = dataclasses.replace(data, labels=train_labels)
-    result = train(model_config, cfg, *_train_args(data), probe=probe, labels=data.labels)
+    data = dataclasses.replace(data, labels=label_codes, label_targets=train_labels)
+    result = train(
+        model_config, cfg, *_train_args(data), probe=probe, labels=data.labels, label_targets=data.label_targets
+    )
     model, verdict = result.model, None
     if cfg.safeguard and probe is not None:
         result, verdict = _safeguard(model_config, cfg, data, probe, result, featurizer.recon)
@@ -559,7 +568,13 @@ def _safeguard(
             itq.probe_map,
         )
         more = train(
-            model_config, cfg, *_train_args(data), probe=probe, init=result.model.state_dict(), labels=data.labels
+            model_config,
+            cfg,
+            *_train_args(data),
+            probe=probe,
+            init=result.model.state_dict(),
+            labels=data.labels,
+            label_targets=data.label_targets,
         )
         result = _joined(result, more)
         model = assess("model", result.model, x, probe, device, cfg.seed)
