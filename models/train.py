@@ -270,14 +270,8 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
 
 
 def code_views(config: ModelConfig, codes: torch.Tensor) -> list[torch.Tensor]:
-    """What each member's pairwise terms score, in member order, from codes (B, n_bits): its own bits; for a nested
-    code (members of unequal widths, models.ensemble) the prefix that ends with its bits, the bits of the members
-    before it detached: each member is trained to complete the code above it (conditioned on it, as NVAE's groups
-    on the groups above) and the members above are trained as if it were not there."""
-    members = codes.split(member_widths(config), dim=1)
-    if not config.nested:
-        return list(members)
-    return [torch.cat([*(m.detach() for m in members[:i]), bits], dim=1) for i, bits in enumerate(members)]
+    """Each member's bits of codes (B, n_bits), in code order (the members of a nested code differ in width)."""
+    return list(codes.split(member_widths(config), dim=1))
 
 
 def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) -> torch.Tensor:
