@@ -38,6 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="shares of labelled training items, 0 = the unsupervised default (default 0,0.01,0.1,1)",
     )
     parser.add_argument("--label-weight", type=float, default=1.0, help="TrainConfig.label_weight (default 1.0)")
+    parser.add_argument(
+        "--label-propagation", type=float, default=0.5, help="TrainConfig.label_propagation (default 0.5; 0 = off)"
+    )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here (rewritten after every cell)")
@@ -53,6 +56,7 @@ def run_cell(
     fraction: float,
     seed: int,
     label_weight: float = 1.0,
+    label_propagation: float = 0.5,
 ):
     """Train the preset with this share of the labels and score it; returns {metric: value}."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
@@ -64,7 +68,14 @@ def run_cell(
     if fraction > 0:
         codes, names = encode_labels(list(split.db_labels), fraction, seed)
         labels = [names[c] if c >= 0 else None for c in codes]
-    cfg = TrainConfig(progress=False, seed=seed, safeguard=True, label_weight=label_weight, **train_over)
+    cfg = TrainConfig(
+        progress=False,
+        seed=seed,
+        safeguard=True,
+        label_weight=label_weight,
+        label_propagation=label_propagation,
+        **train_over,
+    )
     start = time.perf_counter()
     hasher, _ = fit_hasher(split.db_inputs, dataset.featurizer, model_over, cfg, labels=labels)
     seconds = time.perf_counter() - start
@@ -76,6 +87,8 @@ def run_cell(
         **scores,
         "train_seconds": round(seconds, 1),
         "labelled": report.get("labels", {}).get("labelled", 0),
+        "propagated": report.get("labels", {}).get("propagated", 0),
+        "signal": report["validation"]["signal"],
         "safeguard": report["safeguard"]["action"],
     }
 
@@ -105,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         scale = dataset.quick if args.quick else dataset.full
         split = dataset.load(scale, args.seed)
         for fraction in args.fractions:
-            cell = run_cell(dataset, split, scale, args.bits, fraction, args.seed, args.label_weight)
+            cell = run_cell(
+                dataset, split, scale, args.bits, fraction, args.seed, args.label_weight, args.label_propagation
+            )
             results.setdefault(name, {}).setdefault(args.bits, {})[str(fraction)] = cell
             LOG.info("%s %d bits, %s labelled: %s", name, args.bits, fraction, cell)
             if args.json:
