@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--label-weight", type=float, default=1.0, help="TrainConfig.label_weight (default 1.0)")
     parser.add_argument(
-        "--label-propagation", type=float, default=0.5, help="TrainConfig.label_propagation (default 0.5; 0 = off)"
+        "--label-propagation", type=float, default=0.0, help="TrainConfig.label_propagation (default 0: off)"
     )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
     parser.add_argument("--seed", type=int, default=0)
@@ -56,7 +56,7 @@ def run_cell(
     fraction: float,
     seed: int,
     label_weight: float = 1.0,
-    label_propagation: float = 0.5,
+    label_propagation: float = 0.0,
 ):
     """Train the preset with this share of the labels and score it; returns {metric: value}."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))

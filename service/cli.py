@@ -221,7 +221,7 @@ def train(
             min=0.0,
             max=1.0,
             help="--label-field: share of the unlabelled items that take a class spread from labelled neighbours "
-            "(0.5; 0 = off).",
+            "(default 0: off; docs/quality.md#labels).",
         ),
     ] = None,
 ) -> None:
