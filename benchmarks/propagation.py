@@ -22,9 +22,8 @@ import numpy as np
 from hamdex.evaluation import harness
 from hamdex.models import propagate
 from hamdex.models.featurizers import make_featurizer
-from hamdex.models.neighbours import text_neighbour_space, with_lsa
 from hamdex.models.presets import preset
-from hamdex.models.train import TrainConfig, encode_labels, training_data
+from hamdex.models.train import TrainConfig, encode_labels, neighbour_space, training_data
 
 
 def preset_graph(inputs, kind: str, n_bits: int) -> np.ndarray:
@@ -32,12 +31,7 @@ def preset_graph(inputs, kind: str, n_bits: int) -> np.ndarray:
     _, train_over = preset(kind, n_bits, n_items=len(inputs))
     cfg = TrainConfig(progress=False, **{**train_over, "target_features": "input"})
     x = make_featurizer(kind).fit(inputs).transform(inputs)
-    space = None
-    if cfg.full_vocab_neighbours:
-        space = text_neighbour_space(inputs, cfg.subject_weight)
-        if cfg.lsa_neighbours:
-            space = with_lsa(space, x, cfg.lsa_neighbours, weight=cfg.lsa_weight, seed=cfg.seed)
-    graph = training_data(x, cfg, n_bits, 1, space).neighbours
+    graph = training_data(x, cfg, n_bits, 1, neighbour_space(inputs, x, cfg)).neighbours
     assert graph is not None, f"the {kind} preset trains without neighbours"
     return graph
 

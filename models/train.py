@@ -506,11 +506,7 @@ def fit_hasher(
             raise ValueError(f"{len(label_codes)} labels for {x.shape[0]} items")
         overrides["label_names"] = tuple(label_names)
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
-    space = None
-    if cfg.full_vocab_neighbours:
-        space = text_neighbour_space(inputs, cfg.subject_weight)
-        if cfg.lsa_neighbours:
-            space = with_lsa(space, x, cfg.lsa_neighbours, weight=cfg.lsa_weight, seed=cfg.seed)
+    space = neighbour_space(inputs, x, cfg)
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
     data = training_data(x, cfg, model_config.n_bits, len(member_widths(model_config)), space, image_shape)
     if cfg.target_features == "scattering":  # standardised coefficients: a gaussian decoder of their width
@@ -649,6 +645,18 @@ def training_report(
         "code_health": {k: round(v, 4) for k, v in health.items()},
         "safeguard": safeguard,
     }
+
+
+def neighbour_space(inputs: Sequence[Any] | np.ndarray, x: Features, cfg: TrainConfig) -> Features | None:
+    """Where a text preset finds its neighbours: BM25 over the full vocabulary (with subject lines), and LSA rows of
+    the features ``x`` beside it (``cfg.full_vocab_neighbours``, ``subject_weight``, ``lsa_neighbours``); None for
+    the features themselves (:func:`training_data` whitens them with ``neighbour_whiten``)."""
+    if not cfg.full_vocab_neighbours:
+        return None
+    space = text_neighbour_space(inputs, cfg.subject_weight)
+    if cfg.lsa_neighbours:
+        space = with_lsa(space, x, cfg.lsa_neighbours, weight=cfg.lsa_weight, seed=cfg.seed)
+    return space
 
 
 def training_data(
