@@ -35,6 +35,8 @@ like any other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -83,18 +85,24 @@ class AdversarialPrior(nn.Module):
     """One discriminator per ensemble member (``ModelConfig.members``): each member's bits should be fair and
     independent on their own, as every other term of the objective treats the members."""
 
-    def __init__(self, n_bits: int, members: int = 1, encoder_loss: str = "features") -> None:
+    def __init__(
+        self, n_bits: int, members: int = 1, encoder_loss: str = "features", widths: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
-        if members < 1 or n_bits % members:
+        if widths is None and (members < 1 or n_bits % members):
             raise ValueError(f"{members} members do not split {n_bits} bits evenly")
         if encoder_loss not in ENCODER_LOSSES:
             raise ValueError(f"unknown encoder_loss {encoder_loss!r}; choose one of {', '.join(ENCODER_LOSSES)}")
-        self.discriminators = nn.ModuleList(CodeDiscriminator(n_bits // members) for _ in range(members))
+        # each member's bits in code order: equal shares, or a nested model's members (models.autoencoder.member_widths)
+        self.widths = list(widths) if widths is not None else [n_bits // members] * members
+        if sum(self.widths) != n_bits:
+            raise ValueError(f"member widths {self.widths} do not add up to {n_bits} bits")
+        self.discriminators = nn.ModuleList(CodeDiscriminator(width) for width in self.widths)
         self.encoder_loss = encoder_loss  # "features"; the other two are the failures measured in the docstring
 
     def _pairs(self, scores: torch.Tensor):
         """(discriminator, the member's codes, a fair sample of the same shape) per member."""
-        for disc, member in zip(self.discriminators, scores.chunk(len(self.discriminators), dim=1), strict=True):
+        for disc, member in zip(self.discriminators, scores.split(self.widths, dim=1), strict=True):
             fair = torch.randint(0, 2, member.shape, device=member.device).to(member.dtype) * 2 - 1
             yield disc, hard_signs(member), fair
 

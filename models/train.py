@@ -380,7 +380,7 @@ def train(
     # training-only weights beside the model (models.adversarial): the checkpoint and fingerprint never see them
     adversary = None
     if cfg.adversarial_weight:
-        adversary = AdversarialPrior(model_config.n_bits, model_config.members).to(device)
+        adversary = AdversarialPrior(model_config.n_bits, widths=member_widths(model_config)).to(device)
     params = [*model.parameters(), *(adversary.parameters() if adversary is not None else ())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(cfg.warmup_steps, 1)

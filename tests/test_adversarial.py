@@ -77,6 +77,11 @@ def test_each_member_has_its_own_discriminator_and_bad_settings_are_refused():
         AdversarialPrior(16, encoder_loss="wasserstein")
     with pytest.raises(ValueError, match="do not split"):
         AdversarialPrior(16, members=3)
+    nested = AdversarialPrior(64, widths=[16, 16, 32])  # a nested model's members (models.autoencoder.member_widths)
+    assert [d.features[0].in_features for d in nested.discriminators] == [16, 16, 32]
+    assert torch.isfinite(nested(torch.randn(8, 64)))
+    with pytest.raises(ValueError, match="add up"):
+        AdversarialPrior(64, widths=[16, 32])
 
 
 @pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
@@ -129,6 +134,14 @@ def test_a_model_trained_with_the_term_checkpoints_and_serves_like_any(tmp_path)
     assert loaded.fingerprint == fp and loaded.info["train_config"]["adversarial_weight"] == 5.0
     images = digit_images()[:20]
     assert np.array_equal(loaded.encode(images).codes, hasher.encode(images).codes)
+
+
+def test_a_nested_model_trains_with_the_term():
+    cfg = TrainConfig(epochs=1, adversarial_weight=1.0, progress=False)
+    model = {"n_bits": 64, "hidden": (16,), "members": 2, "nested": (16, 32)}  # members of 16, 16 and 32 bits
+    hasher, result = fit_hasher(digit_images(), "pixels", model, cfg)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    assert hasher.encode(digit_images()[:5]).codes.shape == (5, 8)
 
 
 def test_the_cli_records_the_weight_and_refuses_a_negative_one(tmp_path):
