@@ -1,6 +1,7 @@
 """Nested codes (issue 20, part 1): one nested model against dedicated models of each prefix width.
 
-One data set of benchmarks/robustness.py (its loaders, queries and labels); every model is trained as ``hamdex
+One data set of benchmarks/robustness.py (its loaders, queries and labels), or ``20ng``: every training post, and all
+7,532 test posts as queries, as benchmarks/quality.py scores 20 Newsgroups; every model is trained as ``hamdex
 train DATA --bits B`` would (the CLI's own command, everything else at its default): the nested model with
 ``--bits B --nested P1,P2,...``, and a dedicated model at each prefix width and at B. Scored by label P@100 and mAP
 of the queries against the training set (the database), at each prefix of the nested model's codes:
@@ -17,6 +18,7 @@ what each training did.
 
     python -m benchmarks.nested_quality --data digits --threads 1
     python -m benchmarks.nested_quality --data fashion-5k --bits 64 --nested 16,32 --threads 1 --json var/n.json
+    python -m benchmarks.nested_quality --data 20ng --nested-only --threads 1  # beside quality.py's 20NG rows
 """
 
 from __future__ import annotations
@@ -36,13 +38,22 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from hamdex.evaluation.metrics import mean_average_precision, precision_at_k  # noqa: E402
-from hamdex.models import checkpoint  # noqa: E402
+from hamdex.models import checkpoint, data  # noqa: E402
 from hamdex.models.safeguard import with_readout  # noqa: E402
 
 from benchmarks import robustness  # noqa: E402
 
 LOG = logging.getLogger("nested_quality")
 GOAL = 0.02
+
+
+def load_20ng_all_queries() -> robustness.Split:
+    """20 Newsgroups on benchmarks/quality.py's protocol, so that a nested model sits beside its dedicated rows."""
+    blocks = (data.load_20newsgroups(robustness.NEWSGROUPS_TAR, part) for part in ("train", "test"))
+    return robustness.Split(*(robustness._texts(b, np.arange(len(b))) for b in blocks))
+
+
+DATASETS = {**robustness.DATASETS, "20ng": load_20ng_all_queries}
 
 
 def _scores(q_codes: np.ndarray, db_codes: np.ndarray, q_labels, db_labels, bits: int) -> dict[str, float]:
@@ -88,7 +99,7 @@ def run(
     reuse: dict[str, Any] | None = None,
     train_dedicated: bool = True,
 ) -> dict[str, Any]:
-    split = robustness.DATASETS[name]()
+    split = DATASETS[name]()
     LOG.info("%s: %d training items, %d queries", name, len(split.train), len(split.queries))
     q_labels, db_labels = np.asarray(split.queries.labels), np.asarray(split.train.labels)
     data_path = robustness._save_for_cli(split.train, folder)
@@ -143,7 +154,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=list(robustness.DATASETS), default="digits", help="default: digits")
+    parser.add_argument("--data", choices=list(DATASETS), default="digits", help="default: digits")
     parser.add_argument("--bits", type=int, default=64, help="the nested model's full width (default 64)")
     parser.add_argument(
         "--nested",
