@@ -12,9 +12,10 @@ Protocols (../shared/notes/benchmarks.md):
 
 Methods: ``hamdex`` is the project default for the featurizer kind (``models.presets`` over ``ModelConfig``);
 every other bottleneck of ``models.bottlenecks.BOTTLENECKS`` runs as ``hamdex_<name>`` with the same preset; the
-objectives of ``OBJECTIVE_VARIANTS`` (e.g. ``hamdex_adversarial``) run on the preset only when ``--methods`` names them;
-``lsh``, ``lsh_centered``, ``pcah`` and ``itq`` are fitted on the default model's own input features; and
-``float_cosine`` is exact cosine nearest neighbours on those features, the reference any code is measured against.
+variants of ``OBJECTIVE_VARIANTS`` (``hamdex_adversarial``, ``hamdex_denoising``) run on the preset only when
+``methods`` names them; ``lsh``, ``lsh_centered``, ``pcah`` and ``itq`` are fitted on the default model's own input
+features; and ``float_cosine`` is exact cosine nearest neighbours on those features, the reference any code is
+measured against.
 
 Metrics per method (all in [0, 1] except ``train_seconds``): ``p@100`` (ties broken by a fixed-seed order),
 ``p@100_tie_aware``, ``map``, ``p_r2`` (precision within Hamming radius 2), and the code health of the database
@@ -199,9 +200,10 @@ DATASETS: dict[str, Dataset] = {
 # ----------------------------------------------------------------------------------------------------
 
 
-# methods that add training options to the default model's preset, run only when asked for by name (``methods``)
+# methods that add model or training options to the default model's preset, run only when asked for by name
 OBJECTIVE_VARIANTS: dict[str, dict[str, float]] = {
     "hamdex_adversarial": {"adversarial_weight": 1.0},  # the adversarial prior on the codes (models.adversarial)
+    "hamdex_denoising": {"input_dropout": 0.3},  # a denoising AE, as benchmarks/denoise.py's dae
 }
 
 
@@ -224,11 +226,13 @@ def train_model(
     train_options: dict | None = None,
 ) -> tuple[Hasher, float]:
     """The preset model for ``featurizer`` with this bottleneck and width (and ``train_options`` over the preset's
-    training settings); returns it and its fit seconds."""
+    settings: ModelConfig's names to the model, the others to training); returns it and its fit seconds."""
     model_over, train_over = preset(featurizer, n_bits, n_items=len(inputs))
     model_over.update(bottleneck=bottleneck, n_bits=n_bits)
     train_over.update(scale.train_overrides())
-    train_over.update(train_options or {})
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key, value in (train_options or {}).items():
+        (model_over if key in model_keys else train_over)[key] = value
     if scale.epochs is not None:  # a scale's epoch count is the budget (quick mode), as --epochs is for the CLI
         train_over["min_steps"] = 0
     cfg = TrainConfig(progress=False, seed=seed, safeguard=True, **train_over)  # as hamdex train

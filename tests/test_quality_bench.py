@@ -132,6 +132,24 @@ def test_model_variants_cover_every_bottleneck(featurizer: str) -> None:
     assert all(name == "hamdex" or name == f"hamdex_{b}" for name, b in variants.items())
 
 
+@pytest.mark.parametrize(("method", "where"), [("hamdex_denoising", "model"), ("hamdex_adversarial", "train")])
+def test_named_variants_set_a_model_or_a_training_option(monkeypatch, method: str, where: str) -> None:
+    """``--methods hamdex_denoising`` must reach ModelConfig (input_dropout), hamdex_adversarial TrainConfig."""
+    seen: dict[str, dict] = {}
+
+    def fit_hasher(inputs, featurizer, model_over, cfg):
+        seen.update(model=model_over, train=dataclasses.asdict(cfg))
+        raise StopIteration  # what was asked for is all this test needs
+
+    monkeypatch.setattr(harness, "fit_hasher", fit_hasher)
+    options = harness.OBJECTIVE_VARIANTS[method]
+    with pytest.raises(StopIteration):
+        harness.train_model(["a post", "another"], "text", "bernoulli", 32, harness.DATASETS["20ng"].full, 0, options)
+    ((key, value),) = options.items()
+    assert seen[where][key] == value
+    assert key not in seen["train" if where == "model" else "model"]
+
+
 def test_class_balanced_and_random_subsets() -> None:
     labels = np.repeat(np.array(list("abcd")), [5, 6, 7, 8])
     idx = harness.class_balanced(labels, 8, seed=0)
