@@ -31,6 +31,19 @@ def test_cells_are_selected_by_pattern_in_matrix_order(bench):
         bench.select_cells(["mnist-*"])
 
 
+def test_short_texts_keep_the_first_words_of_the_body(bench):
+    from hamdex.models import data
+
+    posts = [
+        "From: a@b\nSubject: cars\n\nI drive a red car every day to work\n> a quoted line\nand back home at night",
+        "From: c@d\nSubject: hi\n\ntoo short to keep",
+    ]
+    block = data.Block(["x/1", "x/2"], posts, ["autos", "misc"], [{"label": "autos"}, {"label": "misc"}], "text")
+    short = bench._shortened(block, words=12)
+    assert short.ids == ["x/1"] and short.labels == ["autos"]  # fewer than 10 body words: left out
+    assert short.inputs == ["I drive a red car every day to work and back home"]  # no headers, no quotes
+
+
 def _tiny_digits(bench, flat: bool = False):
     d = load_digits()
     images, labels = np.round(d.images[:240] * (255 / 16)).astype(np.uint8), d.target[:240]
