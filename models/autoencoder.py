@@ -52,6 +52,10 @@ class ModelConfig:
     # multiples of n_bits / members (16, 32, 64 bits with members 2: members of 16, 16 and 32 bits), each trained as
     # if alone, and the itq read-out rotates each member's bits apart (member_widths, readout_groups). () = not nested
     nested: tuple[int, ...] = ()
+    # the width of the scores the itq read-out maps to the n_bits bits, when wider (a multiple of 8): the members are
+    # trained at this width and the read-out projects their scores to n_bits by PCA, then rotates them by ITQ. Short
+    # codes read this way from a 32-bit model beat a model trained at their width (docs/robustness.md). 0 = n_bits
+    readout_from: int = 0
 
     def __post_init__(self) -> None:
         check_n_bits(self.n_bits)
@@ -78,6 +82,15 @@ class ModelConfig:
         object.__setattr__(self, "decoder_hidden", tuple(self.decoder_hidden))
         object.__setattr__(self, "label_names", tuple(str(name) for name in self.label_names))
         object.__setattr__(self, "nested", check_nested(self.nested, self.n_bits))
+        if self.readout_from:
+            check_n_bits(self.readout_from)
+            if self.readout_from <= self.n_bits or self.readout != "itq" or self.nested:
+                raise ValueError(
+                    f"readout_from {self.readout_from} needs the itq read-out, no nested prefixes and more than the "
+                    f"code's {self.n_bits} bits (0: off)"
+                )
+            if self.readout_from % (8 * self.members):
+                raise ValueError(f"{self.members} members do not split readout_from {self.readout_from} into bytes")
         if len(self.label_names) == 1 or len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"label_names must be () or two or more distinct names, got {len(self.label_names)}")
 
@@ -113,10 +126,16 @@ def check_nested(prefixes, n_bits: int) -> tuple[int, ...]:
     return prefixes
 
 
+def score_bits(config: ModelConfig) -> int:
+    """How many scores (and trained bits) the members have together: ``readout_from`` when the read-out projects
+    them to fewer bits, else ``n_bits``."""
+    return config.readout_from or config.n_bits
+
+
 def member_widths(config: ModelConfig) -> list[int]:
-    """The bits of each member in code order: ``members`` equal shares, or for a nested config the groups between
-    consecutive cuts, a cut at every nested prefix and at every multiple of ``n_bits / members``."""
-    width = config.n_bits // config.members
+    """The bits of each member in code order: ``members`` equal shares of :func:`score_bits`, or for a nested config
+    the groups between consecutive cuts, a cut at every nested prefix and at every multiple of ``n_bits / members``."""
+    width = score_bits(config) // config.members
     if not config.nested:
         return [width] * config.members
     cuts = readout_groups(config)
@@ -153,9 +172,10 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 class HashingAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.members != 1 or config.nested:
+        if config.members != 1 or config.nested or config.readout_from:
             raise ValueError(
-                "a config with members > 1 or nested builds a models.ensemble.MemberEnsemble (use build_model)"
+                "a config with members > 1, nested or readout_from builds a models.ensemble.MemberEnsemble (use "
+                "build_model)"
             )
         self.config = config
         self.bottleneck = make_bottleneck(config.bottleneck, n_bits=config.n_bits, kl_weight=config.kl_weight)

@@ -49,7 +49,14 @@ def library_versions() -> dict[str, str]:
 
 # ModelConfig fields added after the first release, with the value that means "as before": left out of the
 # fingerprint at that value, so checkpoints (and the collections that store their fingerprint) keep theirs
-LATER_FIELDS = {"members": 1, "output_dim": 0, "readout": "threshold", "label_names": (), "nested": ()}
+LATER_FIELDS = {
+    "members": 1,
+    "output_dim": 0,
+    "readout": "threshold",
+    "label_names": (),
+    "nested": (),
+    "readout_from": 0,
+}
 
 
 def fingerprint(config: ModelConfig, featurizer_state: dict, tensors: dict[str, np.ndarray]) -> str:

@@ -17,6 +17,9 @@ Matryoshka-trained model (every prefix decoded and contrasted, Kusupati et al. 2
 width: the bits after a prefix learned detail within classes, which Hamming distance weighs like the coarse bits
 (docs/nested.md).
 
+Short codes from wider scores (``ModelConfig.readout_from``): the members train at the wider width and the itq
+read-out projects their scores to the code's bits (PCA, then ITQ), so a 16-bit code is read from one 32-bit model.
+
 ``build_model`` is the one constructor: a plain :class:`HashingAutoencoder` for ``members == 1`` and not nested (the
 same weights and names as always), a :class:`MemberEnsemble` otherwise. Both offer what training, encoding and
 checkpoints use.
@@ -27,32 +30,45 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from hamdex.models.autoencoder import AEOutput, HashingAutoencoder, ModelConfig, member_widths, read_out, readout_groups
+from hamdex.models.autoencoder import (
+    AEOutput,
+    HashingAutoencoder,
+    ModelConfig,
+    member_widths,
+    read_out,
+    readout_groups,
+    score_bits,
+)
 from hamdex.models.readout import RotationReadout
 from torch import nn
 
 
 class MemberEnsemble(nn.Module):
-    """``config.members`` HashingAutoencoders of ``n_bits / members`` bits each (a nested config: of the widths of
-    ``member_widths``); codes concatenated in member order."""
+    """``config.members`` HashingAutoencoders of ``score_bits / members`` bits each (a nested config: of the widths of
+    ``member_widths``); codes concatenated in member order (with ``readout_from``, projected to n_bits)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        member = dataclasses.replace(config, members=1, readout="threshold", nested=())
+        member = dataclasses.replace(config, members=1, readout="threshold", nested=(), readout_from=0)
         self.members = nn.ModuleList(
             HashingAutoencoder(dataclasses.replace(member, n_bits=width)) for width in member_widths(config)
         )
         # one rotation over all members' scores (so it also decorrelates the members' bits); a nested config's
         # rotates each member apart, so that its prefixes stay nested
-        self.readout = RotationReadout(config.n_bits, readout_groups(config)) if config.readout == "itq" else None
+        # readout_from: the members' wider scores are projected to n_bits (PCA, then the ITQ rotation)
+        self.readout = (
+            RotationReadout(config.n_bits, readout_groups(config), score_bits(config))
+            if config.readout == "itq"
+            else None
+        )
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, input_dim) -> (B, n_bits), members' scores side by side."""
+        """(B, input_dim) -> (B, score_bits), members' scores side by side."""
         return torch.cat([m.scores(x) for m in self.members], dim=1)
 
     def relaxed_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, input_dim) -> (B, n_bits) in (-1, 1), members' bits side by side."""
+        """(B, input_dim) -> (B, score_bits) in (-1, 1), members' bits side by side."""
         return torch.cat([m.relaxed_codes(x) for m in self.members], dim=1)
 
     def forward(
@@ -83,7 +99,8 @@ Model = HashingAutoencoder | MemberEnsemble
 
 
 def build_model(config: ModelConfig) -> Model:
-    return MemberEnsemble(config) if config.members > 1 or config.nested else HashingAutoencoder(config)
+    ensemble = config.members > 1 or config.nested or config.readout_from
+    return MemberEnsemble(config) if ensemble else HashingAutoencoder(config)
 
 
 def parts(model: Model) -> list[HashingAutoencoder]:

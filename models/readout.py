@@ -12,6 +12,10 @@ ranking inside a class is finer. The decoder never sees these bits; they are a r
 median thresholds. The soft clip keeps a few saturated logits (|s| up to 40, where most are under 5) from deciding
 the rotation alone: Fashion-MNIST mAP at 16 / 32 bits, mean of four rotation seeds, raw logits 0.567 / 0.600,
 tanh(s / 8) 0.598 / 0.603 (more in ``models.presets``).
+
+With ``ModelConfig.readout_from`` the scores are wider than the code and R is a projection: the top principal
+directions of the squashed scores, rotated by ITQ. A model trained at 32 bits gives better 16-bit codes this way
+than a model trained at 16 bits (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -77,18 +81,24 @@ def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0)
 class RotationReadout(nn.Module):
     """bits = (squash(scores) - mean) @ rotation > 0; buffers saved with the weights (so in the fingerprint).
 
+    ``in_bits`` above ``n_bits`` (``ModelConfig.readout_from``): the rotation is a projection (in_bits, n_bits), the
+    top n_bits principal directions of the squashed scores rotated by ITQ: ITQ on the model's scores as features.
+
     ``groups``, the prefix widths of a nested model (``ModelConfig.nested``, ending at ``n_bits``): the rotation is
     block-diagonal, one ITQ per group of bits between two prefixes, fitted on that group's scores alone, so the
     first p bits read out from the first p scores only and a prefix stays the code of its own bits (the first
     group's rotation is the one a model of that width alone would fit). () = one rotation over all bits."""
 
-    def __init__(self, n_bits: int, groups: tuple[int, ...] = ()) -> None:
+    def __init__(self, n_bits: int, groups: tuple[int, ...] = (), in_bits: int = 0) -> None:
         super().__init__()
         self.groups = tuple(groups) or (n_bits,)
+        self.in_bits = in_bits or n_bits
         if self.groups[-1] != n_bits:
             raise ValueError(f"read-out groups {list(self.groups)} must end at the {n_bits} bits")
-        self.register_buffer("mean", torch.zeros(n_bits))  # (n_bits,)
-        self.register_buffer("rotation", torch.eye(n_bits))  # (n_bits, n_bits); identity until fitted
+        if self.in_bits < n_bits or (self.in_bits > n_bits and len(self.groups) > 1):
+            raise ValueError(f"a read-out projects {self.in_bits} scores to {n_bits} bits in one group, never up")
+        self.register_buffer("mean", torch.zeros(self.in_bits))  # (in_bits,)
+        self.register_buffer("rotation", torch.eye(self.in_bits, n_bits))  # (in_bits, n_bits); the first n until fitted
 
     @torch.no_grad()
     def fit(self, scores: torch.Tensor, seed: int = 0) -> list[float]:
@@ -97,6 +107,12 @@ class RotationReadout(nn.Module):
             raise ValueError(f"the itq read-out needs at least 2 training items, got {scores.shape[0]}")
         v = squash(scores).double().cpu().numpy()
         mean = v.mean(axis=0)
+        if self.in_bits > self.groups[-1]:  # fewer bits than scores: PCA to the bits, then the ITQ rotation
+            _, pcs = fit_pca(v, self.groups[-1], seed)  # (in_bits, n_bits)
+            block, losses = itq_rotation((v - mean) @ pcs, seed=seed)
+            self.mean.copy_(torch.from_numpy(mean))
+            self.rotation.copy_(torch.from_numpy(pcs @ block))
+            return [float(loss) for loss in losses]
         rotation = np.zeros((v.shape[1], v.shape[1]))
         losses = np.zeros(ITQ_ITERATIONS + 1)
         for start, end in zip((0, *self.groups[:-1]), self.groups, strict=True):
@@ -108,5 +124,5 @@ class RotationReadout(nn.Module):
         return [float(loss) for loss in losses]
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        """(B, n_bits) scores -> (B, n_bits) rotated scores; bit i is 1 where column i is > 0."""
+        """(B, in_bits) scores -> (B, n_bits) rotated scores; bit i is 1 where column i is > 0."""
         return (squash(scores) - self.mean) @ self.rotation

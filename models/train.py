@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from hamdex.models.adversarial import AdversarialPrior
-from hamdex.models.autoencoder import ModelConfig, member_widths
+from hamdex.models.autoencoder import ModelConfig, member_widths, score_bits
 from hamdex.models.checkpoint import compute_fingerprint
 from hamdex.models.ensemble import Model, build_model, parts
 from hamdex.models.featurizers import Features, make_featurizer
@@ -380,7 +380,7 @@ def train(
     # training-only weights beside the model (models.adversarial): the checkpoint and fingerprint never see them
     adversary = None
     if cfg.adversarial_weight:
-        adversary = AdversarialPrior(model_config.n_bits, widths=member_widths(model_config)).to(device)
+        adversary = AdversarialPrior(score_bits(model_config), widths=member_widths(model_config)).to(device)
     params = [*model.parameters(), *(adversary.parameters() if adversary is not None else ())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(cfg.warmup_steps, 1)
@@ -508,7 +508,7 @@ def fit_hasher(
     model_config = ModelConfig(input_dim=featurizer.dim, **overrides)
     space = neighbour_space(inputs, x, cfg)
     image_shape = getattr(featurizer, "shape", None) if featurizer_kind == "pixels" else None
-    data = training_data(x, cfg, model_config.n_bits, len(member_widths(model_config)), space, image_shape)
+    data = training_data(x, cfg, score_bits(model_config), len(member_widths(model_config)), space, image_shape)
     if cfg.target_features == "scattering":  # standardised coefficients: a gaussian decoder of their width
         assert data.targets is not None
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
@@ -570,7 +570,8 @@ def _safeguard(
         result = _joined(result, more)
         model = assess("model", result.model, x, probe, device, cfg.seed)
     alternative = None
-    if itq is not None and collapsed(model, itq):  # another read-out can repair a collapse (models.safeguard.decide)
+    # another read-out can repair a collapse (models.safeguard.decide); a projecting read-out has no threshold twin
+    if itq is not None and collapsed(model, itq) and not model_config.readout_from:
         other = "threshold" if model_config.readout == "itq" else "itq"
         alternative = assess(
             f"model, {other} read-out",

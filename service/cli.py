@@ -159,6 +159,13 @@ def train(
             help="How scores become bits: threshold, or itq, a rotation fitted after training (default: the preset).",
         ),
     ] = None,
+    readout_from: Annotated[
+        int | None,
+        typer.Option(
+            help="Train this many bits and read the code's bits out of their scores by PCA and ITQ (default: the "
+            "preset's: 32 for image codes under 32 bits; 0: off).",
+        ),
+    ] = None,
     nested: Annotated[
         str | None,
         typer.Option(
@@ -244,6 +251,7 @@ def train(
         "kl_weight": kl_weight,
         "readout": readout,
         "nested": None if nested is None else tuple(int(w) for w in nested.split(",")),
+        "readout_from": readout_from,
     }
     train_given = {
         "neighbours": neighbours,

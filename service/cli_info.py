@@ -66,6 +66,8 @@ def render(card: dict[str, Any]) -> str:
         f"{config.get('members')} member(s), {card['featurizer']['kind']} featurizer ({config.get('input_dim')} "
         "features)",
     ]
+    if config.get("readout_from"):
+        lines.append(f"  read out of {config['readout_from']} trained bits by PCA and ITQ")
     if config.get("nested"):
         lines.append(f"  nested codes: prefixes of {', '.join(str(w) for w in config['nested'])} bits are codes too")
     params = card["featurizer"]["params"]
