@@ -163,7 +163,7 @@ def train(
         int | None,
         typer.Option(
             help="Train this many bits and read the code's bits out of their scores by PCA and ITQ (default: the "
-            "preset's: 32 for image codes under 32 bits; 0: off).",
+            "preset's: 32 for text and image codes under 32 bits; 0: off).",
         ),
     ] = None,
     nested: Annotated[

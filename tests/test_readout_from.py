@@ -1,6 +1,6 @@
-"""Short codes read out of wider scores (``ModelConfig.readout_from``): the members train at the wider width and the
-itq read-out projects their scores to the code's bits by PCA, then ITQ. What the preset does with it (image codes
-under 32 bits), what turns it off, the checkpoint round trip and the CLI option."""
+"""Short codes read out of wider scores (``ModelConfig.readout_from``): the members train at the wider width and
+the itq read-out projects their scores to the code's bits by PCA, then ITQ. What the preset does with it (text and
+image codes under 32 bits), what turns it off, the checkpoint round trip and the CLI option."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_the_projection_is_itq_on_the_squashed_scores():
         RotationReadout(16, in_bits=8)
 
 
-def test_the_preset_reads_narrow_image_codes_out_of_32_bits():
+def test_the_preset_reads_narrow_codes_out_of_32_bits():
     model, _ = resolve("pixels", 1000, {"n_bits": 16}, {})
     assert (
         model["readout_from"] == 32
@@ -73,7 +73,8 @@ def test_the_preset_reads_narrow_image_codes_out_of_32_bits():
     for given in ({"readout": "threshold"}, {"readout_from": 0}, {"members": 1}, {"nested": (8,)}):
         assert not resolve("pixels", 1000, {"n_bits": 16, **given}, {})[0].get("readout_from"), given
     assert "readout_from" not in resolve("pixels", 1000, {"n_bits": 32}, {})[0]
-    assert "readout_from" not in resolve("text", 1000, {"n_bits": 16}, {})[0]
+    assert resolve("text", 1000, {"n_bits": 16}, {})[0]["readout_from"] == 32
+    assert "readout_from" not in resolve("dense", 1000, {"n_bits": 16}, {})[0]
     assert resolve("pixels", 1000, {"n_bits": 16, "readout_from": 64}, {})[0]["readout_from"] == 64
 
 
