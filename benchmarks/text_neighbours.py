@@ -78,7 +78,9 @@ def train_one(corpus: str, bits: int, setting: str, seed: int = 0) -> dict[str, 
     split = DATASETS[corpus]()
     db, queries = list(split.train.inputs), list(split.queries.inputs)
     db_labels, q_labels = _labels(split.train), _labels(split.queries)
-    model_over, train_over = presets.resolve("text", len(db), {"n_bits": bits, **chosen["model"]}, chosen["train"])
+    # one model of the code's width, read out both ways (a narrow code read out of wider scores has no threshold twin)
+    model_given = {"n_bits": bits, "readout_from": 0, **chosen["model"]}
+    model_over, train_over = presets.resolve("text", len(db), model_given, chosen["train"])
     start = time.perf_counter()
     cfg = TrainConfig(seed=seed, device="cpu", safeguard=False, progress=False, **train_over)
     hasher, result = fit_hasher(db, "text", model_over, cfg)

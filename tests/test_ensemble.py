@@ -90,8 +90,10 @@ def test_an_ensemble_trains_saves_and_loads(tmp_path, digits):
 
 def test_presets_use_32_bit_members_from_64_bits():
     assert preset("pixels", 32)[0].get("members", 1) == 1 and preset("pixels", 64)[0]["members"] == 2
-    # pixels: KL weight 0.1 for 32-bit members, 0.3 for narrower codes (models.presets)
-    assert [preset("pixels", b)[0]["kl_weight"] for b in (16, 24, 32, 64, 128)] == [0.3, 0.3, 0.1, 0.1, 0.1]
+    # pixels: KL weight 0.1 for 32-bit members, 0.3 for narrower codes (models.presets); codes under 32 bits are
+    # read out of a 32-bit model (readout_from), which takes the 32-bit weight
+    assert [preset("pixels", b)[0]["kl_weight"] for b in (16, 24, 32, 64, 128)] == [0.1, 0.1, 0.1, 0.1, 0.1]
+    assert [preset("pixels", b, read_narrow=False)[0]["kl_weight"] for b in (16, 24)] == [0.3, 0.3]
     assert preset("pixels", 64, members=4)[0]["kl_weight"] == 0.3
     assert preset("dense", 128)[0].get("members", 1) == 1
     for bits, members in [(16, 1), (32, 1), (64, 2), (128, 4), (256, 8)]:
