@@ -363,6 +363,9 @@ class Info(BaseModel):
     # the prefix widths at which the codes are nested (ModelConfig.nested; docs/nested.md): search ``bits`` and the
     # ``nested`` index kind's ``prefix_bits`` at these rank by codes of their own; [] = not trained nested
     nested: list[int] = []
+    # the bits the model was trained at when its code is read out of their scores by PCA and ITQ
+    # (ModelConfig.readout_from; the text and pixel presets under 32 bits); 0 = the code's own width
+    readout_from: int = 0
     featurizer: str
     input_dim: int
     index_kind: str

@@ -78,7 +78,7 @@ def test_the_preset_reads_narrow_codes_out_of_32_bits():
     assert resolve("pixels", 1000, {"n_bits": 16, "readout_from": 64}, {})[0]["readout_from"] == 64
 
 
-def test_a_trained_model_round_trips_and_older_fingerprints_stay(tmp_path):
+def test_a_trained_model_round_trips_and_older_fingerprints_stay(tmp_path, make_client):
     images = digit_images(200)
     over = {"n_bits": 16, "hidden": (32,), "readout": "itq", "readout_from": 32}
     hasher, _ = fit_hasher(images, "pixels", over, TrainConfig(epochs=2, progress=False, seed=0, device="cpu"))
@@ -89,6 +89,17 @@ def test_a_trained_model_round_trips_and_older_fingerprints_stay(tmp_path):
     assert loaded.fingerprint == fp and loaded.model.config.readout_from == 32
     np.testing.assert_array_equal(loaded.encode(images).codes, codes)
     assert checkpoint.LATER_FIELDS["readout_from"] == 0  # left out of older models' fingerprints
+    # served like any model: /info says how the code is read out, and the service's codes are the model's
+    client = make_client(tmp_path / "m")
+    info = client.get("/info").json()
+    assert info["n_bits"] == 16 and info["readout_from"] == 32 and info["fingerprint"] == fp
+    resp = client.post("/v1/encode", json={"inputs": images[:5].tolist(), "format": "bits", "latent": True})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    from hamdex.models.bits import unpack
+
+    assert body["codes"] == unpack(codes[:5]).astype(int).tolist()
+    assert np.asarray(body["latent"]).shape == (5, 16)  # a score per bit of the code, not per trained bit
     # the decoder sees the 32 trained bits: a code is projected back through the read-out (models.generate)
     from hamdex.models.generate import generate
 

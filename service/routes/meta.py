@@ -41,6 +41,7 @@ def info(hasher: HasherDep, collection: CollectionDep) -> Info:
         bottleneck=cfg.bottleneck,
         members=cfg.members,
         nested=list(cfg.nested),
+        readout_from=cfg.readout_from,
         featurizer=hasher.featurizer.kind,
         input_dim=cfg.input_dim,
         index_kind=collection.manifest.index_kind,
