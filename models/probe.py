@@ -56,12 +56,13 @@ class Probe:
         """Packed codes uint8 (q + m, B) of :attr:`rows` -> the probe mAP in [0, 1] and its standard error."""
         q = len(self.queries)
         ap = average_precisions(codes[:q], codes[q:], self.labels[:q], self.labels[q:])  # (q,)
-        return ProbeScore(float(ap.mean()), float(ap.std(ddof=1) / np.sqrt(q)))
+        return ProbeScore(float(ap.mean()), float(ap.std(ddof=1) / np.sqrt(q)), ap)
 
 
 class ProbeScore(NamedTuple):
     map: float
     stderr: float  # of the mean over the queries: differences within a few of it are noise
+    aps: np.ndarray  # float (q,) each query's average precision, for paired comparisons of two codes
 
 
 def build_probe(x: Features, queries: np.ndarray, database: np.ndarray, seed: int = 0) -> Probe | None:

@@ -3,10 +3,13 @@
 ITQ (Gong & Lazebnik 2011) is fitted on the same features in the same run (seconds), and both it and the trained
 model are scored on the held-out items of the training set with the label-free probe mAP (``models.probe``). The
 model is kept when it beats ITQ by ``MARGIN`` and its codes did not collapse (distinct codes below ``COLLAPSE`` x
-ITQ's). Otherwise the caller may train on (``models.train.fit_hasher``), then the other read-out of the same
-encoder is tried (threshold <-> itq rotation, ``models.readout``), and when no candidate clearly wins, ITQ itself
-is shipped: a one-layer model whose encoder is ITQ's projection, behind the same model interface and checkpoint
-format, with a warning in the training report (``hamdex train --strict`` turns it into a non-zero exit).
+ITQ's). When the user's labels judge (``models.probe.label_probe``), the probe measures what they will, so no margin
+for the probe's flattery is needed: the model is kept when it beats ITQ beyond noise, by ``LABEL_STDERRS``
+standard errors of the paired per-query difference. Otherwise the caller may train on
+(``models.train.fit_hasher``), then the other read-out of the same encoder is tried (threshold <-> itq rotation,
+``models.readout``), and when no candidate clearly wins, ITQ itself is shipped: a one-layer model whose encoder is
+ITQ's projection, behind the same model interface and checkpoint format, with a warning in the training report
+(``hamdex train --strict`` turns it into a non-zero exit).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ LOG = logging.getLogger(__name__)
 # Newsgroups 1.33 x (labels 1.65 x); but TREC 1.05 x where labels say 0.58-0.70 x, WebKB 1.035 x (0.89 x), R8 at
 # 64 bits 1.05 x (1.04 x): the probe flatters a text model by a few per cent, so a win must be clear
 MARGIN = 0.10
+LABEL_STDERRS = 2.0  # with the user's labels: the paired difference model - ITQ must exceed this many standard errors
 COLLAPSE = 0.1  # codes are collapsed when their distinct fraction is under this share of ITQ's
 
 
@@ -41,6 +45,8 @@ class Candidate:
     model: Model
     probe_map: float
     health: dict[str, float]
+    aps: np.ndarray | None = None  # float (q,) each probe query's average precision
+    probe_kind: str = "clusters"  # what judged it: "clusters" or "labels" (models.probe.Probe.kind)
 
     def summary(self) -> dict[str, Any]:
         return {"probe_map": round(self.probe_map, 4), **{k: round(v, 4) for k, v in self.health.items()}}
@@ -65,7 +71,7 @@ class Verdict:
             "shipped": self.chosen.name,
             "ok": self.ok,
             "collapsed": self.collapsed,
-            "margin": MARGIN,
+            "margin": f"{LABEL_STDERRS:g} paired standard errors" if self.chosen.probe_kind == "labels" else MARGIN,
             "candidates": self.tried,
             "warnings": list(self.warnings),
         }
@@ -95,14 +101,20 @@ def with_readout(model: Model, readout: str, x: Features, device, seed: int = 0)
 def assess(name: str, model: Model, x: Features, probe: Probe, device, seed: int = 0) -> Candidate:
     """Score a calibrated model: probe mAP and the code health of all training items' codes. The model is
     re-calibrated on all of x afterwards (the probe scores it as calibrated on the probe's database)."""
-    score = probe_score(model, x, probe, device, seed).map
+    score = probe_score(model, x, probe, device, seed)
     calibrate(model, x, device, seed)
     health = code_health(encode_rows(model, x, np.arange(x.shape[0]), device))
-    return Candidate(name, model, score, health)
+    return Candidate(name, model, score.map, health, score.aps, probe.kind)
 
 
 def clearly_wins(candidate: Candidate, itq: Candidate) -> bool:
-    return candidate.probe_map >= itq.probe_map * (1 + MARGIN) and not collapsed(candidate, itq)
+    """Beats ITQ by the probe's rule (the module's docstring) with codes that did not collapse."""
+    if collapsed(candidate, itq):
+        return False
+    if candidate.probe_kind == "labels" and candidate.aps is not None and itq.aps is not None:
+        diff = candidate.aps - itq.aps  # (q,) paired: the same held-out queries
+        return bool(diff.mean() > LABEL_STDERRS * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return candidate.probe_map >= itq.probe_map * (1 + MARGIN)
 
 
 def collapsed(candidate: Candidate, itq: Candidate) -> bool:
@@ -133,8 +145,9 @@ def decide(model: Candidate, itq: Candidate | None, alternative: Candidate | Non
         return Verdict(alternative, itq, "read-out switched", was_collapsed, [], tried)
     best = max((c for c in (model, alternative) if c is not None), key=lambda c: c.probe_map)
     why = "its codes collapsed" if was_collapsed else "it did not clearly beat ITQ"
+    what = "label mAP of the held-out items" if best.probe_kind == "labels" else "probe mAP"
     warning = (
-        f"the trained model was replaced by ITQ on the same features: {why} (probe mAP {best.probe_map:.3f} "
+        f"the trained model was replaced by ITQ on the same features: {why} ({what} {best.probe_map:.3f} "
         f"against ITQ's {itq.probe_map:.3f}, distinct codes {best.health['distinct_code_fraction']:.1%} against "
         f"{itq.health['distinct_code_fraction']:.1%}). Retrieval quality is ITQ's; more training items, more "
         "steps (--epochs) or another --featurizer may let a trained model win."

@@ -60,6 +60,7 @@ LOG = logging.getLogger(__name__)
 
 TARGET_FEATURES = ("input", "scattering")
 PROBE_MIN_ITEMS = 50  # held-out items needed to validate by the probe and to run the safeguard
+JUDGE_MIN_PER_CLASS = 5  # labelled items a class on average for labels that only judge (fit_hasher's judge_labels)
 PROPAGATION_NEIGHBOURS = 10  # k of the graph labels spread over when the preset trains without neighbours
 EVAL_STEPS = 100  # at least this many optimizer steps between two probe validations (small sets: short epochs)
 
@@ -416,7 +417,7 @@ def train(
         loss_improved = val_loss < best_loss - 1e-4 * abs(best_loss if math.isfinite(best_loss) else 1.0)
         best_loss, loss_stale = (val_loss, 0) if loss_improved else (best_loss, loss_stale + 1)
         if probe is not None:
-            score, stderr = probe_score(model, x, probe, device, cfg.seed)
+            score, stderr, _ = probe_score(model, x, probe, device, cfg.seed)
             row["probe_map"] = score
             improved = score > best + 1e-3
             best = max(best, score)
@@ -483,11 +484,15 @@ def fit_hasher(
     cfg: TrainConfig | None = None,
     featurizer_options: dict[str, Any] | None = None,
     labels: Sequence[str | None] | None = None,
+    judge_labels: Sequence[str | None] | None = None,
 ) -> tuple[Hasher, TrainResult]:
     """Raw training inputs -> a trained Hasher (featurizer fitted on the same inputs).
 
     ``labels`` (one per input, None or "" unlabelled): train with them (issue 20): a decoder conditioned on the
     class and a supervised contrastive term (``TrainConfig.label_weight``); see :func:`encode_labels`.
+    ``judge_labels`` (the same form, ignored when ``labels`` are given, which judge too): the user's classes that
+    only judge, never train. Where 50 or more held-out items have one, they choose the checkpoint and the
+    safeguard's comparison with ITQ (``models.probe.label_probe``) instead of the cluster pseudo-labels.
 
     The reconstruction loss follows the featurizer unless ``model_overrides`` names one. ``featurizer_options`` go
     to the featurizer's constructor (models.featurizers.make_featurizer), e.g. the sentence encoder's path.
@@ -514,8 +519,9 @@ def fit_hasher(
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
-    if label_codes is not None:  # the user's classes, where enough held-out items have one, judge instead
-        probe = label_probe(label_codes, val_idx, train_idx, cfg.seed) or probe
+    judges = label_codes if label_codes is not None else _judges(judge_labels, x.shape[0])
+    if judges is not None:  # the user's classes, where enough held-out items have one, judge instead
+        probe = label_probe(judges, val_idx, train_idx, cfg.seed) or probe
     train_labels = label_codes
     if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
         graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
@@ -540,6 +546,23 @@ def fit_hasher(
     return Hasher(model, featurizer, fp, torch.device(result.device), info), result
 
 
+def can_judge(labels: Sequence[str | None]) -> bool:
+    """Whether labels can judge a model (fit_hasher's judge_labels): two classes or more, and labels that repeat
+    (``JUDGE_MIN_PER_CLASS`` labelled items a class on average; ids or free text are not classes)."""
+    known = [str(label) for label in labels if label is not None and label != ""]
+    classes = len(set(known))
+    return classes >= 2 and len(known) >= JUDGE_MIN_PER_CLASS * classes
+
+
+def _judges(labels: Sequence[str | None] | None, n: int) -> np.ndarray | None:
+    """``fit_hasher``'s judge_labels as class indices (n,), -1 unlabelled; None when they cannot judge."""
+    if labels is None:
+        return None
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} judge labels for {n} items")
+    return encode_labels(labels)[0] if can_judge(labels) else None
+
+
 def _train_args(data: TrainData) -> tuple:
     return data.x, data.targets, data.neighbours, data.teacher, data.clusters
 
@@ -554,7 +577,8 @@ def _safeguard(
     model = assess("model", result.model, x, probe, device, cfg.seed)
     if itq is not None and not clearly_wins(model, itq) and _still_improving(result):
         LOG.warning(
-            "the model does not clearly beat ITQ yet (probe mAP %.3f against %.3f): training on",
+            "the model does not clearly beat ITQ yet (%s %.3f against %.3f): training on",
+            "label mAP" if probe.kind == "labels" else "probe mAP",
             model.probe_map,
             itq.probe_map,
         )

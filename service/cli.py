@@ -231,6 +231,13 @@ def train(
             "(default 0: off; docs/quality.md#labels).",
         ),
     ] = None,
+    judge_by_labels: Annotated[
+        bool,
+        typer.Option(
+            help="When the items carry a label (and no --label-field trains with them), the held-out items' labels "
+            "choose the checkpoint and judge the model against ITQ; they never train it (docs/robustness.md).",
+        ),
+    ] = True,
 ) -> None:
     """Train a hashing autoencoder and write a checkpoint; prints the training report (also kept in it)."""
     from hamdex.models import checkpoint, presets
@@ -242,6 +249,7 @@ def train(
     labels = _train_labels(block, label_field, label_fraction, seed)
     if (label_weight is not None or label_propagation is not None) and labels is None:
         raise _fail("--label-weight and --label-propagation go with --label-field")
+    judges = _judge_labels(block) if judge_by_labels and labels is None else None
     model_given = {
         "n_bits": bits,
         "members": members,
@@ -271,7 +279,7 @@ def train(
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)
-        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg, feat_options, labels)
+        hasher, _ = fit_hasher(block.inputs, kind, model_over, cfg, feat_options, labels, judges)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     fp = checkpoint.save(out, hasher)
@@ -303,6 +311,22 @@ def _train_labels(block: data.Block, field: str | None, fraction: float | None, 
     except ValueError as exc:
         raise _fail(f"--label-field {field}: {exc}") from exc
     return [names[c] if c >= 0 else None for c in codes]
+
+
+def _judge_labels(block: data.Block) -> list[str | None] | None:
+    """The items' labels, to judge the model by (fit_hasher's judge_labels), saying so; None when they have none
+    or cannot judge (models.train.can_judge)."""
+    from hamdex.models.train import can_judge
+
+    if not can_judge(block.labels):
+        return None
+    known = [label for label in block.labels if label is not None and label != ""]
+    console.print(
+        f"[yellow]note:[/yellow] {len(known)} items carry a label ({len(set(known))} classes): the held-out items' "
+        "labels choose the checkpoint and judge the model against ITQ, and never train it (--label-field label "
+        "trains with them; --no-judge-by-labels judges by the data's own clusters)"
+    )
+    return list(block.labels)
 
 
 def _sentence_options(kind: str, data_kind: str, encoder: Path | None, max_tokens: int | None, device: str) -> dict:
