@@ -53,7 +53,9 @@ def probe(digits):
 
 def test_probe_map_is_one_for_codes_of_the_clusters_and_chance_for_one_code(probe):
     by_cluster = pack(np.unpackbits(probe.labels.astype(np.uint8)[:, None], axis=1))  # one code per cluster
-    assert probe.score(by_cluster) == (pytest.approx(1.0), pytest.approx(0.0))
+    score = probe.score(by_cluster)
+    assert (score.map, score.stderr) == (pytest.approx(1.0), pytest.approx(0.0))
+    assert np.array_equal(score.aps, np.ones(len(probe.queries)))  # each query's AP, for paired comparisons
     one_code = np.zeros((len(probe.rows), 1), np.uint8)
     q = len(probe.queries)
     base_rate = np.mean([np.mean(probe.labels[q:] == label) for label in probe.labels[:q]])
