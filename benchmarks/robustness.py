@@ -182,11 +182,16 @@ def select_cells(patterns: Sequence[str]) -> list[str]:
 
 
 def _save_for_cli(block: data.Block, folder: Path) -> Path:
-    """The training set as a file the CLI reads: .npy for arrays, .jsonl for texts."""
+    """The training set as a file the CLI reads, with its labels where a user's file would carry them: .jsonl for
+    texts (a ``label`` field), .npz with ``labels`` for images; the flat rows as a bare .npy (what a user with a
+    .npy of pixel rows has), so that one cell trains without labels to judge by."""
     if block.kind == "text":
         path = folder / "train.jsonl"
         triples = zip(block.ids, block.inputs, block.labels, strict=True)
         path.write_text("".join(json.dumps({"id": i, "text": t, "label": lab}) + "\n" for i, t, lab in triples))
+    elif block.kind == "image":
+        path = folder / "train.npz"
+        np.savez(path, X=block.inputs, labels=np.asarray(block.labels, dtype=str))
     else:
         path = folder / "train.npy"
         np.save(path, block.inputs)
@@ -240,6 +245,7 @@ def run_cell(
             "featurizer": hasher.featurizer.kind,
             "bottleneck": bottleneck or cli_default_bottleneck(),  # as asked: an ITQ fallback ships none
             "safeguard": report["safeguard"]["action"],
+            "judged_by": report["validation"]["signal"],  # label mAP where the training file's labels judged
             "steps": report["steps"],
             **{k: report["code_health"][k] for k in ("bit_balance", "mean_abs_bit_correlation")},
             # the trained model's own probe mAP and code health on the training items (absent when unchecked)

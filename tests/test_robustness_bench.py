@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hamdex.models import data
 from sklearn.datasets import load_digits
 
 from tests.helpers import short_cli_train
@@ -32,7 +33,6 @@ def test_cells_are_selected_by_pattern_in_matrix_order(bench):
 
 
 def test_short_texts_keep_the_first_words_of_the_body(bench):
-    from hamdex.models import data
 
     posts = [
         "From: a@b\nSubject: cars\n\nI drive a red car every day to work\n> a quoted line\nand back home at night",
@@ -63,6 +63,7 @@ def test_a_cell_trains_through_the_cli_and_scores_against_the_baselines(bench, m
         assert all(0 <= method[k] <= 1 for k in ("p@100", "map", "distinct_code_fraction"))
     assert cell["hamdex"]["featurizer"] == "pixels"  # the flat rows were taken for 8x8 images
     assert cell["hamdex"]["safeguard"] == "unchecked"  # 20 held out: too few to judge
+    assert cell["hamdex"]["judged_by"] == "loss"
     assert results["digits-16"] == cell
 
 
@@ -101,3 +102,15 @@ def test_each_cell_trains_once_per_bottleneck_asked_for(bench, monkeypatch, tmp_
     table = bench.format_bottlenecks({"digits-16": cell})
     assert "| bernoulli P@100 | bernoulli mAP | bernoulli safeguard | vq P@100 | vq mAP | vq safeguard |" in table
     assert table.splitlines()[-1].startswith("| digits-16 | ")
+
+
+@pytest.mark.parametrize(("flat", "suffix", "labelled"), [(False, ".npz", True), (True, ".npy", False)])
+def test_the_cli_gets_the_labels_a_users_file_would_carry(bench, tmp_path, flat, suffix, labelled):
+    """Images go to the CLI as .npz with their labels (which then judge the model: models.train.can_judge), the
+    flat-rows cell as a bare .npy, so that the matrix trains both ways."""
+    train = _tiny_digits(bench, flat).train
+    path = bench._save_for_cli(train, tmp_path)
+    assert path.suffix == suffix
+    block = data.read_all(path)
+    assert len(block.ids) == 200
+    assert (block.labels == train.labels) is labelled
