@@ -27,6 +27,7 @@ from hamdex.models.adversarial import AdversarialPrior
 from hamdex.models.autoencoder import ModelConfig, member_widths, score_bits
 from hamdex.models.checkpoint import compute_fingerprint
 from hamdex.models.ensemble import Model, build_model, parts
+from hamdex.models.feature_matching import FeatureMatching, reconstructions
 from hamdex.models.featurizers import Features, make_featurizer
 from hamdex.models.hasher import Hasher, resolve_device, to_tensor
 from hamdex.models.health import code_health
@@ -101,6 +102,9 @@ class TrainConfig:
     # > 0: an adversarial prior on each member's codes (models.adversarial): a discriminator tells them from
     # independent fair bits and the encoder learns to fool it, for balanced, independent bits; see docs/quality.md
     adversarial_weight: float = 0.0
+    # > 0, images only: VAE-GAN's feature-matching term (models.feature_matching): a discriminator tells targets
+    # from reconstructions and the decoder matches its hidden features beside the pixel loss; see docs/quality.md
+    feature_matching_weight: float = 0.0
     teacher_weight: float = 0.0  # > 0 (needs neighbours): BCE to spectral teacher bits (models.teacher)
     cluster_weight: float = 0.0  # > 0 (needs neighbours): supervised contrastive over k-means pseudo-labels
     n_clusters: int = 50  # of the pseudo-labels
@@ -154,6 +158,10 @@ class TrainConfig:
             raise ValueError("min_steps and warmup_steps must be >= 0")
         if not self.adversarial_weight >= 0 or math.isinf(self.adversarial_weight):
             raise ValueError(f"adversarial_weight must be a finite number >= 0 (0: off), got {self.adversarial_weight}")
+        if not self.feature_matching_weight >= 0 or math.isinf(self.feature_matching_weight):
+            raise ValueError(
+                f"feature_matching_weight must be a finite number >= 0 (0: off), got {self.feature_matching_weight}"
+            )
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0")
         if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
@@ -231,7 +239,9 @@ class TrainData:
     labelled_train: np.ndarray | None = None  # int64 training rows with a label term class (set by train)
 
 
-def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng, adversary=None):
+def _batch_loss(
+    model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfig, device, rng, adversary=None, matcher=None
+):
     batch = to_tensor(data.x[rows], device, sparse=True)  # (B, d)
     target = None if data.targets is None else to_tensor(data.targets[rows], device)  # (B, d)
     labels = None if data.labels is None else torch.from_numpy(data.labels[rows]).to(device)  # (B,) -1 unknown
@@ -242,6 +252,9 @@ def _batch_loss(model: Model, data: TrainData, rows: np.ndarray, cfg: TrainConfi
             loss = loss + cfg.label_weight * _label_loss(model, data, cfg, device, rng)
         if adversary is not None:  # the discriminators' loss and the encoder's against them
             loss = loss + cfg.adversarial_weight * adversary(model.scores(batch))
+        if matcher is not None:  # the discriminator's loss and the decoder's feature matching against it
+            real = batch if target is None else target  # (B, d) what the decoder reconstructs
+            loss = loss + cfg.feature_matching_weight * matcher(reconstructions(model, out, labels), real)
         if cfg.teacher_weight:
             assert data.teacher is not None
             # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
@@ -289,14 +302,24 @@ def _label_loss(model: Model, data: TrainData, cfg: TrainConfig, device, rng) ->
 
 
 def _epoch(
-    model, opt, sched, data: TrainData, idx: np.ndarray, cfg: TrainConfig, device, rng, bar, adversary=None
+    model,
+    opt,
+    sched,
+    data: TrainData,
+    idx: np.ndarray,
+    cfg: TrainConfig,
+    device,
+    rng,
+    bar,
+    adversary=None,
+    matcher=None,
 ) -> float:
     model.train()
     order = rng.permutation(idx)
     total = 0.0
     for start in range(0, len(order), cfg.batch_size):
         rows = np.sort(order[start : start + cfg.batch_size])
-        loss = _batch_loss(model, data, rows, cfg, device, rng, adversary)
+        loss = _batch_loss(model, data, rows, cfg, device, rng, adversary, matcher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -382,7 +405,11 @@ def train(
     adversary = None
     if cfg.adversarial_weight:
         adversary = AdversarialPrior(score_bits(model_config), widths=member_widths(model_config)).to(device)
-    params = [*model.parameters(), *(adversary.parameters() if adversary is not None else ())]
+    matcher = None
+    if cfg.feature_matching_weight:
+        dim = model_config.output_dim or model_config.input_dim
+        matcher = FeatureMatching(dim, model_config.recon, seed=cfg.seed).to(device)
+    params = [*model.parameters(), *(p for m in (adversary, matcher) if m is not None for p in m.parameters())]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
@@ -407,7 +434,7 @@ def train(
     )
     for epoch in range(1, epochs + 1):
         with progress(total=len(train_idx), desc=f"epoch {epoch}", enabled=cfg.progress) as bar:
-            train_loss = _epoch(model, opt, sched, data, train_idx, cfg, device, rng, bar, adversary)
+            train_loss = _epoch(model, opt, sched, data, train_idx, cfg, device, rng, bar, adversary, matcher)
             val_loss = evaluate_loss(model, x, targets, val_idx, device) if len(val_idx) else train_loss
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
         row = {"epoch": epoch, "steps": epoch * steps_per_epoch, "train_loss": train_loss, "val_loss": val_loss}
@@ -502,6 +529,8 @@ def fit_hasher(
         raise ValueError(f"full_vocab_neighbours needs text inputs, not {featurizer_kind}")
     if cfg.target_features == "scattering" and featurizer_kind != "pixels":
         raise ValueError(f"target_features 'scattering' needs images (the pixels featurizer), not {featurizer_kind}")
+    if cfg.feature_matching_weight and featurizer_kind != "pixels":
+        raise ValueError(f"feature_matching_weight needs images (the pixels featurizer), not {featurizer_kind}")
     featurizer = make_featurizer(featurizer_kind, **(featurizer_options or {})).fit(inputs)
     x = featurizer.transform(inputs)
     overrides = {"recon": featurizer.recon, **(model_overrides or {})}
