@@ -12,10 +12,10 @@ Protocols (../shared/notes/benchmarks.md):
 
 Methods: ``hamdex`` is the project default for the featurizer kind (``models.presets`` over ``ModelConfig``);
 every other bottleneck of ``models.bottlenecks.BOTTLENECKS`` runs as ``hamdex_<name>`` with the same preset; the
-variants of ``OBJECTIVE_VARIANTS`` (``hamdex_adversarial``, ``hamdex_denoising``) run on the preset only when
-``methods`` names them; ``lsh``, ``lsh_centered``, ``pcah`` and ``itq`` are fitted on the default model's own input
-features; and ``float_cosine`` is exact cosine nearest neighbours on those features, the reference any code is
-measured against.
+variants of ``OBJECTIVE_VARIANTS`` (``hamdex_adversarial``, ``hamdex_denoising``, ``hamdex_feature_matching``, the
+last on images only) run on the preset only when ``methods`` names them; ``lsh``, ``lsh_centered``, ``pcah`` and
+``itq`` are fitted on the default model's own input features; and ``float_cosine`` is exact cosine nearest
+neighbours on those features, the reference any code is measured against.
 
 Metrics per method (all in [0, 1] except ``train_seconds``): ``p@100`` (ties broken by a fixed-seed order),
 ``p@100_tie_aware``, ``map``, ``p_r2`` (precision within Hamming radius 2), and the code health of the database
@@ -204,7 +204,15 @@ DATASETS: dict[str, Dataset] = {
 OBJECTIVE_VARIANTS: dict[str, dict[str, float]] = {
     "hamdex_adversarial": {"adversarial_weight": 1.0},  # the adversarial prior on the codes (models.adversarial)
     "hamdex_denoising": {"input_dropout": 0.3},  # a denoising AE, as benchmarks/denoise.py's dae
+    # VAE-GAN's feature-matching reconstruction term (models.feature_matching); images only
+    "hamdex_feature_matching": {"feature_matching_weight": 1.0},
 }
+IMAGE_VARIANTS = frozenset({"hamdex_feature_matching"})  # skipped on the other featurizers' data sets
+
+
+def objective_variants(featurizer: str) -> list[str]:
+    """The names of ``OBJECTIVE_VARIANTS`` that apply to a featurizer's data (``IMAGE_VARIANTS``: pixels only)."""
+    return [name for name in OBJECTIVE_VARIANTS if featurizer == "pixels" or name not in IMAGE_VARIANTS]
 
 
 def model_variants(featurizer: str) -> dict[str, str]:
@@ -328,7 +336,7 @@ def run_dataset(
     variants = model_variants(dataset.featurizer)
     if methods is not None:
         wanted = set(methods) | {"hamdex"}
-        objectives = {name: variants["hamdex"] for name in OBJECTIVE_VARIANTS if name in wanted}
+        objectives = {name: variants["hamdex"] for name in objective_variants(dataset.featurizer) if name in wanted}
         variants = {name: b for name, b in variants.items() if name in wanted} | objectives
     curve_bits = 32 if 32 in bits else bits[0]
     out = DatasetRun({}, curve_bits, {}, None)

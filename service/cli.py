@@ -195,6 +195,14 @@ def train(
             min=0.0, help="Weight of an adversarial prior pushing the codes towards fair, independent bits (0: off)."
         ),
     ] = None,
+    feature_matching_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Images: weight of VAE-GAN's feature matching, a discriminator's features of the reconstruction "
+            "against the input's (0: off).",
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Most epochs (default: the preset, else 40).")] = None,
     min_steps: Annotated[
         int | None, typer.Option(help="Fewest optimizer steps, however few the items (default: the preset).")
@@ -267,6 +275,7 @@ def train(
         "subject_weight": subject_weight,
         "target_features": target_features,
         "adversarial_weight": adversarial_weight,
+        "feature_matching_weight": feature_matching_weight,
         "epochs": epochs,
         "min_steps": min_steps,
         "lr": lr,

@@ -132,9 +132,13 @@ def test_model_variants_cover_every_bottleneck(featurizer: str) -> None:
     assert all(name == "hamdex" or name == f"hamdex_{b}" for name, b in variants.items())
 
 
-@pytest.mark.parametrize(("method", "where"), [("hamdex_denoising", "model"), ("hamdex_adversarial", "train")])
+@pytest.mark.parametrize(
+    ("method", "where"),
+    [("hamdex_denoising", "model"), ("hamdex_adversarial", "train"), ("hamdex_feature_matching", "train")],
+)
 def test_named_variants_set_a_model_or_a_training_option(monkeypatch, method: str, where: str) -> None:
-    """``--methods hamdex_denoising`` must reach ModelConfig (input_dropout), hamdex_adversarial TrainConfig."""
+    """``--methods hamdex_denoising`` must reach ModelConfig (input_dropout), hamdex_adversarial and
+    hamdex_feature_matching TrainConfig."""
     seen: dict[str, dict] = {}
 
     def fit_hasher(inputs, featurizer, model_over, cfg):
