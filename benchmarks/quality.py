@@ -39,7 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
         help="hamdex variants to train, e.g. hamdex,hamdex_sign (default: every bottleneck; hamdex and the baselines "
         "always run); hamdex_adversarial (the adversarial prior on the codes), hamdex_denoising (input dropout "
-        "0.3) and hamdex_feature_matching (VAE-GAN's feature matching, weight 1; images only) run only when named",
+        "0.3) and hamdex_feature_matching (VAE-GAN's feature matching, weight 0.01; images only) run only when named",
     )
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 trains faster on a busy machine)"

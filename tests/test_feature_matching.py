@@ -191,7 +191,7 @@ def test_the_cli_records_the_weight_and_refuses_text_and_a_negative_one(tmp_path
 def test_the_quality_harness_runs_the_variant_on_images_only():
     from hamdex.evaluation import harness
 
-    assert harness.OBJECTIVE_VARIANTS["hamdex_feature_matching"] == {"feature_matching_weight": 1.0}
+    assert harness.OBJECTIVE_VARIANTS["hamdex_feature_matching"] == {"feature_matching_weight": 0.01}
     assert "hamdex_feature_matching" in harness.objective_variants("pixels")
     assert "hamdex_feature_matching" not in harness.objective_variants("text")
     assert "hamdex_adversarial" in harness.objective_variants("text")
