@@ -71,6 +71,7 @@ class Verdict:
             "shipped": self.chosen.name,
             "ok": self.ok,
             "collapsed": self.collapsed,
+            "judged_by": "label mAP" if self.chosen.probe_kind == "labels" else "probe mAP",
             "margin": f"{LABEL_STDERRS:g} paired standard errors" if self.chosen.probe_kind == "labels" else MARGIN,
             "candidates": self.tried,
             "warnings": list(self.warnings),

@@ -517,9 +517,11 @@ def fit_hasher(
 
     ``labels`` (one per input, None or "" unlabelled): train with them (issue 20): a decoder conditioned on the
     class and a supervised contrastive term (``TrainConfig.label_weight``); see :func:`encode_labels`.
-    ``judge_labels`` (the same form, ignored when ``labels`` are given, which judge too): the user's classes that
-    only judge, never train. Where 50 or more held-out items have one, they choose the checkpoint and the
-    safeguard's comparison with ITQ (``models.probe.label_probe``) instead of the cluster pseudo-labels.
+    Where 50 or more held-out items have a label, the safeguard compares the model with ITQ by those labels
+    (``models.probe.label_probe``), and training with them also chooses its checkpoint by them.
+    ``judge_labels`` (the same form, ignored when ``labels`` are given): the user's classes that only judge, never
+    train: the safeguard's comparison is by them, the checkpoint is still chosen by the label-free probe (by
+    held-out labels it took an earlier, worse checkpoint on 20 Newsgroups 3k: docs/robustness.md).
 
     The reconstruction loss follows the featurizer unless ``model_overrides`` names one. ``featurizer_options`` go
     to the featurizer's constructor (models.featurizers.make_featurizer), e.g. the sentence encoder's path.
@@ -548,9 +550,12 @@ def fit_hasher(
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
+    judge = probe  # what the safeguard compares the model and ITQ by
     judges = label_codes if label_codes is not None else _judges(judge_labels, x.shape[0])
-    if judges is not None:  # the user's classes, where enough held-out items have one, judge instead
-        probe = label_probe(judges, val_idx, train_idx, cfg.seed) or probe
+    by_labels = None if judges is None else label_probe(judges, val_idx, train_idx, cfg.seed)
+    if by_labels is not None:  # the user's classes, where enough held-out items have one, judge instead
+        judge = by_labels
+        probe = by_labels if label_codes is not None else probe  # training with labels: the checkpoint too
     train_labels = label_codes
     if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
         graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
@@ -560,8 +565,8 @@ def fit_hasher(
         model_config, cfg, *_train_args(data), probe=probe, labels=data.labels, label_targets=data.label_targets
     )
     model, verdict = result.model, None
-    if cfg.safeguard and probe is not None:
-        result, verdict = _safeguard(model_config, cfg, data, probe, result, featurizer.recon)
+    if cfg.safeguard and judge is not None:
+        result, verdict = _safeguard(model_config, cfg, data, probe, judge, result, featurizer.recon)
         model = verdict.chosen.model
     report = training_report(result, x, len(val_idx), verdict, cfg, probe.kind if probe is not None else None)
     if label_codes is not None:
@@ -597,17 +602,24 @@ def _train_args(data: TrainData) -> tuple:
 
 
 def _safeguard(
-    model_config: ModelConfig, cfg: TrainConfig, data: TrainData, probe: Probe, result: TrainResult, recon: str
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    data: TrainData,
+    probe: Probe | None,
+    judge: Probe,
+    result: TrainResult,
+    recon: str,
 ) -> tuple[TrainResult, Verdict]:
-    """Compare with ITQ on the held-out items (models.safeguard). When the model does not clearly win and was still
-    improving when its steps ran out, train on once from its weights; then try its other read-out, then ITQ."""
+    """Compare with ITQ on the held-out items by ``judge`` (models.safeguard). When the model does not clearly win
+    and was still improving when its steps ran out, train on once from its weights (validated by ``probe``, as the
+    first round); then try its other read-out, then ITQ."""
     x, device = data.x, resolve_device(cfg.device)
-    itq = fit_itq_candidate(x, model_config.n_bits, recon, probe, device, cfg.seed)
-    model = assess("model", result.model, x, probe, device, cfg.seed)
+    itq = fit_itq_candidate(x, model_config.n_bits, recon, judge, device, cfg.seed)
+    model = assess("model", result.model, x, judge, device, cfg.seed)
     if itq is not None and not clearly_wins(model, itq) and _still_improving(result):
         LOG.warning(
             "the model does not clearly beat ITQ yet (%s %.3f against %.3f): training on",
-            "label mAP" if probe.kind == "labels" else "probe mAP",
+            "label mAP" if judge.kind == "labels" else "probe mAP",
             model.probe_map,
             itq.probe_map,
         )
@@ -621,7 +633,7 @@ def _safeguard(
             label_targets=data.label_targets,
         )
         result = _joined(result, more)
-        model = assess("model", result.model, x, probe, device, cfg.seed)
+        model = assess("model", result.model, x, judge, device, cfg.seed)
     alternative = None
     # another read-out can repair a collapse (models.safeguard.decide); a projecting read-out has no threshold twin
     if itq is not None and collapsed(model, itq) and not model_config.readout_from:
@@ -630,7 +642,7 @@ def _safeguard(
             f"model, {other} read-out",
             with_readout(model.model, other, x, device, cfg.seed),
             x,
-            probe,
+            judge,
             device,
             cfg.seed,
         )

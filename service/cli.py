@@ -24,7 +24,7 @@ from hamdex.models import data
 from hamdex.models.bottlenecks import BOTTLENECKS
 from hamdex.service import cli_decode, cli_transfer
 from hamdex.service.cli_info import info as info_cmd
-from hamdex.service.cli_info import labels_line
+from hamdex.service.cli_info import report_lines
 from hamdex.service.cli_options import DEVICE_METAVAR, DeviceOpt, check_device
 from rich.console import Console
 from rich.markup import escape
@@ -332,8 +332,8 @@ def _judge_labels(block: data.Block) -> list[str | None] | None:
     known = [label for label in block.labels if label is not None and label != ""]
     console.print(
         f"[yellow]note:[/yellow] {len(known)} items carry a label ({len(set(known))} classes): the held-out items' "
-        "labels choose the checkpoint and judge the model against ITQ, and never train it (--label-field label "
-        "trains with them; --no-judge-by-labels judges by the data's own clusters)"
+        "labels judge the model against ITQ and never train it (--label-field label trains with them; "
+        "--no-judge-by-labels judges by the data's own clusters)"
     )
     return list(block.labels)
 
@@ -395,28 +395,13 @@ def _parse_shape(text: str) -> tuple[int, int]:
 
 
 def _print_report(report: dict) -> None:
-    """The training report (models.train.training_report) in a few lines; its warnings in red."""
-    validation, health, guard = report["validation"], report["code_health"], report["safeguard"]
-    console.print(
-        f"trained {report['steps']:,} steps ({report['epochs']} epochs, best {report['best_epoch']}) in "
-        f"{report['seconds']:.1f}s on {report['device']}; {report['items']:,} items, {report['held_out']:,} held out"
-    )
-    signal = validation["signal"]
-    value = validation["val_loss"] if signal == "loss" else validation["probe_map"]
-    console.print(f"validation ({signal}): {value:.4f}")
-    if "labels" in report:
-        console.print(f"labels: {labels_line(report['labels'])}")
-    console.print(
-        f"code health: distinct codes {health['distinct_code_fraction']:.1%}, bit balance "
-        f"{health['bit_balance']:.3f} (0 = balanced), mean |bit correlation| {health['mean_abs_bit_correlation']:.3f}"
-    )
-    candidates = guard.get("candidates", {})
-    if "itq" in candidates:
-        scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
-        console.print(f"against ITQ on the same features ({signal} of held-out items): {scores}")
-    console.print(f"safeguard: {guard['action']}" + (f" ({guard['reason']})" if guard.get("reason") else ""))
-    for warning in guard["warnings"]:
-        console.print(f"[bold red]WARNING:[/bold red] {escape(warning)}")
+    """The training report (models.train.training_report) as ``hamdex info`` shows it; its warnings in red."""
+    lines = [line.removeprefix("  ") for line in report_lines(report)[1:]]  # without the "training report" heading
+    for line in [f"trained {lines[0]}", *lines[1:]]:
+        if line.startswith("WARNING: "):
+            console.print(f"[bold red]WARNING:[/bold red] {escape(line.removeprefix('WARNING: '))}")
+        else:
+            console.print(escape(line))
 
 
 @app.command("index")

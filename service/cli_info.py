@@ -77,7 +77,7 @@ def render(card: dict[str, Any]) -> str:
             f"{params['weights_sha256'][:12]}, {params['max_tokens']} tokens)"
         )
     if report:
-        lines += ["", *_report_lines(report)]
+        lines += ["", *report_lines(report)]
     lines += ["", "model config", *_fields(config)]
     featurizer = card["featurizer"]
     lines += ["", f"featurizer {featurizer['kind']}", *_fields(featurizer["params"])]
@@ -88,7 +88,7 @@ def render(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report_lines(report: dict[str, Any]) -> list[str]:
+def report_lines(report: dict[str, Any]) -> list[str]:
     """The training report (models.train.training_report) as service.cli prints it after training."""
     validation, health, guard = report["validation"], report["code_health"], report["safeguard"]
     value = validation["val_loss"] if validation["signal"] == "loss" else validation["probe_map"]
@@ -106,7 +106,8 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
     candidates = guard.get("candidates", {})
     if "itq" in candidates:
         scores = ", ".join(f"{name} {c['probe_map']:.4f}" for name, c in candidates.items())
-        lines.append(f"  against ITQ ({validation['signal']} of held-out items): {scores}")
+        judged_by = guard.get("judged_by", validation["signal"])  # checkpoints before 2026-12-07: the signal alone
+        lines.append(f"  against ITQ on the same features ({judged_by} of held-out items): {scores}")
     lines.append(f"  safeguard: {guard['action']}" + (f" ({guard['reason']})" if guard.get("reason") else ""))
     lines += [f"  WARNING: {w}" for w in guard.get("warnings", [])]
     return lines
