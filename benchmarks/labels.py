@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--label-weight", type=float, default=1.0, help="TrainConfig.label_weight (default 1.0)")
     parser.add_argument(
+        "--label-batch", type=int, default=128, help="TrainConfig.label_batch: labelled items a step (default 128)"
+    )
+    parser.add_argument(
         "--label-propagation", type=float, default=0.0, help="TrainConfig.label_propagation (default 0: off)"
     )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
@@ -57,6 +60,7 @@ def run_cell(
     seed: int,
     label_weight: float = 1.0,
     label_propagation: float = 0.0,
+    label_batch: int = 128,
 ):
     """Train the preset with this share of the labels and score it; returns {metric: value}."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
@@ -74,6 +78,7 @@ def run_cell(
         safeguard=True,
         label_weight=label_weight,
         label_propagation=label_propagation,
+        label_batch=label_batch,
         **train_over,
     )
     start = time.perf_counter()
@@ -119,7 +124,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         split = dataset.load(scale, args.seed)
         for fraction in args.fractions:
             cell = run_cell(
-                dataset, split, scale, args.bits, fraction, args.seed, args.label_weight, args.label_propagation
+                dataset,
+                split,
+                scale,
+                args.bits,
+                fraction,
+                args.seed,
+                args.label_weight,
+                args.label_propagation,
+                args.label_batch,
             )
             results.setdefault(name, {}).setdefault(args.bits, {})[str(fraction)] = cell
             LOG.info("%s %d bits, %s labelled: %s", name, args.bits, fraction, cell)
