@@ -118,7 +118,7 @@ def test_without_ray_the_error_says_what_to_install(dense_model_dir, tmp_path, m
     np.save(tmp_path / "x.npy", np.zeros((4, D), np.float32))
     result = run_index(str(tmp_path / "x.npy"), "-m", str(dense_model_dir), "-c", str(tmp_path / "c"), "--ray")
     assert result.exit_code == 2
-    assert "pip install 'hamdex[ray]'" in result.output.replace("\n", "")
+    assert "pip install 'hamdex[ray]'" in " ".join(result.output.split())
 
 
 def test_strict_stops_at_the_first_bad_row_after_writing_the_blocks_before(local_ray, dense_model_dir, tmp_path):
