@@ -245,9 +245,8 @@ def run_cell(
             "featurizer": hasher.featurizer.kind,
             "bottleneck": bottleneck or cli_default_bottleneck(),  # as asked: an ITQ fallback ships none
             "safeguard": report["safeguard"]["action"],
-            "judged_by": report["safeguard"].get(
-                "judged_by", report["validation"]["signal"]
-            ),  # label mAP: the labels judged
+            # what the safeguard compared by: "label mAP" where the training file's labels judged
+            "judged_by": report["safeguard"].get("judged_by", report["validation"]["signal"]),
             "steps": report["steps"],
             **{k: report["code_health"][k] for k in ("bit_balance", "mean_abs_bit_correlation")},
             # the trained model's own probe mAP and code health on the training items (absent when unchecked)

@@ -243,7 +243,7 @@ def train(
         bool,
         typer.Option(
             help="When the items carry a label (and no --label-field trains with them), the held-out items' labels "
-            "choose the checkpoint and judge the model against ITQ; they never train it (docs/robustness.md).",
+            "judge the model against ITQ; they neither train it nor choose its checkpoint (docs/robustness.md).",
         ),
     ] = True,
 ) -> None:
