@@ -11,6 +11,11 @@ pixels lose on it. The clusters are found in the input features rather than in a
 (whitened pixels, BM25 text), which would favour the model that was trained on that space's neighbours.
 Measurements in docs/robustness.md.
 
+Embeddings are the exception (``TrainConfig.probe`` "neighbours", the dense preset's): their cosine is what their
+encoder was trained for, so what a user asks of their codes is to keep each item's nearest vectors, and
+:func:`neighbour_probe` measures exactly that, the mAP of each held-out item's 10 exact nearest training items by
+cosine in the vectors as given (docs/embeddings.md).
+
 Queries and database are capped (``MAX_QUERIES``, ``MAX_DATABASE``) so that one score costs about a second
 whatever the training set's size.
 """
@@ -41,21 +46,36 @@ GRAPH_NEIGHBOURS = 10
 LABEL_PROBE_MIN_QUERIES = 50  # labelled held-out items needed to judge by the user's labels instead of clusters
 
 
+# what each kind of probe measures, as reports name it
+SIGNALS = {"clusters": "probe mAP", "labels": "label mAP", "neighbours": "neighbour mAP"}
+
+
 @dataclass(frozen=True)
 class Probe:
     queries: np.ndarray  # int64 (q,) rows of the features: held-out items
     database: np.ndarray  # int64 (m,) rows of the features: training items
-    labels: np.ndarray  # int64 (q + m,) pseudo-labels of queries then database
-    kind: str = "clusters"  # what the labels are: "clusters" (pseudo-labels) or "labels" (the user's classes)
+    labels: np.ndarray | None  # int64 (q + m,) pseudo-labels of queries then database; None for "neighbours"
+    # what is relevant to a query: "clusters" (the same pseudo-label), "labels" (the same class of the user's) or
+    # "neighbours" (one of its exact nearest database items in the input space: ``neighbours``)
+    kind: str = "clusters"
+    neighbours: np.ndarray | None = None  # int64 (q, k) positions in ``database`` of each query's exact nearest
 
     @property
     def rows(self) -> np.ndarray:
         return np.concatenate([self.queries, self.database])
 
+    @property
+    def signal(self) -> str:
+        return SIGNALS[self.kind]
+
     def score(self, codes: np.ndarray) -> ProbeScore:
         """Packed codes uint8 (q + m, B) of :attr:`rows` -> the probe mAP in [0, 1] and its standard error."""
         q = len(self.queries)
-        ap = average_precisions(codes[:q], codes[q:], self.labels[:q], self.labels[q:])  # (q,)
+        if self.neighbours is not None:
+            ap = neighbour_average_precisions(codes[:q], codes[q:], self.neighbours)  # (q,)
+        else:
+            assert self.labels is not None
+            ap = average_precisions(codes[:q], codes[q:], self.labels[:q], self.labels[q:])  # (q,)
         return ProbeScore(float(ap.mean()), float(ap.std(ddof=1) / np.sqrt(q)), ap)
 
 
@@ -94,6 +114,26 @@ def label_probe(labels: np.ndarray, queries: np.ndarray, database: np.ndarray, s
     return Probe(queries, database, labels[np.concatenate([queries, database])], kind="labels")
 
 
+def neighbour_probe(
+    space: np.ndarray, queries: np.ndarray, database: np.ndarray, seed: int = 0, k: int = GRAPH_NEIGHBOURS
+) -> Probe | None:
+    """A probe whose relevant items are each held-out query's ``k`` nearest training items by cosine in ``space``
+    (n, d): dense rows of the items as the user gave them (``TrainConfig.probe`` "neighbours"). For embeddings,
+    whose cosine is what their encoder was trained for, the codes' job is to keep those neighbours, and this
+    measures it; None with too few items."""
+    rng = np.random.default_rng(seed)
+    queries = _at_most(queries, MAX_QUERIES, rng)
+    database = _at_most(database, MAX_DATABASE, rng)
+    if len(queries) < 2 or len(database) < 2 * k:
+        return None
+    unit = np.asarray(space, np.float32)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    sim = unit[queries] @ unit[database].T  # (q, m)
+    nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (q, k) positions in database
+    LOG.info("probe: the %d nearest of %d queries among %d database items", k, len(queries), len(database))
+    return Probe(queries, database, None, kind="neighbours", neighbours=nearest.astype(np.int64))
+
+
 def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     rows = np.asarray(rows, np.int64)
     return rows if len(rows) <= n else np.sort(rng.choice(rows, n, replace=False))
@@ -106,14 +146,34 @@ def average_precisions(
     database (as evaluation.metrics, whose mean_average_precision is their mean)."""
     order = np.random.default_rng(0).permutation(len(db_codes))
     db_codes, db_labels = db_codes[order], db_labels[order]
-    ranks = np.arange(1, len(db_codes) + 1)
     out = []
     for start in range(0, len(q_codes), 256):
         dist = hamming(q_codes[start : start + 256], db_codes)  # (b, m)
         relevant = db_labels[np.argsort(dist, axis=1, kind="stable")] == q_labels[start : start + 256, None]
-        hits = np.cumsum(relevant, axis=1)
-        out.append((relevant * hits / ranks).sum(axis=1) / np.maximum(relevant.sum(axis=1), 1))
+        out.append(_ranked_aps(relevant))
     return np.concatenate(out)
+
+
+def neighbour_average_precisions(q_codes: np.ndarray, db_codes: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """float (q,): each query's average precision of Hamming ranking with its ``neighbours`` (q, k) database
+    positions as the relevant items, ties broken as :func:`average_precisions` does."""
+    order = np.random.default_rng(0).permutation(len(db_codes))
+    position = np.argsort(order)  # database position -> its place in the permuted order
+    out = []
+    for start in range(0, len(q_codes), 256):
+        block = neighbours[start : start + 256]  # (b, k)
+        dist = hamming(q_codes[start : start + 256], db_codes[order])  # (b, m)
+        mask = np.zeros(dist.shape, dtype=bool)
+        mask[np.arange(len(block))[:, None], position[block]] = True
+        out.append(_ranked_aps(np.take_along_axis(mask, np.argsort(dist, axis=1, kind="stable"), axis=1)))
+    return np.concatenate(out)
+
+
+def _ranked_aps(relevant: np.ndarray) -> np.ndarray:
+    """bool (b, m) relevance in ranked order -> float (b,) average precisions."""
+    hits = np.cumsum(relevant, axis=1)
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    return (relevant * hits / ranks).sum(axis=1) / np.maximum(relevant.sum(axis=1), 1)
 
 
 @torch.no_grad()

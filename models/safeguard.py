@@ -3,8 +3,9 @@
 ITQ (Gong & Lazebnik 2011) is fitted on the same features in the same run (seconds), and both it and the trained
 model are scored on the held-out items of the training set with the label-free probe mAP (``models.probe``). The
 model is kept when it beats ITQ by ``MARGIN`` and its codes did not collapse (distinct codes below ``COLLAPSE`` x
-ITQ's). When the user's labels judge (``models.probe.label_probe``), the probe measures what they will, so no margin
-for the probe's flattery is needed: the model is kept when it beats ITQ beyond noise, by ``LABEL_STDERRS``
+ITQ's). When the user's labels judge (``models.probe.label_probe``), or the probe is the held-out items' own nearest
+neighbours (``models.probe.neighbour_probe``, for embeddings), it measures what the user will, so no margin for the
+cluster probe's flattery is needed: the model is kept when it beats ITQ beyond noise, by ``LABEL_STDERRS``
 standard errors of the paired per-query difference. Otherwise the caller may train on
 (``models.train.fit_hasher``), then the other read-out of the same encoder is tried (threshold <-> itq rotation,
 ``models.readout``), and when no candidate clearly wins, ITQ itself is shipped: a one-layer model whose encoder is
@@ -25,7 +26,7 @@ from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
 from hamdex.models.ensemble import Model, build_model
 from hamdex.models.featurizers import Features
 from hamdex.models.health import code_health
-from hamdex.models.probe import Probe, calibrate, encode_rows, probe_score
+from hamdex.models.probe import SIGNALS, Probe, calibrate, encode_rows, probe_score
 from hamdex.models.readout import fit_itq
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ LOG = logging.getLogger(__name__)
 # 64 bits 1.05 x (1.04 x): the probe flatters a text model by a few per cent, so a win must be clear
 MARGIN = 0.10
 LABEL_STDERRS = 2.0  # with the user's labels: the paired difference model - ITQ must exceed this many standard errors
+# probes that measure what the user will (their labels; their vectors' own nearest neighbours): judged by the paired
+# rule, without the margin for the cluster probe's flattery
+PAIRED = frozenset({"labels", "neighbours"})
 COLLAPSE = 0.1  # codes are collapsed when their distinct fraction is under this share of ITQ's
 
 
@@ -46,7 +50,7 @@ class Candidate:
     probe_map: float
     health: dict[str, float]
     aps: np.ndarray | None = None  # float (q,) each probe query's average precision
-    probe_kind: str = "clusters"  # what judged it: "clusters" or "labels" (models.probe.Probe.kind)
+    probe_kind: str = "clusters"  # what judged it: "clusters", "labels" or "neighbours" (models.probe.Probe.kind)
 
     def summary(self) -> dict[str, Any]:
         return {"probe_map": round(self.probe_map, 4), **{k: round(v, 4) for k, v in self.health.items()}}
@@ -71,8 +75,8 @@ class Verdict:
             "shipped": self.chosen.name,
             "ok": self.ok,
             "collapsed": self.collapsed,
-            "judged_by": "label mAP" if self.chosen.probe_kind == "labels" else "probe mAP",
-            "margin": f"{LABEL_STDERRS:g} paired standard errors" if self.chosen.probe_kind == "labels" else MARGIN,
+            "judged_by": SIGNALS[self.chosen.probe_kind],
+            "margin": f"{LABEL_STDERRS:g} paired standard errors" if self.chosen.probe_kind in PAIRED else MARGIN,
             "candidates": self.tried,
             "warnings": list(self.warnings),
         }
@@ -112,7 +116,7 @@ def clearly_wins(candidate: Candidate, itq: Candidate) -> bool:
     """Beats ITQ by the probe's rule (the module's docstring) with codes that did not collapse."""
     if collapsed(candidate, itq):
         return False
-    if candidate.probe_kind == "labels" and candidate.aps is not None and itq.aps is not None:
+    if candidate.probe_kind in PAIRED and candidate.aps is not None and itq.aps is not None:
         diff = candidate.aps - itq.aps  # (q,) paired: the same held-out queries
         return bool(diff.mean() > LABEL_STDERRS * diff.std(ddof=1) / np.sqrt(len(diff)))
     return candidate.probe_map >= itq.probe_map * (1 + MARGIN)
@@ -146,7 +150,9 @@ def decide(model: Candidate, itq: Candidate | None, alternative: Candidate | Non
         return Verdict(alternative, itq, "read-out switched", was_collapsed, [], tried)
     best = max((c for c in (model, alternative) if c is not None), key=lambda c: c.probe_map)
     why = "its codes collapsed" if was_collapsed else "it did not clearly beat ITQ"
-    what = "label mAP of the held-out items" if best.probe_kind == "labels" else "probe mAP"
+    what = {"labels": "label mAP of the held-out items", "neighbours": "neighbour mAP of the held-out items"}.get(
+        best.probe_kind, "probe mAP"
+    )
     warning = (
         f"the trained model was replaced by ITQ on the same features: {why} ({what} {best.probe_map:.3f} "
         f"against ITQ's {itq.probe_map:.3f}, distinct codes {best.health['distinct_code_fraction']:.1%} against "

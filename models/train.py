@@ -40,7 +40,16 @@ from hamdex.models.neighbours import (
     with_lsa,
 )
 from hamdex.models.objectives import cluster_supcon, neighbour_infonce, similarity_distillation, teacher_bce
-from hamdex.models.probe import Probe, build_probe, calibrate, encode_rows, label_probe, probe_score
+from hamdex.models.probe import (
+    SIGNALS,
+    Probe,
+    build_probe,
+    calibrate,
+    encode_rows,
+    label_probe,
+    neighbour_probe,
+    probe_score,
+)
 from hamdex.models.propagate import propagate_labels
 from hamdex.models.safeguard import (
     Verdict,
@@ -60,6 +69,8 @@ LOG = logging.getLogger(__name__)
 
 
 TARGET_FEATURES = ("input", "scattering")
+DISTILL_SPACES = ("features", "input")
+PROBES = ("clusters", "neighbours")
 PROBE_MIN_ITEMS = 50  # held-out items needed to validate by the probe and to run the safeguard
 JUDGE_MIN_PER_CLASS = 5  # labelled items a class on average for labels that only judge (fit_hasher's judge_labels)
 PROPAGATION_NEIGHBOURS = 10  # k of the graph labels spread over when the preset trains without neighbours
@@ -99,6 +110,14 @@ class TrainConfig:
     # cosine (models.objectives.similarity_distillation), teacher at distill_temperature, student at temperature
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
+    # where the distillation teacher takes its cosine: "features", the model's input features; or "input", the
+    # vectors as given, before the dense featurizer's standardisation: cosine in the user's own space, what a vector
+    # database ranks by (dense and sentence featurizers only)
+    distill_space: str = "features"
+    # the weight of the autoencoder's own loss (reconstruction and the bottleneck's regulariser) beside the other
+    # terms. Only this loss trains the decoder, and Adam scales each parameter's step by its own gradients, so the
+    # decoder learns about as fast at any weight > 0; below 1 the encoder follows the other terms more
+    recon_weight: float = 1.0
     # > 0: an adversarial prior on each member's codes (models.adversarial): a discriminator tells them from
     # independent fair bits and the encoder learns to fool it, for balanced, independent bits; see docs/quality.md
     adversarial_weight: float = 0.0
@@ -146,6 +165,11 @@ class TrainConfig:
     target_features: str = "input"
     max_seconds: float | None = None  # wall-clock budget; stops after the epoch that crosses it
     progress: bool = True  # a bar on a terminal, else a log line now and then (hamdex.progress)
+    # fit_hasher's label-free signal, which chooses the checkpoint and (without the user's labels) judges the model
+    # against ITQ: "clusters", the mAP of the held-out items' Hamming ranking by pseudo-classes of the features
+    # (models.probe.build_probe); or "neighbours", by each held-out item's exact nearest training items in the input
+    # space (models.probe.neighbour_probe; the vectors as given for dense and sentence inputs)
+    probe: str = "clusters"
     # fit_hasher: compare the trained model with ITQ on the held-out items and act when it does not clearly win
     # (models.safeguard); needs PROBE_MIN_ITEMS held-out items, else the report says it was not checked. Off here
     # so that a caller gets the model it configured; ``hamdex train`` and the benchmarks turn it on
@@ -164,6 +188,12 @@ class TrainConfig:
             )
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be >= 0, distill_temperature > 0")
+        if self.distill_space not in DISTILL_SPACES:
+            raise ValueError(f"unknown distill_space {self.distill_space!r}; choose one of {', '.join(DISTILL_SPACES)}")
+        if self.probe not in PROBES:
+            raise ValueError(f"unknown probe {self.probe!r}; choose one of {', '.join(PROBES)}")
+        if not self.recon_weight >= 0 or math.isinf(self.recon_weight):
+            raise ValueError(f"recon_weight must be a finite number >= 0, got {self.recon_weight}")
         if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
             raise ValueError("neighbours and contrastive_weight must be >= 0, temperature > 0")
         if self.contrastive_weight and not self.neighbours:
@@ -237,6 +267,7 @@ class TrainData:
     # (models.propagate), which the decoder is not given: a guessed class would let the bits leave it out
     label_targets: np.ndarray | None = None
     labelled_train: np.ndarray | None = None  # int64 training rows with a label term class (set by train)
+    similarity: np.ndarray | None = None  # (n, d') rows whose cosine the distillation teacher uses; x when None
 
 
 def _batch_loss(
@@ -247,7 +278,7 @@ def _batch_loss(
     labels = None if data.labels is None else torch.from_numpy(data.labels[rows]).to(device)  # (B,) -1 unknown
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
         out = model(batch, target) if labels is None else model(batch, target, labels)
-        loss = out.loss
+        loss = cfg.recon_weight * out.loss
         if labels is not None and cfg.label_weight:
             loss = loss + cfg.label_weight * _label_loss(model, data, cfg, device, rng)
         if adversary is not None:  # the discriminators' loss and the encoder's against them
@@ -268,7 +299,10 @@ def _batch_loss(
             inputs = to_tensor(data.x[both_rows], device, sparse=True)  # (2B, d), or (B, d) without neighbours
             codes = model.relaxed_codes(inputs)  # (2B, n_bits)
             if cfg.distill_weight:
-                dense = inputs.to_dense() if inputs.layout == torch.sparse_csr else inputs
+                if data.similarity is not None:
+                    dense = torch.from_numpy(data.similarity[both_rows]).to(device)  # (2B, d')
+                else:
+                    dense = inputs.to_dense() if inputs.layout == torch.sparse_csr else inputs
                 loss = loss + cfg.distill_weight * similarity_distillation(
                     codes, dense, cfg.distill_temperature, cfg.temperature
                 )
@@ -369,6 +403,7 @@ def train(
     init: dict[str, torch.Tensor] | None = None,
     labels: np.ndarray | None = None,
     label_targets: np.ndarray | None = None,
+    similarity: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on features (n, d); keeps the weights of the best validation: the highest probe mAP of the held-out
     items with a ``probe`` (models.probe), else the lowest validation loss (without the contrastive term).
@@ -379,13 +414,16 @@ def train(
     to go on from instead of a fresh model. ``labels`` int64 (n,) class indices, -1 unlabelled, for a model
     config with ``label_names``: the decoder's condition and the targets of the label term; ``label_targets``
     (n,), when given, the label term's targets instead (labels and propagated classes: models.propagate).
+    ``similarity`` (n, d'): rows whose cosine the distillation teacher uses instead of ``x``'s.
     """
     if clusters is not None:
         clusters = clusters.reshape(len(clusters), -1)  # (n,) is one member's labels
         members = len(member_widths(model_config))
         if clusters.shape[1] != members:
             raise ValueError(f"clusters has {clusters.shape[1]} label columns for {members} members")
-    data = TrainData(x, targets, neighbours, teacher, clusters)
+    if similarity is not None and similarity.shape[0] != x.shape[0]:
+        raise ValueError(f"similarity has {similarity.shape[0]} rows for {x.shape[0]} items")
+    data = TrainData(x, targets, neighbours, teacher, clusters, similarity=similarity)
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
     if labels is not None:
         if labels.shape != (x.shape[0],):
@@ -531,6 +569,8 @@ def fit_hasher(
         raise ValueError(f"full_vocab_neighbours needs text inputs, not {featurizer_kind}")
     if cfg.target_features == "scattering" and featurizer_kind != "pixels":
         raise ValueError(f"target_features 'scattering' needs images (the pixels featurizer), not {featurizer_kind}")
+    if cfg.distill_weight and cfg.distill_space == "input" and featurizer_kind not in ("dense", "sentence"):
+        raise ValueError(f"distill_space 'input' needs dense or sentence vectors, not {featurizer_kind}")
     if cfg.feature_matching_weight and featurizer_kind != "pixels":
         raise ValueError(f"feature_matching_weight needs images (the pixels featurizer), not {featurizer_kind}")
     featurizer = make_featurizer(featurizer_kind, **(featurizer_options or {})).fit(inputs)
@@ -549,7 +589,13 @@ def fit_hasher(
         assert data.targets is not None
         model_config = dataclasses.replace(model_config, output_dim=data.targets.shape[1], recon="gaussian")
     train_idx, val_idx = split(x.shape[0], cfg.val_fraction, cfg.seed)
-    probe = build_probe(x, val_idx, train_idx, cfg.seed) if len(val_idx) >= PROBE_MIN_ITEMS else None
+    given = input_rows(featurizer, x)  # the vectors as the user gave them, where the featurizer standardised them
+    probe = None
+    if len(val_idx) >= PROBE_MIN_ITEMS:
+        if cfg.probe == "neighbours":
+            probe = neighbour_probe(given if given is not None else x, val_idx, train_idx, cfg.seed)
+        else:
+            probe = build_probe(x, val_idx, train_idx, cfg.seed)
     judge = probe  # what the safeguard compares the model and ITQ by
     judges = label_codes if label_codes is not None else _judges(judge_labels, x.shape[0])
     by_labels = None if judges is None else label_probe(judges, val_idx, train_idx, cfg.seed)
@@ -560,10 +606,10 @@ def fit_hasher(
     if label_codes is not None and cfg.label_propagation and (label_codes < 0).any():
         graph = data.neighbours if data.neighbours is not None else nearest_neighbours(x, PROPAGATION_NEIGHBOURS)
         train_labels = propagate_labels(label_codes, graph, train_idx, cfg.label_propagation, cfg.seed)
-    data = dataclasses.replace(data, labels=label_codes, label_targets=train_labels)
-    result = train(
-        model_config, cfg, *_train_args(data), probe=probe, labels=data.labels, label_targets=data.label_targets
+    data = dataclasses.replace(
+        data, labels=label_codes, label_targets=train_labels, similarity=_distill_rows(given, cfg)
     )
+    result = train(model_config, cfg, *_train_args(data), probe=probe, **_train_kwargs(data))
     model, verdict = result.model, None
     if cfg.safeguard and judge is not None:
         result, verdict = _safeguard(model_config, cfg, data, probe, judge, result, featurizer.recon)
@@ -601,6 +647,28 @@ def _train_args(data: TrainData) -> tuple:
     return data.x, data.targets, data.neighbours, data.teacher, data.clusters
 
 
+def _train_kwargs(data: TrainData) -> dict[str, Any]:
+    return {"labels": data.labels, "label_targets": data.label_targets, "similarity": data.similarity}
+
+
+def input_rows(featurizer: Any, x: Features) -> np.ndarray | None:
+    """float32 (n, d): the vectors as given, undoing the dense (or sentence) featurizer's standardisation of ``x``;
+    None for featurizers that do not standardise (text, pixels)."""
+    mean, std = getattr(featurizer, "mean", None), getattr(featurizer, "std", None)
+    if mean is None or std is None or sp.issparse(x):
+        return None
+    return (np.asarray(x, dtype=np.float32) * std + mean).astype(np.float32)
+
+
+def _distill_rows(given: np.ndarray | None, cfg: TrainConfig) -> np.ndarray | None:
+    """The rows whose cosine the distillation teacher uses (``TrainConfig.distill_space``): None for the features."""
+    if not cfg.distill_weight or cfg.distill_space == "features":
+        return None
+    if given is None:
+        raise ValueError("distill_space 'input' needs dense or sentence vectors")
+    return given
+
+
 def _safeguard(
     model_config: ModelConfig,
     cfg: TrainConfig,
@@ -619,7 +687,7 @@ def _safeguard(
     if itq is not None and not clearly_wins(model, itq) and _still_improving(result):
         LOG.warning(
             "the model does not clearly beat ITQ yet (%s %.3f against %.3f): training on",
-            "label mAP" if judge.kind == "labels" else "probe mAP",
+            judge.signal,
             model.probe_map,
             itq.probe_map,
         )
@@ -629,8 +697,7 @@ def _safeguard(
             *_train_args(data),
             probe=probe,
             init=result.model.state_dict(),
-            labels=data.labels,
-            label_targets=data.label_targets,
+            **_train_kwargs(data),
         )
         result = _joined(result, more)
         model = assess("model", result.model, x, judge, device, cfg.seed)
@@ -704,7 +771,7 @@ def training_report(
         "device": result.device,
         "stopped": result.stopped,
         "validation": {
-            "signal": "loss" if result.probe_map is None else "label mAP" if probe_kind == "labels" else "probe mAP",
+            "signal": "loss" if result.probe_map is None else SIGNALS[probe_kind or "clusters"],
             "probe_map": None if result.probe_map is None else round(result.probe_map, 4),
             "val_loss": round(best["val_loss"], 4),
         },
