@@ -48,12 +48,22 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "dense": (
-        {},
+        # one wide hidden layer without dropout: the same recall in 1,000 steps as (512, 512) with dropout in 2,000
+        {"hidden": (1024,), "dropout": 0.0},
         {
             "min_steps": 1000,
-            # codes keep the vectors' neighbour order: on MiniLM embeddings of 20 Newsgroups at 64 bits recall@10 of
-            # the float top 10 0.193 -> 0.260 and label P@100 0.377 -> 0.474 (ITQ 0.321 / 0.346); docs/embeddings.md
+            # codes keep the vectors' neighbour order (models.objectives.similarity_distillation) by cosine in the
+            # vectors as given, what a vector database ranks by; the checkpoint is chosen, and the model judged
+            # against ITQ, by the held-out items' exact nearest neighbours (models.probe.neighbour_probe). MiniLM
+            # embeddings of 20 Newsgroups, 64 bits, recall@10 of the float top 10 / label P@100: the earlier preset
+            # (student temperature 0.3, lr 5e-3, batch 256, the cluster probe) 0.250 / 0.478, this one 0.355 / 0.365,
+            # ITQ 0.322 / 0.345, float cosine - / 0.361 (docs/embeddings.md)
             "distill_weight": 30.0,
+            "distill_space": "input",
+            "probe": "neighbours",
+            "temperature": 0.1,  # the student's (no contrastive term here)
+            "lr": 1e-3,
+            "batch_size": 512,  # more of each item's neighbours in the batch the teacher ranks over
         },
     ),
 }

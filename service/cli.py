@@ -147,7 +147,10 @@ def train(
     kl_weight: Annotated[
         float | None, typer.Option(help="Weight of the bottleneck regulariser (default: the data type's preset).")
     ] = None,
-    hidden: Annotated[str, typer.Option(help="Encoder hidden widths, comma-separated.")] = "512,512",
+    hidden: Annotated[
+        str | None,
+        typer.Option(help="Encoder hidden widths, comma-separated (default: the preset's; 512,512 where it has none)."),
+    ] = None,
     members: Annotated[
         int | None,
         typer.Option(help="Independent autoencoders whose codes are concatenated (default: the preset's)."),
@@ -263,7 +266,7 @@ def train(
         "members": members,
         "bottleneck": bottleneck,
         "input_dropout": input_dropout,
-        "hidden": tuple(int(h) for h in hidden.split(",") if h),
+        "hidden": None if hidden is None else tuple(int(h) for h in hidden.split(",") if h),
         "kl_weight": kl_weight,
         "readout": readout,
         "nested": None if nested is None else tuple(int(w) for w in nested.split(",")),
