@@ -30,6 +30,11 @@ def train_encoder(db: np.ndarray, args: argparse.Namespace) -> torch.nn.Module:
         net = torch.nn.Sequential(
             torch.nn.Linear(db.shape[1], args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, args.bits)
         )
+    if args.itq_init:  # ITQ's projection plus an MLP correction that starts at zero: training starts at ITQ's codes
+        from hamdex.models.readout import fit_itq
+
+        mean, proj = fit_itq(((x - mu) / sd).numpy().astype(np.float64), args.bits, args.seed)
+        net = _Residual(db.shape[1], args.hidden, args.bits, mean, proj, args.itq_scale)
     nearest = None
     if args.neighbours:  # each batch item's partner: one of its exact top-k cosine neighbours in the database
         sim = db @ db.T
@@ -56,6 +61,21 @@ def embeddings_loss(z: torch.Tensor, x: torch.Tensor, args: argparse.Namespace) 
     return similarity_distillation(z, x, args.teacher_temperature, args.student_temperature) + 0.1 * quantisation
 
 
+class _Residual(torch.nn.Module):
+    def __init__(self, d, hidden, bits, mean, proj, scale) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(d, bits)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(proj.T * scale).float())
+            self.linear.bias.copy_(torch.from_numpy(-(mean @ proj) * scale).float())
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, bits))
+        torch.nn.init.zeros_(self.mlp[2].weight)
+        torch.nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.mlp(x)
+
+
 class _Standardise(torch.nn.Module):
     def __init__(self, mu: torch.Tensor, sd: torch.Tensor) -> None:
         super().__init__()
@@ -76,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--student-temperature", type=float, default=0.1)
     p.add_argument("--linear", action="store_true", help="a linear encoder instead of the MLP")
     p.add_argument("--neighbours", type=int, default=0, help="> 0: batches hold a top-k neighbour of each item")
+    p.add_argument("--itq-init", action="store_true", help="ITQ's projection plus a zero-initialised MLP")
+    p.add_argument("--itq-scale", type=float, default=0.3, help="ITQ's projections times this as starting scores")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     corpus, db, q = embedding_data.cached(args.corpus)

@@ -11,6 +11,8 @@ Per method and width:
 - ``recall@10_asym``: the Hamming top 100 rescored by the query's continuous scores against the stored bits
   (sum over bits of score x (+1 / -1)): no extra memory per item;
 - ``recall@10_rerank100``: the Hamming top 100 rescored exactly by cosine with float16 copies of the vectors;
+- ``recall@10_rerank200`` / ``500`` / ``1000``: the same float rerank of a longer Hamming shortlist, for the
+  shortlist a target recall needs;
 - ``p@100``: label precision of the Hamming top 100 (float cosine's in ``float_cosine``).
 hamdex trains with ``hamdex train``'s defaults on the database embeddings (``.npy`` rows: the dense featurizer);
 ``--featurizer-docs N`` times the sentence featurizer against sentence-transformers' own ``encode``; search QPS is
@@ -38,6 +40,7 @@ from benchmarks import embedding_data
 
 LOG = logging.getLogger(__name__)
 K, CANDIDATES, LABEL_K = 10, 100, 100
+MORE_CANDIDATES = (200, 500, 1000)  # also reported: how many candidates a float rerank needs for high recall
 WIDTHS = (32, 64, 128)
 METHODS = ("hamdex", "sign_bq", "itq", "lsh_centered")
 
@@ -76,18 +79,22 @@ def label_precision(found: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarr
 
 def score_codes(codes: Codes, db: np.ndarray, queries: np.ndarray, labels: tuple, truth: np.ndarray) -> dict:
     """The four metrics of one method at one width."""
-    top = hamming_top(codes.queries, codes.db, max(CANDIDATES, LABEL_K))
+    top = hamming_top(codes.queries, codes.db, max(CANDIDATES, LABEL_K, *MORE_CANDIDATES))
     cand = top[:, :CANDIDATES]
     signs = np.where(codes.db[cand], 1.0, -1.0)  # (q, N, bits)
     asym = np.einsum("qb,qnb->qn", codes.query_scores, signs)
     db16 = db.astype(np.float16).astype(np.float32)
     cosine = np.einsum("qd,qnd->qn", queries, db16[cand])
-    return {
+    out = {
         "recall@10": recall(top[:, :K], truth),
         "recall@10_asym": recall(rescored(cand, asym, K), truth),
         "recall@10_rerank100": recall(rescored(cand, cosine, K), truth),
         "p@100": label_precision(top[:, :LABEL_K], *labels),
     }
+    for n in MORE_CANDIDATES:  # the float rerank of a longer Hamming shortlist
+        more = top[:, :n]
+        out[f"recall@10_rerank{n}"] = recall(rescored(more, np.einsum("qd,qnd->qn", queries, db16[more]), K), truth)
+    return out
 
 
 def baseline_codes(name: str, bits: int, db: np.ndarray, queries: np.ndarray) -> Codes:
@@ -203,17 +210,18 @@ def featurizer_speed(n_docs: int) -> dict[str, float]:
 
 def format_markdown(results: dict) -> str:
     lines = [
-        "| corpus | method | bits | recall@10 | + asym | + rerank 100 | label P@100 | bytes/item |",
-        "|---|---|---|---|---|---|---|---|",
+        "| corpus | method | bits | recall@10 | + asym | + rerank 100 | + rerank 1000 | label P@100 | bytes/item |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for corpus in (c for c in results if c in embedding_data.CORPORA):
         r = results[corpus]
-        lines.append(f"| {corpus} | float cosine | - | 1.000 | | | {r['float_cosine']['p@100']:.3f} | 1,536 |")
+        lines.append(f"| {corpus} | float cosine | - | 1.000 | | | | {r['float_cosine']['p@100']:.3f} | 1,536 |")
         for method in METHODS:
             for bits, m in r.get(method, {}).items():
                 lines.append(
                     f"| {corpus} | {method} | {bits} | {m['recall@10']:.3f} | {m['recall@10_asym']:.3f} | "
-                    f"{m['recall@10_rerank100']:.3f} | {m['p@100']:.3f} | {int(bits) // 8} |"
+                    f"{m['recall@10_rerank100']:.3f} | {m.get('recall@10_rerank1000', float('nan')):.3f} | "
+                    f"{m['p@100']:.3f} | {int(bits) // 8} |"
                 )
     if "search_qps_1m" in results:
         lines.append("")

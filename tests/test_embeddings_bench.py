@@ -58,4 +58,7 @@ def test_a_corpus_through_every_method(bench, monkeypatch, tmp_path):
         assert all(0 <= row[k] <= 1 for k in ("recall@10", "recall@10_asym", "recall@10_rerank100", "p@100"))
     bq = saved["trec"]["sign_bq"]["32"]
     assert bq["recall@10_rerank100"] >= bq["recall@10"]
+    # an exact rerank of a longer shortlist never finds fewer of the true top 10
+    assert bq["recall@10_rerank100"] <= bq["recall@10_rerank200"] <= bq["recall@10_rerank500"]
+    assert bq["recall@10_rerank500"] <= bq["recall@10_rerank1000"]
     assert saved["search_qps_1m"] and out["trec"]["float_cosine"]["p@100"] > 0.5
