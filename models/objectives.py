@@ -57,24 +57,15 @@ def cluster_supcon(codes: torch.Tensor, labels: torch.Tensor, temperature: float
 
 
 def similarity_distillation(
-    codes: torch.Tensor,
-    x: torch.Tensor,
-    teacher_temperature: float,
-    student_temperature: float,
-    asymmetric: bool = False,
+    codes: torch.Tensor, x: torch.Tensor, teacher_temperature: float, student_temperature: float
 ) -> torch.Tensor:
     """KL(teacher || student) over each row's similarities to the other rows: relaxed codes (N, n_bits) against
-    inputs (N, d) -> () loss, averaged over rows. ``asymmetric``: the other rows are their bits (signs, with a
-    straight-through gradient), as a stored item is at search time against a query's continuous scores."""
+    inputs (N, d) -> () loss, averaged over rows."""
     z = nn.functional.normalize(codes.float(), dim=1)
     x = nn.functional.normalize(x.float(), dim=1)
-    others = z
-    if asymmetric:
-        signs = codes.float() + (torch.sign(codes.float()) - codes.float()).detach()  # straight-through
-        others = nn.functional.normalize(signs, dim=1)
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
     teacher = (x @ x.T / teacher_temperature).masked_fill(self_mask, float("-inf"))  # (N, N)
-    student = (z @ others.T / student_temperature).masked_fill(self_mask, float("-inf"))
+    student = (z @ z.T / student_temperature).masked_fill(self_mask, float("-inf"))
     p = torch.softmax(teacher, dim=1)
     log_ratio = (torch.log_softmax(teacher, dim=1) - torch.log_softmax(student, dim=1)).masked_fill(self_mask, 0.0)
     return (p * log_ratio).sum(dim=1).mean()

@@ -114,9 +114,6 @@ class TrainConfig:
     # vectors as given, before the dense featurizer's standardisation: cosine in the user's own space, what a vector
     # database ranks by (dense and sentence featurizers only)
     distill_space: str = "features"
-    # the student compares each item's relaxed code with the other items' bits (straight-through), as the
-    # asymmetric rescoring compares a query's scores with stored bits (models.objectives.similarity_distillation)
-    distill_asymmetric: bool = False
     # the weight of the autoencoder's own loss (reconstruction and the bottleneck's regulariser) beside the other
     # terms. Only this loss trains the decoder, and Adam scales each parameter's step by its own gradients, so the
     # decoder learns about as fast at any weight > 0; below 1 the encoder follows the other terms more
@@ -307,7 +304,7 @@ def _batch_loss(
                 else:
                     dense = inputs.to_dense() if inputs.layout == torch.sparse_csr else inputs
                 loss = loss + cfg.distill_weight * similarity_distillation(
-                    codes, dense, cfg.distill_temperature, cfg.temperature, cfg.distill_asymmetric
+                    codes, dense, cfg.distill_temperature, cfg.temperature
                 )
             # each member's bits get their own terms, as if it were trained alone
             for member, member_codes in enumerate(code_views(model.config, codes)):
