@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from hamdex.models.bits import pack
 from hamdex.models.ensemble import Model, parts
@@ -126,9 +127,10 @@ def neighbour_probe(
     database = _at_most(database, MAX_DATABASE, rng)
     if len(queries) < 2 or len(database) < 2 * k:
         return None
-    unit = np.asarray(space, np.float32)
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-    sim = unit[queries] @ unit[database].T  # (q, m)
+    from sklearn.preprocessing import normalize
+
+    sim = normalize(space[queries]) @ normalize(space[database]).T  # (q, m) cosine; sparse rows (text) too
+    sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
     nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (q, k) positions in database
     LOG.info("probe: the %d nearest of %d queries among %d database items", k, len(queries), len(database))
     return Probe(queries, database, None, kind="neighbours", neighbours=nearest.astype(np.int64))

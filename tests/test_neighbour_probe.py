@@ -4,6 +4,7 @@ training switches that go with it (``distill_space``, ``recon_weight``)."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from hamdex.models.autoencoder import ModelConfig
 from hamdex.models.bits import pack
@@ -45,6 +46,8 @@ def test_probe_finds_each_queries_nearest_by_cosine_in_the_space_given():
         assert set(probe.neighbours[i]) == set(np.argsort(-sims)[:5])
     assert (labels[database[probe.neighbours]] == labels[queries][:, None]).all()  # here, all from its own cluster
     assert neighbour_probe(x, queries, database[:9], k=5) is None  # too few database items for k
+    sparse = neighbour_probe(sp.csr_matrix(x), queries, database, seed=0, k=5)  # TF-IDF rows are sparse
+    np.testing.assert_array_equal(np.sort(sparse.neighbours, axis=1), np.sort(probe.neighbours, axis=1))
 
 
 def test_the_paired_rule_judges_a_neighbours_probe_without_the_clusters_margin():
