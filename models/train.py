@@ -118,6 +118,9 @@ class TrainConfig:
     # terms. Only this loss trains the decoder, and Adam scales each parameter's step by its own gradients, so the
     # decoder learns about as fast at any weight > 0; below 1 the encoder follows the other terms more
     recon_weight: float = 1.0
+    # > 0: pull the relaxed codes (tanh of the scores) towards +-1, mean (|code| - 1)^2, so that the codes the
+    # pairwise terms shape are close to the bits that are searched (the quantization term of deep hashing)
+    quantization_weight: float = 0.0
     # > 0: an adversarial prior on each member's codes (models.adversarial): a discriminator tells them from
     # independent fair bits and the encoder learns to fool it, for balanced, independent bits; see docs/quality.md
     adversarial_weight: float = 0.0
@@ -194,6 +197,8 @@ class TrainConfig:
             raise ValueError(f"unknown probe {self.probe!r}; choose one of {', '.join(PROBES)}")
         if not self.recon_weight >= 0 or math.isinf(self.recon_weight):
             raise ValueError(f"recon_weight must be a finite number >= 0, got {self.recon_weight}")
+        if not self.quantization_weight >= 0 or math.isinf(self.quantization_weight):
+            raise ValueError(f"quantization_weight must be a finite number >= 0, got {self.quantization_weight}")
         if self.neighbours < 0 or self.contrastive_weight < 0 or self.temperature <= 0:
             raise ValueError("neighbours and contrastive_weight must be >= 0, temperature > 0")
         if self.contrastive_weight and not self.neighbours:
@@ -291,13 +296,15 @@ def _batch_loss(
             # bit probabilities; the gaussian latent is a mean, thresholded near 0 (its calibrated median)
             probs = torch.sigmoid(out.latent) if model.config.bottleneck == "gaussian" else out.latent
             loss = loss + cfg.teacher_weight * teacher_bce(probs, torch.from_numpy(data.teacher[rows]).to(device))
-        if cfg.contrastive_weight or cfg.cluster_weight or cfg.distill_weight:
+        if cfg.contrastive_weight or cfg.cluster_weight or cfg.distill_weight or cfg.quantization_weight:
             both_rows = rows
             if data.neighbours is not None:  # each row's partner: one of its neighbours
                 pair_rows = data.neighbours[rows, rng.integers(0, data.neighbours.shape[1], len(rows))]
                 both_rows = np.concatenate([rows, pair_rows])
             inputs = to_tensor(data.x[both_rows], device, sparse=True)  # (2B, d), or (B, d) without neighbours
             codes = model.relaxed_codes(inputs)  # (2B, n_bits)
+            if cfg.quantization_weight:
+                loss = loss + cfg.quantization_weight * ((codes.float().abs() - 1) ** 2).mean()
             if cfg.distill_weight:
                 if data.similarity is not None:
                     dense = torch.from_numpy(data.similarity[both_rows]).to(device)  # (2B, d')

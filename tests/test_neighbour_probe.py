@@ -132,3 +132,16 @@ def test_hamdex_train_gives_vectors_the_dense_preset_unless_told(tmp_path, extra
     assert meta["model_config"]["hidden"] == hidden  # the CLI's default no longer overrides the preset's
     assert meta["train_config"]["probe"] == "neighbours" and meta["train_config"]["distill_space"] == "input"
     assert "neighbour mAP" in result.output
+
+
+def test_quantization_weight_pulls_relaxed_codes_towards_bits():
+    x, _ = _clusters()
+    model = build_model(ModelConfig(input_dim=x.shape[1], n_bits=8, recon="gaussian", hidden=(16,), dropout=0.0))
+    data, rows = TrainData(x), np.arange(32)
+    cfg = TrainConfig(recon_weight=0.0, quantization_weight=2.0, progress=False)
+    loss = _batch_loss(model, data, rows, cfg, torch.device("cpu"), np.random.default_rng(0))
+    with torch.no_grad():
+        codes = model.relaxed_codes(torch.from_numpy(x[rows]))
+    assert loss.item() == pytest.approx(2.0 * ((codes.abs() - 1) ** 2).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="quantization_weight"):
+        TrainConfig(quantization_weight=-1.0)
