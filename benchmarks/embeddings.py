@@ -144,7 +144,7 @@ def _train_variant(db: np.ndarray, bits: int, overrides: dict, out: Path) -> Non
 
     model_over, train_over = presets.resolve("dense", len(db), {"n_bits": bits, **overrides.get("model", {})}, {})
     train_over.update(overrides.get("train", {}))
-    cfg = TrainConfig(seed=0, device="cpu", safeguard=True, progress=False, **train_over)
+    cfg = TrainConfig(**{"seed": 0, "device": "cpu", "safeguard": True, "progress": False, **train_over})  # seed too
     hasher, _ = fit_hasher(db, "dense", model_over, cfg)
     checkpoint.save(out, hasher)
 
