@@ -57,6 +57,7 @@ Bottleneck = Literal[BOTTLENECKS]  # type: ignore[valid-type]
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 Readout = Literal["threshold", "itq"]
 TargetFeatures = Literal["input", "scattering"]
+ProbeKind = Literal["clusters", "neighbours"]
 
 
 def _print_version(given: bool) -> None:
@@ -242,6 +243,14 @@ def train(
             "(default 0: off; docs/quality.md#labels).",
         ),
     ] = None,
+    probe: Annotated[
+        ProbeKind | None,
+        typer.Option(
+            help="What chooses the checkpoint and, without labels, judges the model against ITQ: clusters (the "
+            "data's own topic clusters) or neighbours (each held-out item's exact nearest items: recall). Default: "
+            "the preset's (neighbours for vectors and sentence models, clusters otherwise; docs/embeddings.md).",
+        ),
+    ] = None,
     judge_by_labels: Annotated[
         bool,
         typer.Option(
@@ -283,6 +292,7 @@ def train(
         "min_steps": min_steps,
         "lr": lr,
         "batch_size": batch_size,
+        "probe": probe,
     }
     if label_weight is not None:
         train_given["label_weight"] = label_weight

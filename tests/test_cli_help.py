@@ -58,6 +58,7 @@ def test_brackets_survive() -> None:
         ("train", "--featurizer", ("auto", "text", "pixels", "dense", "sentence")),
         ("train", "--readout", ("threshold", "itq")),
         ("train", "--target-features", ("input", "scattering")),
+        ("train", "--probe", ("clusters", "neighbours")),
         ("index", "--backend", ("faiss", "milvus")),
         ("train", "--device", ("auto", "cpu", "cuda", "cuda:N")),
         ("serve", "--device", ("auto", "cpu", "cuda", "cuda:N")),
