@@ -210,6 +210,15 @@ def cli_default_bottleneck() -> str:
     return next(f.default for f in dataclasses.fields(ModelConfig) if f.name == "bottleneck")
 
 
+def _queries_for(hasher, queries: data.Block) -> data.Block:
+    """The query images as flat rows for a model that reads vectors (a ``featurizer`` "dense" variant of the
+    flat-rows cell, whose training rows are flat and whose queries are the test images)."""
+    if hasher.featurizer.kind != "dense" or queries.kind != "image":
+        return queries
+    rows = np.asarray(queries.inputs).reshape(len(queries.ids), -1).astype(np.float32)
+    return _block(rows, np.asarray(queries.labels), "vector")
+
+
 def run_cell(
     split: Split,
     bits: int,
@@ -233,7 +242,7 @@ def run_cell(
         seconds = time.perf_counter() - start
         hasher = checkpoint.load(model_dir, "cpu")
         baselines = list(BASELINES) if i == 0 else []
-        rows = evaluate_hasher(hasher, split.train, split.queries, k=100, baselines=baselines)
+        rows = evaluate_hasher(hasher, split.train, _queries_for(hasher, split.queries), k=100, baselines=baselines)
         report = hasher.info["report"]
         out.update({name: {k: float(rows[name][k]) for k in KEYS} for name in rows if name != "hamdex"})
         for name in baselines:

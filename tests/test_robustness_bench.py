@@ -114,3 +114,16 @@ def test_the_cli_gets_the_labels_a_users_file_would_carry(bench, tmp_path, flat,
     block = data.read_all(path)
     assert len(block.ids) == 200
     assert (block.labels == train.labels) is labelled
+
+
+def test_a_dense_variant_of_the_flat_rows_cell_reads_the_query_images_as_rows(bench, monkeypatch, tmp_path):
+    from hamdex.service import cli
+
+    real_train = cli.train
+    monkeypatch.setattr(cli, "train", lambda data_spec, **o: real_train(data_spec, epochs=2, hidden="16", **o))
+    flat = _tiny_digits(bench, flat=True).train
+    images = _tiny_digits(bench, flat=False).queries  # as fashion-5k-flat: flat training rows, image queries
+    monkeypatch.setitem(bench.DATASETS, "digits", lambda: bench.Split(flat, images))
+    cell = bench.run(["digits-16"], None, variants={"dense": {"featurizer": "dense"}})["digits-16"]
+    assert (cell["hamdex"]["featurizer"], cell["hamdex_dense"]["featurizer"]) == ("pixels", "dense")
+    assert 0 <= cell["hamdex_dense"]["map"] <= 1
