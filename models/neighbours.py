@@ -51,6 +51,14 @@ def nearest_neighbours(x: Features, k: int, block_size: int = 1024) -> np.ndarra
     return out
 
 
+def nearest_among(x: Features, queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
+    """int64 (q, k): for each of the ``queries`` rows of x, the positions in ``database`` (rows of x) of its k nearest
+    by cosine similarity (in no particular order)."""
+    sim = _unit_rows(x[queries]) @ _unit_rows(x[database]).T  # (q, m)
+    sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
+    return np.argpartition(-sim, k - 1, axis=1)[:, :k].astype(np.int64)
+
+
 def whitened(x: Features, dim: int) -> np.ndarray:
     """float32 (n, min(dim, d)): dense x centred, projected on its top principal axes, each axis scaled to unit
     variance. Axes with (numerically) zero variance are dropped rather than blown up."""

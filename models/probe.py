@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from hamdex.models.bits import pack
 from hamdex.models.ensemble import Model, parts
 from hamdex.models.featurizers import Features
 from hamdex.models.hasher import to_tensor
 from hamdex.models.health import hamming
-from hamdex.models.neighbours import nearest_neighbours
+from hamdex.models.neighbours import nearest_among, nearest_neighbours
 from hamdex.models.teacher import cluster_labels
 
 LOG = logging.getLogger(__name__)
@@ -127,13 +126,9 @@ def neighbour_probe(
     database = _at_most(database, MAX_DATABASE, rng)
     if len(queries) < 2 or len(database) < 2 * k:
         return None
-    from sklearn.preprocessing import normalize
-
-    sim = normalize(space[queries]) @ normalize(space[database]).T  # (q, m) cosine; sparse rows (text) too
-    sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
-    nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]  # (q, k) positions in database
+    nearest = nearest_among(space, queries, database, k)  # (q, k) positions in database; sparse rows (text) too
     LOG.info("probe: the %d nearest of %d queries among %d database items", k, len(queries), len(database))
-    return Probe(queries, database, None, kind="neighbours", neighbours=nearest.astype(np.int64))
+    return Probe(queries, database, None, kind="neighbours", neighbours=nearest)
 
 
 def _at_most(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

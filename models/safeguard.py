@@ -150,9 +150,7 @@ def decide(model: Candidate, itq: Candidate | None, alternative: Candidate | Non
         return Verdict(alternative, itq, "read-out switched", was_collapsed, [], tried)
     best = max((c for c in (model, alternative) if c is not None), key=lambda c: c.probe_map)
     why = "its codes collapsed" if was_collapsed else "it did not clearly beat ITQ"
-    what = {"labels": "label mAP of the held-out items", "neighbours": "neighbour mAP of the held-out items"}.get(
-        best.probe_kind, "probe mAP"
-    )
+    what = SIGNALS[best.probe_kind] + (" of the held-out items" if best.probe_kind in PAIRED else "")
     warning = (
         f"the trained model was replaced by ITQ on the same features: {why} ({what} {best.probe_map:.3f} "
         f"against ITQ's {itq.probe_map:.3f}, distinct codes {best.health['distinct_code_fraction']:.1%} against "
