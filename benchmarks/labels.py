@@ -44,6 +44,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--label-propagation", type=float, default=0.0, help="TrainConfig.label_propagation (default 0: off)"
     )
+    parser.add_argument(
+        "--model",
+        type=json.loads,
+        default={},
+        help="ModelConfig overrides on top of the preset, as JSON (e.g. '{\"readout_from\": 64}')",
+    )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here (rewritten after every cell)")
@@ -61,10 +67,11 @@ def run_cell(
     label_weight: float = 1.0,
     label_propagation: float = 0.0,
     label_batch: int = 128,
+    model: dict | None = None,
 ):
     """Train the preset with this share of the labels and score it; returns {metric: value}."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
-    model_over.update(n_bits=n_bits)
+    model_over.update(n_bits=n_bits, **(model or {}))
     train_over.update(scale.train_overrides())
     if scale.epochs is not None:
         train_over["min_steps"] = 0
@@ -133,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 args.label_weight,
                 args.label_propagation,
                 args.label_batch,
+                args.model,
             )
             results.setdefault(name, {}).setdefault(args.bits, {})[str(fraction)] = cell
             LOG.info("%s %d bits, %s labelled: %s", name, args.bits, fraction, cell)

@@ -185,10 +185,14 @@ def encode_rows(model: Model, x: Features, rows: np.ndarray, device: torch.devic
 
 
 @torch.no_grad()
-def calibrate(model: Model, x: Features, device, seed: int = 0, batch_size: int = 2048) -> list[float] | None:
+def calibrate(
+    model: Model, x: Features, device, seed: int = 0, batch_size: int = 2048, labels: np.ndarray | None = None
+) -> list[float] | None:
     """What is fitted on the training set after training: bottleneck thresholds (gaussian: per-bit medians) on the
     logits, and the itq read-out's rotation (models.readout) on all members' scores; returns ITQ's loss history
-    when there is a rotation."""
+    when there is a rotation. ``labels`` int64 (n,) the user's classes of x's rows (-1 unlabelled) fit the read-out
+    of a model trained with labels (models.readout.fisher_projection); other models ignore them, so labels that
+    only judge a model never shape it."""
     model.eval()
 
     def over_x(fn) -> torch.Tensor:
@@ -202,10 +206,17 @@ def calibrate(model: Model, x: Features, device, seed: int = 0, batch_size: int 
     for part in parts(model):
         if hasattr(part.bottleneck, "calibrate"):
             part.bottleneck.calibrate(over_x(part.logits))
-    return model.readout.fit(over_x(model.scores), seed) if model.readout is not None else None
+    if model.readout is None:
+        return None
+    trained_with_labels = bool(model.config.label_names)
+    return model.readout.fit(over_x(model.scores), seed, labels if trained_with_labels else None)
 
 
-def probe_score(model: Model, x: Features, probe: Probe, device, seed: int = 0) -> ProbeScore:
-    """The probe mAP of a model as it would be shipped: calibrated on the probe's database items first."""
-    calibrate(model, x[probe.database], device, seed)
+def probe_score(
+    model: Model, x: Features, probe: Probe, device, seed: int = 0, labels: np.ndarray | None = None
+) -> ProbeScore:
+    """The probe mAP of a model as it would be shipped: calibrated on the probe's database items first (with their
+    ``labels``, int64 (n,) over x's rows, where the model was trained with labels: :func:`calibrate`)."""
+    database_labels = None if labels is None else labels[probe.database]
+    calibrate(model, x[probe.database], device, seed, labels=database_labels)
     return probe.score(encode_rows(model, x, probe.rows, device))

@@ -16,11 +16,18 @@ tanh(s / 8) 0.598 / 0.603 (more in ``models.presets``).
 With ``ModelConfig.readout_from`` the scores are wider than the code and R is a projection: the top principal
 directions of the squashed scores, rotated by ITQ. A model trained at 32 bits gives better 16-bit codes this way
 than a model trained at 16 bits (docs/robustness.md).
+
+A model trained with labels (issue 20) has its read-out fitted with them too: the scores are first projected on
+their Fisher discriminant directions (:func:`fisher_projection`, fitted on the labelled training items), each scaled
+by the square root of its between- to within-class variance ratio, and ITQ rotates that, as CCA-ITQ does with
+labels as the second view (Gong et al., TPAMI 2013). The bits then spend themselves on what separates the classes
+(measured in docs/quality.md, Labels).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 import torch
 from sklearn.decomposition import PCA
@@ -28,6 +35,11 @@ from torch import nn
 
 READOUTS = ("threshold", "itq")
 ITQ_ITERATIONS = 50
+# the Fisher read-out (models trained with labels): within-class scatter + FISHER_SHRINK x its mean variance, for
+# stable directions from a few labelled items (0.1 beat 0.5 and 1.0: docs/quality.md, Labels);
+# used only with FISHER_MIN_PER_CLASS labelled items a class on average, else the plain itq read-out
+FISHER_SHRINK = 0.1
+FISHER_MIN_PER_CLASS = 10
 SCORE_SCALE = 8.0  # scores are soft-clipped as tanh(s / SCORE_SCALE) before the rotation
 
 
@@ -57,6 +69,31 @@ def fit_itq(x, n_bits: int, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> 
     mean, pcs = fit_pca(x, n_bits, seed)
     rotation, _ = itq_rotation(np.asarray(x @ pcs) - mean @ pcs, iterations, seed)
     return mean, pcs @ rotation
+
+
+def fisher_projection(
+    v: np.ndarray, labels: np.ndarray, n_out: int, shrink: float = FISHER_SHRINK
+) -> np.ndarray | None:
+    """Fisher discriminant directions of v (n, d) by the classes ``labels`` int64 (n,) (-1 unlabelled), the top
+    ``n_out`` by between- to within-class variance ratio, each scaled by the root of its ratio: float64 (d, n_out).
+    None with fewer than two classes or ``FISHER_MIN_PER_CLASS`` labelled items a class on average.
+
+    Hand-written (a generalized symmetric eigenproblem, ``scipy.linalg.eigh(Sb, Sw)``) because scikit-learn's
+    LinearDiscriminantAnalysis keeps only classes - 1 directions with their ratios, and a code is often wider."""
+    known = labels >= 0
+    classes, counts = np.unique(labels[known], return_counts=True)
+    if len(classes) < 2 or known.sum() < FISHER_MIN_PER_CLASS * len(classes):
+        return None
+    y, centred = labels[known], v[known] - v[known].mean(axis=0)  # (m,), (m, d)
+    means = np.stack([centred[y == c].mean(axis=0) for c in classes])  # (c, d)
+    within = centred - means[np.searchsorted(classes, y)]  # (m, d)
+    d = v.shape[1]
+    sw = within.T @ within / len(y)
+    sw += shrink * np.trace(sw) / d * np.eye(d)
+    sb = (means * counts[:, None]).T @ means / len(y)
+    ratios, directions = scipy.linalg.eigh(sb, sw)  # ascending
+    top = np.argsort(ratios)[::-1][:n_out]
+    return directions[:, top] * np.sqrt(np.maximum(ratios[top], 0.0))
 
 
 def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -101,12 +138,22 @@ class RotationReadout(nn.Module):
         self.register_buffer("rotation", torch.eye(self.in_bits, n_bits))  # (in_bits, n_bits); the first n until fitted
 
     @torch.no_grad()
-    def fit(self, scores: torch.Tensor, seed: int = 0) -> list[float]:
-        """Fit on the training set's scores (n, n_bits); returns ITQ's loss history (summed over the groups)."""
+    def fit(self, scores: torch.Tensor, seed: int = 0, labels: np.ndarray | None = None) -> list[float]:
+        """Fit on the training set's scores (n, in_bits); returns ITQ's loss history (summed over the groups).
+        ``labels`` int64 (n,) (-1 unlabelled), for a model trained with labels: the Fisher projection first (the
+        module's docstring), where there are enough labelled items and no nested groups."""
         if scores.shape[0] < 2:
             raise ValueError(f"the itq read-out needs at least 2 training items, got {scores.shape[0]}")
         v = squash(scores).double().cpu().numpy()
         mean = v.mean(axis=0)
+        fisher = None
+        if labels is not None and len(self.groups) == 1:
+            fisher = fisher_projection(v, np.asarray(labels), self.groups[-1])  # (in_bits, n_bits)
+        if fisher is not None:
+            block, losses = itq_rotation((v - mean) @ fisher, seed=seed)
+            self.mean.copy_(torch.from_numpy(mean))
+            self.rotation.copy_(torch.from_numpy(fisher @ block))
+            return [float(loss) for loss in losses]
         if self.in_bits > self.groups[-1]:  # fewer bits than scores: PCA to the bits, then the ITQ rotation
             _, pcs = fit_pca(v, self.groups[-1], seed)  # (in_bits, n_bits)
             block, losses = itq_rotation((v - mean) @ pcs, seed=seed)

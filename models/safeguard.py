@@ -93,21 +93,27 @@ def itq_model(x: Features, n_bits: int, recon: str, seed: int = 0) -> HashingAut
     return model.eval()
 
 
-def with_readout(model: Model, readout: str, x: Features, device, seed: int = 0) -> Model:
-    """The same trained weights with another read-out (models.readout), calibrated on x."""
+def with_readout(
+    model: Model, readout: str, x: Features, device, seed: int = 0, labels: np.ndarray | None = None
+) -> Model:
+    """The same trained weights with another read-out (models.readout), calibrated on x (and its rows' ``labels``
+    for a model trained with them: models.probe.calibrate)."""
     other = build_model(dataclasses.replace(model.config, readout=readout)).to(device)
     weights = {k: v for k, v in model.state_dict().items() if not k.startswith("readout.")}
     missing, unexpected = other.load_state_dict(weights, strict=False)
     assert not unexpected and all(k.startswith("readout.") for k in missing), (missing, unexpected)
-    calibrate(other, x, device, seed)
+    calibrate(other, x, device, seed, labels=labels)
     return other
 
 
-def assess(name: str, model: Model, x: Features, probe: Probe, device, seed: int = 0) -> Candidate:
+def assess(
+    name: str, model: Model, x: Features, probe: Probe, device, seed: int = 0, labels: np.ndarray | None = None
+) -> Candidate:
     """Score a calibrated model: probe mAP and the code health of all training items' codes. The model is
-    re-calibrated on all of x afterwards (the probe scores it as calibrated on the probe's database)."""
-    score = probe_score(model, x, probe, device, seed)
-    calibrate(model, x, device, seed)
+    re-calibrated on all of x afterwards (the probe scores it as calibrated on the probe's database). ``labels``
+    int64 (n,) over x's rows: the user's classes, for a model trained with them (models.probe.calibrate)."""
+    score = probe_score(model, x, probe, device, seed, labels=labels)
+    calibrate(model, x, device, seed, labels=labels)
     health = code_health(encode_rows(model, x, np.arange(x.shape[0]), device))
     return Candidate(name, model, score.map, health, score.aps, probe.kind)
 

@@ -489,7 +489,7 @@ def train(
         loss_improved = val_loss < best_loss - 1e-4 * abs(best_loss if math.isfinite(best_loss) else 1.0)
         best_loss, loss_stale = (val_loss, 0) if loss_improved else (best_loss, loss_stale + 1)
         if probe is not None:
-            score, stderr, _ = probe_score(model, x, probe, device, cfg.seed)
+            score, stderr, _ = probe_score(model, x, probe, device, cfg.seed, labels=labels)
             row["probe_map"] = score
             improved = score > best + 1e-3
             best = max(best, score)
@@ -513,7 +513,7 @@ def train(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    calibrate(model, x, device, cfg.seed)
+    calibrate(model, x, device, cfg.seed, labels=labels)
     seconds = time.perf_counter() - t0
     steps = len(history) * steps_per_epoch
     LOG.info("trained %d epochs (%d steps) in %.1fs, best epoch %d", len(history), steps, seconds, best_epoch)
@@ -690,7 +690,7 @@ def _safeguard(
     first round); then try its other read-out, then ITQ."""
     x, device = data.x, resolve_device(cfg.device)
     itq = fit_itq_candidate(x, model_config.n_bits, recon, judge, device, cfg.seed)
-    model = assess("model", result.model, x, judge, device, cfg.seed)
+    model = assess("model", result.model, x, judge, device, cfg.seed, data.labels)
     if itq is not None and not clearly_wins(model, itq) and _still_improving(result):
         LOG.warning(
             "the model does not clearly beat ITQ yet (%s %.3f against %.3f): training on",
@@ -707,18 +707,19 @@ def _safeguard(
             **_train_kwargs(data),
         )
         result = _joined(result, more)
-        model = assess("model", result.model, x, judge, device, cfg.seed)
+        model = assess("model", result.model, x, judge, device, cfg.seed, data.labels)
     alternative = None
     # another read-out can repair a collapse (models.safeguard.decide); a projecting read-out has no threshold twin
     if itq is not None and collapsed(model, itq) and not model_config.readout_from:
         other = "threshold" if model_config.readout == "itq" else "itq"
         alternative = assess(
             f"model, {other} read-out",
-            with_readout(model.model, other, x, device, cfg.seed),
+            with_readout(model.model, other, x, device, cfg.seed, data.labels),
             x,
             judge,
             device,
             cfg.seed,
+            data.labels,
         )
     verdict = decide(model, itq, alternative)
     for warning in verdict.warnings:
