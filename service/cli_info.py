@@ -119,6 +119,15 @@ def _fields(values: dict[str, Any]) -> list[str]:
 
 def labels_line(labels: dict[str, Any]) -> str:
     """The labels part of a training report: how many items were labelled, how many took a class spread from
-    labelled neighbours (models.propagate; reports before it have no count), and how many classes."""
+    labelled neighbours (models.propagate; reports before it have no count), how many classes, and which read-out
+    the held-out labelled items chose (models.train._fisher_readout; reports before it have none)."""
     spread = f" (+{labels['propagated']:,} propagated)" if labels.get("propagated") else ""
-    return f"{labels['labelled']:,} labelled items{spread}, {labels['classes']} classes"
+    line = f"{labels['labelled']:,} labelled items{spread}, {labels['classes']} classes"
+    readout = labels.get("readout")
+    if readout:
+        chosen = "Fisher (along the classes)" if readout["fisher"] else "plain itq"
+        line += (
+            f"; read-out: {chosen}, label mAP {readout['label_map_fisher']:.3f} Fisher"
+            f" / {readout['label_map_plain']:.3f} plain"
+        )
+    return line

@@ -8,6 +8,7 @@ from hamdex.models.autoencoder import ModelConfig
 from hamdex.models.ensemble import build_model
 from hamdex.models.probe import calibrate
 from hamdex.models.readout import FISHER_MIN_PER_CLASS, RotationReadout, fisher_projection
+from hamdex.service.cli_info import labels_line
 
 
 def _hidden_classes(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -86,17 +87,37 @@ def test_nested_groups_keep_the_plain_readout():
     assert torch.equal(plain.rotation, given.rotation)
 
 
-def test_training_with_labels_ships_the_labelled_readout():
-    from hamdex.models.train import TrainConfig, encode_labels, fit_hasher
+def _digits():
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    images, names = (d.images * 255 / 16).astype(np.uint8), d.target.astype(str)
-    cfg = TrainConfig(epochs=3, progress=False, safeguard=False, device="cpu", val_fraction=0.0)
-    hasher, _ = fit_hasher(images, "pixels", {"n_bits": 16, "hidden": (64,), "readout": "itq"}, cfg, labels=list(names))
+    return (d.images * 255 / 16).astype(np.uint8), list(d.target.astype(str))
+
+
+@pytest.mark.parametrize("epochs", [1, 6])
+def test_the_held_out_labels_choose_the_readout_and_the_report_says_which(epochs):
+    from hamdex.models.train import TrainConfig, encode_labels, fit_hasher
+
+    images, names = _digits()
+    cfg = TrainConfig(epochs=epochs, progress=False, safeguard=False, device="cpu")
+    model = {"n_bits": 16, "hidden": (64,), "readout": "itq"}
+    hasher, _ = fit_hasher(images, "pixels", model, cfg, labels=names)
+    readout = hasher.info["report"]["labels"]["readout"]
+    assert readout["fisher"] == (readout["label_map_fisher"] > readout["label_map_plain"])
     shipped = hasher.model.readout.rotation.clone()
-    x = hasher.features(images)
-    calibrate(hasher.model, x, "cpu")
-    assert not torch.allclose(hasher.model.readout.rotation, shipped)
-    calibrate(hasher.model, x, "cpu", labels=encode_labels(list(names))[0])
+    x = hasher.features(images)  # the shipped read-out is the chosen one, fitted on every item
+    calibrate(hasher.model, x, "cpu", labels=encode_labels(names)[0] if readout["fisher"] else None)
     torch.testing.assert_close(hasher.model.readout.rotation, shipped)
+    assert "read-out: " + ("Fisher" if readout["fisher"] else "plain itq") in labels_line(
+        hasher.info["report"]["labels"]
+    )
+
+
+def test_without_a_label_probe_there_is_no_choice():
+    from hamdex.models.train import TrainConfig, fit_hasher
+
+    images, names = _digits()
+    few = [name if i % 100 == 0 else None for i, name in enumerate(names)]  # too few held-out labels to probe
+    cfg = TrainConfig(epochs=1, progress=False, safeguard=False, device="cpu")
+    hasher, _ = fit_hasher(images, "pixels", {"n_bits": 16, "hidden": (64,), "readout": "itq"}, cfg, labels=few)
+    assert "readout" not in hasher.info["report"]["labels"]
