@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default={},
         help="ModelConfig overrides on top of the preset, as JSON (e.g. '{\"readout_from\": 64}')",
     )
+    parser.add_argument(
+        "--fisher-readout", action="store_true", help="TrainConfig.fisher_readout: bits along the classes"
+    )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here (rewritten after every cell)")
@@ -68,6 +71,7 @@ def run_cell(
     label_propagation: float = 0.0,
     label_batch: int = 128,
     model: dict | None = None,
+    fisher_readout: bool = False,
 ):
     """Train the preset with this share of the labels and score it; returns {metric: value}."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
@@ -86,6 +90,7 @@ def run_cell(
         label_weight=label_weight,
         label_propagation=label_propagation,
         label_batch=label_batch,
+        fisher_readout=fisher_readout,
         **train_over,
     )
     start = time.perf_counter()
@@ -141,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 args.label_propagation,
                 args.label_batch,
                 args.model,
+                args.fisher_readout,
             )
             results.setdefault(name, {}).setdefault(args.bits, {})[str(fraction)] = cell
             LOG.info("%s %d bits, %s labelled: %s", name, args.bits, fraction, cell)

@@ -17,11 +17,11 @@ With ``ModelConfig.readout_from`` the scores are wider than the code and R is a 
 directions of the squashed scores, rotated by ITQ. A model trained at 32 bits gives better 16-bit codes this way
 than a model trained at 16 bits (docs/robustness.md).
 
-A model trained with labels (issue 20) has its read-out fitted with them too: the scores are first projected on
+A model trained with labels (issue 20) can have its read-out fitted with them too (``TrainConfig.fisher_readout``,
+off by default: it won and lost by turns, docs/quality.md, Labels): the scores are first projected on
 their Fisher discriminant directions (:func:`fisher_projection`, fitted on the labelled training items), each scaled
 by the square root of its between- to within-class variance ratio, and ITQ rotates that, as CCA-ITQ does with
-labels as the second view (Gong et al., TPAMI 2013). The bits then spend themselves on what separates the classes
-(measured in docs/quality.md, Labels).
+labels as the second view (Gong et al., TPAMI 2013). The bits then spend themselves on what separates the classes.
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ def fit_itq(x, n_bits: int, seed: int = 0, iterations: int = ITQ_ITERATIONS) -> 
 
 
 def fisher_projection(
-    v: np.ndarray, labels: np.ndarray, n_out: int, shrink: float = FISHER_SHRINK
+    v: np.ndarray, labels: np.ndarray, n_out: int, shrink: float = FISHER_SHRINK, power: float = 0.5
 ) -> np.ndarray | None:
     """Fisher discriminant directions of v (n, d) by the classes ``labels`` int64 (n,) (-1 unlabelled), the top
-    ``n_out`` by between- to within-class variance ratio, each scaled by the root of its ratio: float64 (d, n_out).
+    ``n_out`` by between- to within-class variance ratio, each scaled by its ratio ** ``power`` (0.5, its root, beat
+    0 and 1: docs/quality.md, Labels): float64 (d, n_out).
     None with fewer than two classes or ``FISHER_MIN_PER_CLASS`` labelled items a class on average.
 
     Hand-written (a generalized symmetric eigenproblem, ``scipy.linalg.eigh(Sb, Sw)``) because scikit-learn's
@@ -93,7 +94,7 @@ def fisher_projection(
     sb = (means * counts[:, None]).T @ means / len(y)
     ratios, directions = scipy.linalg.eigh(sb, sw)  # ascending
     top = np.argsort(ratios)[::-1][:n_out]
-    return directions[:, top] * np.sqrt(np.maximum(ratios[top], 0.0))
+    return directions[:, top] * np.maximum(ratios[top], 0.0) ** power
 
 
 def itq_rotation(v: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -136,6 +137,7 @@ class RotationReadout(nn.Module):
             raise ValueError(f"a read-out projects {self.in_bits} scores to {n_bits} bits in one group, never up")
         self.register_buffer("mean", torch.zeros(self.in_bits))  # (in_bits,)
         self.register_buffer("rotation", torch.eye(self.in_bits, n_bits))  # (in_bits, n_bits); the first n until fitted
+        self.fisher_fitted = False  # whether the last fit projected along the classes (not saved: the report says)
 
     @torch.no_grad()
     def fit(self, scores: torch.Tensor, seed: int = 0, labels: np.ndarray | None = None) -> list[float]:
@@ -149,6 +151,7 @@ class RotationReadout(nn.Module):
         fisher = None
         if labels is not None and len(self.groups) == 1:
             fisher = fisher_projection(v, np.asarray(labels), self.groups[-1])  # (in_bits, n_bits)
+        self.fisher_fitted = fisher is not None
         if fisher is not None:
             block, losses = itq_rotation((v - mean) @ fisher, seed=seed)
             self.mean.copy_(torch.from_numpy(mean))

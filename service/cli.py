@@ -243,6 +243,14 @@ def train(
             "(default 0: off; docs/quality.md#labels).",
         ),
     ] = None,
+    fisher_readout: Annotated[
+        bool,
+        typer.Option(
+            "--fisher-readout",
+            help="--label-field: read the bits out along the classes (Fisher directions, then ITQ) instead of the "
+            "plain itq read-out (off: it won and lost by turns, docs/quality.md#labels).",
+        ),
+    ] = False,
     probe: Annotated[
         ProbeKind | None,
         typer.Option(
@@ -267,8 +275,8 @@ def train(
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
     labels = _train_labels(block, label_field, label_fraction, seed)
-    if (label_weight is not None or label_propagation is not None) and labels is None:
-        raise _fail("--label-weight and --label-propagation go with --label-field")
+    if (label_weight is not None or label_propagation is not None or fisher_readout) and labels is None:
+        raise _fail("--label-weight, --label-propagation and --fisher-readout go with --label-field")
     judges = _judge_labels(block) if judge_by_labels and labels is None else None
     model_given = {
         "n_bits": bits,
@@ -298,6 +306,8 @@ def train(
         train_given["label_weight"] = label_weight
     if label_propagation is not None:
         train_given["label_propagation"] = label_propagation
+    if fisher_readout:
+        train_given["fisher_readout"] = True
     try:
         model_over, train_over = presets.resolve(kind, len(block.ids), model_given, train_given)
         cfg = TrainConfig(seed=seed, device=device, safeguard=safeguard, **train_over)

@@ -119,15 +119,10 @@ def _fields(values: dict[str, Any]) -> list[str]:
 
 def labels_line(labels: dict[str, Any]) -> str:
     """The labels part of a training report: how many items were labelled, how many took a class spread from
-    labelled neighbours (models.propagate; reports before it have no count), how many classes, and which read-out
-    the held-out labelled items chose (models.train._fisher_readout; reports before it have none)."""
+    labelled neighbours (models.propagate; reports before it have no count), how many classes, and whether the bits
+    were read out along the classes (``--fisher-readout``: models.train._fisher_readout)."""
     spread = f" (+{labels['propagated']:,} propagated)" if labels.get("propagated") else ""
     line = f"{labels['labelled']:,} labelled items{spread}, {labels['classes']} classes"
-    readout = labels.get("readout")
-    if readout:
-        chosen = "Fisher (along the classes)" if readout["fisher"] else "plain itq"
-        line += (
-            f"; read-out: {chosen}, label mAP {readout['label_map_fisher']:.3f} Fisher"
-            f" / {readout['label_map_plain']:.3f} plain"
-        )
+    if labels.get("readout", {}).get("fisher"):
+        line += "; read out along the classes (Fisher)"
     return line

@@ -144,9 +144,23 @@ def test_cli_trains_with_a_label_field(texts_file, tmp_path, field, labelled):
     line = f"labels: {labelled} labelled items, 2 classes"
     assert line in result.output
     assert meta["model_config"]["label_names"] == ["cars", "space"]
-    assert meta["report"]["labels"] == {"labelled": labelled, "propagated": 0, "classes": 2}
+    assert meta["report"]["labels"] == {
+        "labelled": labelled,
+        "propagated": 0,
+        "classes": 2,
+        "readout": {"fisher": False},
+    }
     result = CliRunner().invoke(app, ["info", str(tmp_path / "m")])
     assert line in result.output
+
+
+def test_cli_fisher_readout_is_recorded_and_reported(texts_file, tmp_path):
+    result = _invoke(texts_file, tmp_path / "m", "--label-field", "label", "--fisher-readout")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "hamdex.json").read_text())
+    assert meta["train_config"]["fisher_readout"] is True
+    assert meta["report"]["labels"]["readout"] == {"fisher": True}  # 30 labelled items a class
+    assert "read out along the classes (Fisher)" in result.output
 
 
 def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
@@ -163,8 +177,9 @@ def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
     [
         (["--label-field", "colour"], "no item has a 'colour' field"),
         (["--label-fraction", "0.5"], "--label-fraction goes with --label-field"),
-        (["--label-weight", "3"], "--label-weight and --label-propagation go with --label-field"),
-        (["--label-propagation", "0.5"], "--label-weight and --label-propagation go with --label-field"),
+        (["--label-weight", "3"], "--label-propagation and --fisher-readout go with --label-field"),
+        (["--label-propagation", "0.5"], "--label-propagation and --fisher-readout go with --label-field"),
+        (["--fisher-readout"], "--label-weight, --label-propagation and --fisher-readout go with --label-field"),
         (["--label-field", "label", "--label-fraction", "0.01"], "two classes"),
     ],
 )
