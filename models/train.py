@@ -51,6 +51,7 @@ from hamdex.models.probe import (
     probe_score,
 )
 from hamdex.models.propagate import propagate_labels
+from hamdex.models.readout import FISHER_MIN_PER_CLASS
 from hamdex.models.safeguard import (
     Verdict,
     assess,
@@ -694,7 +695,10 @@ def _fisher_readout(model: Model, data: TrainData, cfg: TrainConfig) -> tuple[np
     calibrate(model, data.x, device=resolve_device(cfg.device), seed=cfg.seed, labels=data.labels)
     fitted = bool(model.readout.fisher_fitted)
     if not fitted:
-        LOG.warning("the Fisher read-out needs 10 labelled items a class on average: the plain itq read-out stays")
+        LOG.warning(
+            "the Fisher read-out needs %d labelled items a class on average: the plain itq read-out stays",
+            FISHER_MIN_PER_CLASS,
+        )
     return (data.labels if fitted else None), {"fisher": fitted}
 
 
