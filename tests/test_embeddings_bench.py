@@ -61,4 +61,7 @@ def test_a_corpus_through_every_method(bench, monkeypatch, tmp_path):
     # an exact rerank of a longer shortlist never finds fewer of the true top 10
     assert bq["recall@10_rerank100"] <= bq["recall@10_rerank200"] <= bq["recall@10_rerank500"]
     assert bq["recall@10_rerank500"] <= bq["recall@10_rerank1000"]
+    # 100 of the Hamming top 1,000 chosen by the asymmetric score: a subset of what the 1,000 rerank sees
+    for row in (bq, saved["trec"]["itq"]["16"], saved["trec"]["hamdex"]["16"]):
+        assert 0 < row["recall@10_asym1000_rerank100"] <= row["recall@10_rerank1000"]
     assert saved["search_qps_1m"] and out["trec"]["float_cosine"]["p@100"] > 0.5
