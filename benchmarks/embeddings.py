@@ -84,8 +84,9 @@ def score_codes(codes: Codes, db: np.ndarray, queries: np.ndarray, labels: tuple
     """The four metrics of one method at one width."""
     top = hamming_top(codes.queries, codes.db, max(CANDIDATES, LABEL_K, *MORE_CANDIDATES))
     cand = top[:, :CANDIDATES]
-    signs = np.where(codes.db[cand], 1.0, -1.0)  # (q, N, bits)
-    asym = np.einsum("qb,qnb->qn", codes.query_scores, signs)
+    # the asymmetric score s . (2b - 1) = 2 s . b - sum(s) orders items as s . b does: one (q, n) product
+    asym_all = codes.query_scores @ codes.db.T.astype(np.float32)  # (q, n)
+    asym = np.take_along_axis(asym_all, cand, axis=1)  # (q, N)
     db16 = db.astype(np.float16).astype(np.float32)
     cosine = np.einsum("qd,qnd->qn", queries, db16[cand])
     out = {
@@ -94,10 +95,8 @@ def score_codes(codes: Codes, db: np.ndarray, queries: np.ndarray, labels: tuple
         "recall@10_rerank100": recall(rescored(cand, cosine, K), truth),
         "p@100": label_precision(top[:, :LABEL_K], *labels),
     }
-    # the asymmetric order of s . (2b - 1) is the order of s . b: one (q, n) product, then the pool's columns
     pool = top[:, :ASYM_POOL]
-    pool_asym = np.take_along_axis(codes.query_scores @ codes.db.T.astype(np.float32), pool, axis=1)  # (q, P)
-    shortlist = rescored(pool, pool_asym, CANDIDATES)
+    shortlist = rescored(pool, np.take_along_axis(asym_all, pool, axis=1), CANDIDATES)
     cosine100 = np.einsum("qd,qnd->qn", queries, db16[shortlist])
     out["recall@10_asym1000_rerank100"] = recall(rescored(shortlist, cosine100, K), truth)
     for n in MORE_CANDIDATES:  # the float rerank of a longer Hamming shortlist
