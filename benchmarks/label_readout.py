@@ -25,30 +25,14 @@ import torch
 from hamdex.evaluation import harness
 from hamdex.models.bits import pack
 from hamdex.models.hasher import to_tensor
-from hamdex.models.presets import preset
-from hamdex.models.readout import FISHER_SHRINK, fisher_projection, itq_rotation, squash
-from hamdex.models.train import TrainConfig, encode_labels, fit_hasher
+from hamdex.models.readout import FISHER_SHRINK, fisher_projection, fit_itq, itq_rotation, squash
+from hamdex.models.train import encode_labels
+
+from benchmarks import labels as labels_bench
 
 LOG = logging.getLogger("label_readout")
 SHRINKS = (FISHER_SHRINK, 0.5, 1.0)
 SCALINGS = {"root": 0.5, "whitened": 0.0, "ratio": 1.0}  # directions scaled by their variance ratio ** power
-
-
-def train(dataset: harness.Dataset, split: harness.Split, scale: harness.Scale, args: argparse.Namespace):
-    """The preset trained with ``args.fraction`` of the labels (as ``benchmarks/labels.py``); the hasher and the
-    class indices (-1 unlabelled) of the database items."""
-    model_over, train_over = preset(dataset.featurizer, args.bits, n_items=len(split.db_labels))
-    model_over.update(n_bits=args.bits)
-    if args.readout_from:
-        model_over.update(readout_from=args.readout_from)
-    train_over.update(scale.train_overrides())
-    if scale.epochs is not None:
-        train_over["min_steps"] = 0
-    codes, names = encode_labels(list(split.db_labels), args.fraction, args.seed)
-    labels = [names[c] if c >= 0 else None for c in codes]
-    cfg = TrainConfig(progress=False, seed=args.seed, safeguard=True, **train_over)
-    hasher, _ = fit_hasher(split.db_inputs, dataset.featurizer, model_over, cfg, labels=labels)
-    return hasher, codes
 
 
 def squashed_scores(hasher, inputs, batch: int = 1024) -> np.ndarray:
@@ -62,9 +46,8 @@ def squashed_scores(hasher, inputs, batch: int = 1024) -> np.ndarray:
 def readouts(db: np.ndarray, labels: np.ndarray, bits: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (mean (d,), projection (d, bits))}: each way of reading out, fitted on the database's scores (the
     Fisher ones on its labelled items)."""
+    out = {"plain itq": fit_itq(db, bits, seed)}  # PCA to the bits, then ITQ
     mean = db.mean(axis=0)
-    pca = np.linalg.svd(db - mean, full_matrices=False)[2][:bits].T  # (d, bits)
-    out = {"plain itq": (mean, pca @ itq_rotation((db - mean) @ pca, seed=seed)[0])}
     for shrink in SHRINKS:
         for name, power in SCALINGS.items():
             p = fisher_projection(db, labels, bits, shrink, power)
@@ -98,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     dataset = harness.DATASETS[args.dataset]
     scale = dataset.quick if args.quick else dataset.full
     split = dataset.load(scale, args.seed)
-    hasher, labels = train(dataset, split, scale, args)
+    model = {"readout_from": args.readout_from} if args.readout_from else None
+    hasher, _ = labels_bench.train_cell(dataset, split, scale, args.bits, args.fraction, args.seed, model=model)
+    labels = encode_labels(list(split.db_labels), args.fraction, args.seed)[0]  # the classes it trained with
     db, q = squashed_scores(hasher, split.db_inputs), squashed_scores(hasher, split.q_inputs)
     results = {}
     for name, (mean, p) in readouts(db, labels, args.bits, args.seed).items():

@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_cell(
+def train_cell(
     dataset: harness.Dataset,
     split: harness.Split,
     scale: harness.Scale,
@@ -73,7 +73,7 @@ def run_cell(
     model: dict | None = None,
     fisher_readout: bool = False,
 ):
-    """Train the preset with this share of the labels and score it; returns {metric: value}."""
+    """The preset trained with this share of the labels (the rest unlabelled): the hasher and its training seconds."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
     model_over.update(n_bits=n_bits, **(model or {}))
     train_over.update(scale.train_overrides())
@@ -95,7 +95,21 @@ def run_cell(
     )
     start = time.perf_counter()
     hasher, _ = fit_hasher(split.db_inputs, dataset.featurizer, model_over, cfg, labels=labels)
-    seconds = time.perf_counter() - start
+    return hasher, time.perf_counter() - start
+
+
+def run_cell(
+    dataset: harness.Dataset,
+    split: harness.Split,
+    scale: harness.Scale,
+    n_bits: int,
+    fraction: float,
+    seed: int,
+    *options,
+):
+    """Train the preset with this share of the labels (:func:`train_cell`, ``options`` after ``seed``) and score
+    it; returns {metric: value}."""
+    hasher, seconds = train_cell(dataset, split, scale, n_bits, fraction, seed, *options)
     q = hasher.encode_features(hasher.features(split.q_inputs)).codes
     db = hasher.encode_features(hasher.features(split.db_inputs)).codes
     scores = harness.code_metrics(q, db, split.q_labels, split.db_labels, dataset.extra_ks)
