@@ -576,6 +576,7 @@ class CollectionLike(Protocol):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def range_search(
         self,
@@ -591,6 +592,7 @@ class CollectionLike(Protocol):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]: ...
     def bucket(self, code: np.ndarray, *, include_metadata: bool = True) -> list[Hit]: ...
     def scroll(

@@ -345,6 +345,7 @@ class Collection(CollectionBase):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
 
@@ -359,6 +360,10 @@ class Collection(CollectionBase):
         (q, n_bits) (models.rerank.query_scores): the asymmetric score of each candidate's bits. A query whose row
         is NaN (or without either array) keeps the Hamming order, with score None.
 
+        ``pool=P`` (with ``rerank=N``; three-stage ranking): the max(P, N, k) nearest by Hamming distance, ordered
+        by the asymmetric score of ``query_scores`` (by distance for a NaN row), and the first N of them rescored by
+        cosine with ``query_vectors`` (both arrays may be given then). Only N stored vectors are read per query.
+
         ``bits``: rank by the distance between the first ``bits`` bits of the codes only (a multiple of 8, 8 to
         n_bits; nested codes, docs/nested.md): an exact scan (:meth:`_prefix_search`), which takes no ``params``
         and no ``rerank``; ties by id.
@@ -370,15 +375,16 @@ class Collection(CollectionBase):
                 if len(codes) == 0 or self._index.live == 0:
                     return [[] for _ in range(len(codes))]
                 return self._prefix_search(codes, int(k), nb, where, include_metadata, None, deadline)
-        if rerank is not None:
-            self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            n = max(int(rerank), int(k))
+        if rerank is not None or pool is not None:
+            self._check_rerank(rerank, pool, len(codes), query_vectors, query_scores)
+            n = max(int(rerank), int(k), int(pool or 0))
             if where:
                 found = self.search(codes, n, include_metadata=False, where=where, params=params, deadline=deadline)
                 candidates = self._internal_of(found)
             else:
                 candidates = self._candidates(codes, n, params, None, deadline)
-            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline)
+            narrow = None if pool is None else max(int(rerank), int(k))
+            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline, narrow)
         codes, where, qparams = self._valid_search(codes, k, where, params)
         with self._rw.read():
             if len(codes) == 0 or self._index.live == 0:
@@ -401,14 +407,15 @@ class Collection(CollectionBase):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]] | list[list[ScoredHit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id).
 
         With ``k``, only the ``k`` nearest of them: a top-k search (:meth:`search`, filter included) whose hits
         beyond the radius are dropped, so the work grows with k, not with the items inside the radius. Among
         items tied at the k-th distance, which are kept is the top-k search's choice, as in :meth:`search`.
-        ``rerank``, ``query_vectors``, ``query_scores``: as in :meth:`search` (``k`` is then required): the
-        candidates are the max(N, k) nearest within the radius.
+        ``rerank``, ``pool``, ``query_vectors``, ``query_scores``: as in :meth:`search` (``k`` is then required):
+        the candidates are the max(P, N, k) nearest within the radius.
         ``bits``: as in :meth:`search`; the radius counts on the prefix (any index kind, radius search or not).
         """
         nb = self._prefix_bytes(bits, rerank, params)
@@ -419,17 +426,18 @@ class Collection(CollectionBase):
                     return [[] for _ in range(len(codes))]
                 wanted = int(k) if k is not None else self._index.live  # no k: every item within the radius
                 return self._prefix_search(codes, wanted, nb, where, include_metadata, radius, deadline)
-        if rerank is not None:
+        if rerank is not None or pool is not None:
             if k is None:
                 raise InvalidQueryError("a reranked radius search needs k")
-            self._check_rerank(rerank, len(codes), query_vectors, query_scores)
-            n = max(int(rerank), int(k))
+            self._check_rerank(rerank, pool, len(codes), query_vectors, query_scores)
+            n = max(int(rerank), int(k), int(pool or 0))
             if where:
                 options = {"include_metadata": False, "where": where, "params": params, "deadline": deadline}
                 candidates = self._internal_of(self.range_search(codes, radius, k=n, **options))
             else:
                 candidates = self._candidates(codes, n, params, radius, deadline)
-            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline)
+            narrow = None if pool is None else max(int(rerank), int(k))
+            return self._rescore(candidates, int(k), include_metadata, query_vectors, query_scores, deadline, narrow)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)
         if not self._index.supports_range:
             raise InvalidQueryError(f"index kind {self._settings.index_kind!r} does not support radius search")
@@ -499,11 +507,13 @@ class Collection(CollectionBase):
 
     # ---- two-stage ranking ----------------------------------------------------------------------------------
 
-    def _check_rerank(self, rerank: object, n: int, query_vectors: object, query_scores: object) -> None:
+    def _check_rerank(self, rerank: object, pool: object, n: int, query_vectors: object, query_scores: object) -> None:
         if not is_int(rerank) or rerank < 1:
             raise InvalidQueryError(f"rerank must be a positive int (candidates), got {rerank!r}")
-        if query_vectors is not None and query_scores is not None:
-            raise InvalidQueryError("rerank by query_vectors or by query_scores, not both")
+        if pool is not None and (not is_int(pool) or pool < 1):
+            raise InvalidQueryError(f"pool must be a positive int (Hamming candidates), got {pool!r}")
+        if pool is None and query_vectors is not None and query_scores is not None:
+            raise InvalidQueryError("rerank by query_vectors or by query_scores, not both (or both with a pool)")
         if query_vectors is not None:
             if self._vectors is None:
                 raise InvalidQueryError(f"collection at {self._path} keeps no vectors to rerank by cosine")
@@ -542,28 +552,43 @@ class Collection(CollectionBase):
         return out
 
     def _rescore(
-        self, candidates, k: int, include_metadata: bool, query_vectors, query_scores, deadline: Deadline | None
+        self,
+        candidates,
+        k: int,
+        include_metadata: bool,
+        query_vectors,
+        query_scores,
+        deadline: Deadline | None,
+        narrow: int | None = None,
     ) -> list[list[ScoredHit]]:
         """Each query's candidates (internal ids, Hamming distances) rescored: cosine of its vector with their
-        stored vectors, or the asymmetric score of its per-bit scores against their codes; the best k by (-score,
-        distance), returned sorted by (-score, distance, id) with metadata (which of the items tied in score and
-        distance at the k-th place are kept is unspecified, as in a top-k search). A query without a vector or
-        scores (a NaN row), and every query when neither is given, keeps the Hamming order (score None). One
-        query at a time: memory stays at one query's candidates (at most N rows of vectors)."""
-        wanted = query_vectors if query_vectors is not None else query_scores
+        stored vectors, or else the asymmetric score of its per-bit scores against their codes; the best k by
+        (-score, distance), returned sorted by (-score, distance, id) with metadata (which of the items tied in score
+        and distance at the k-th place are kept is unspecified, as in a top-k search). A query without a vector or
+        scores (NaN rows), and every query when neither is given, keeps the Hamming order (score None).
+        ``narrow=N`` (a pool): the candidates are first cut to the N best by (-asymmetric score, distance), or by
+        distance without scores, so that at most N stored vectors are read. One query at a time: memory stays at
+        one query's candidates."""
         out = []
         for i, (internal, distances) in enumerate(candidates):
             check(deadline)
-            q = None if wanted is None else np.asarray(wanted[i], np.float32)
-            if q is None or not np.isfinite(q).all() or not len(internal):
+            vector, bit_scores = _row(query_vectors, i), _row(query_scores, i)
+            asym = None
+            if bit_scores is not None and len(internal):
+                with self._rw.read():  # the codes from the index's memory where it keeps them (flat, hnsw)
+                    asym = asymmetric(bit_scores, self._codes_of(internal))
+            if narrow is not None and len(internal) > narrow:
+                first = np.lexsort((internal, distances, -asym if asym is not None else distances))[:narrow]
+                internal, distances = internal[first], distances[first]
+                asym = None if asym is None else asym[first]
+            if vector is not None and len(internal):
+                stored = self._vectors.read(internal) if self._vectors.dim else np.zeros((len(internal), len(vector)))
+                scores = cosine(vector, stored)
+            else:
+                scores = asym
+            if scores is None:
                 top = self._hamming_order(internal, distances, k)
             else:
-                if query_vectors is not None:
-                    stored = self._vectors.read(internal) if self._vectors.dim else np.zeros((len(internal), len(q)))
-                    scores = cosine(q, stored)
-                else:
-                    codes = self._store.codes_of(internal.tolist(), self.n_bytes)
-                    scores = asymmetric(q, codes)
                 order = np.lexsort((internal, distances, -scores))[:k]  # last key first: -score, distance
                 top = [(int(internal[j]), int(distances[j]), float(scores[j])) for j in order]
             described = self._store.describe([j for j, _, _ in top], include_metadata) if top else {}
@@ -898,3 +923,11 @@ def _nbytes(selected: dict[str, tuple[np.ndarray, np.ndarray] | None]) -> int:
 def _same_settings(manifest: dict[str, Any], settings: Manifest) -> bool:
     keys = ("n_bits", "fingerprint", "index_kind", "index_params")
     return all(manifest.get(k) == getattr(settings, k) for k in keys)
+
+
+def _row(array: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Row ``i`` of a rerank's query array as float32, or None: no array, or a row with a NaN (that query has none)."""
+    if array is None:
+        return None
+    row = np.asarray(array[i], np.float32)
+    return row if np.isfinite(row).all() else None

@@ -60,8 +60,8 @@ from hamdex.index.validation import Scalar, check_filter, is_int, matches
 LOG = logging.getLogger(__name__)
 
 
-def _no_rerank(rerank: object) -> None:
-    if rerank is not None:
+def _no_rerank(rerank: object, pool: object) -> None:
+    if rerank is not None or pool is not None:
         raise InvalidQueryError("backend milvus does not rerank: search by Hamming distance alone")
 
 
@@ -349,11 +349,12 @@ class MilvusCollection(CollectionBase):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]]:
         """The ``k`` nearest items to each query, sorted by (distance, id); fewer if there are fewer items.
         ``deadline`` is checked before Milvus is asked (a Milvus call itself is not interrupted). This backend
         does not rerank (``rerank`` must be None)."""
-        _no_rerank(rerank)
+        _no_rerank(rerank, pool)
         self._no_prefix(bits)
         check(deadline)
         codes, where, qparams = self._valid_search(codes, k, where, params)
@@ -385,10 +386,11 @@ class MilvusCollection(CollectionBase):
         query_vectors: np.ndarray | None = None,
         query_scores: np.ndarray | None = None,
         bits: int | None = None,
+        pool: int | None = None,
     ) -> list[list[Hit]]:
         """Items within Hamming distance ``radius`` (inclusive) of each query, sorted by (distance, id); with
         ``k``, the first k of them. ``deadline`` is checked before Milvus is asked. No ``rerank``, as in search."""
-        _no_rerank(rerank)
+        _no_rerank(rerank, pool)
         self._no_prefix(bits)
         check(deadline)
         codes, radius, where, qparams = self._valid_range(codes, radius, k, where, params)

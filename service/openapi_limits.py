@@ -147,6 +147,8 @@ def add_limits(document: dict[str, Any], settings: Settings, specs: list[ModelSp
     candidates = schemas["Rerank"]["properties"]["candidates"]
     limit = settings.max_rerank_candidates
     candidates.update(minimum=1, maximum=limit, default=min(candidates["default"], limit))
+    pool = schemas["Rerank"]["properties"]["pool"]
+    pool["anyOf"] = [{"type": "integer", "minimum": 1, "maximum": limit}, {"type": "null"}]
     schemas["ItemsRequest"]["properties"]["items"].update(batch)
     schemas["EncodeRequest"]["properties"]["inputs"].update(batch)
     metadata = schemas["ItemIn"]["properties"]["metadata"]

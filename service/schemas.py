@@ -223,6 +223,12 @@ class Rerank(_Strict):
         100,
         description="Hamming candidates per query to rescore (at least k are); at most HAMDEX_MAX_RERANK_CANDIDATES.",
     )
+    pool: JsonInt | None = Field(
+        None,
+        description="Three-stage ranking (docs/rerank.md): fetch this many Hamming candidates, order them by the "
+        "query's per-bit scores, and rescore the first 'candidates' by cosine with the stored vectors. From "
+        "'candidates' to HAMDEX_MAX_RERANK_CANDIDATES.",
+    )
 
 
 class SearchRequest(_Strict):

@@ -313,6 +313,53 @@ def test_asymmetric_rescoring_orders_ties_by_the_query_scores(tmp_path: Path) ->
             coll.search(queries, 3, rerank=5, query_vectors=scores)  # no stored vectors here
 
 
+def test_a_pool_orders_by_the_query_scores_then_rescores_the_first_n_by_cosine(tmp_path: Path) -> None:
+    """rerank=N, pool=P: the P nearest by Hamming distance, cut to the N best by asymmetric score, those N by
+    cosine with their stored vectors; only N vectors are read per query."""
+    n, n_bits = 80, 16
+    coll, ids, codes, vectors = filled(tmp_path / "c", "float16", n=n, n_bits=n_bits)
+    rng = np.random.default_rng(6)
+    scores = rng.standard_normal((3, n_bits)).astype(np.float32)
+    queries = np.packbits(scores > 0, axis=1, bitorder="little")
+    qv = rng.standard_normal((3, 8)).astype(np.float32)
+    read = []
+    original = coll._vectors.read
+    coll._vectors.read = lambda internal: read.append(len(internal)) or original(internal)
+    found = coll.search(queries, 5, rerank=12, pool=n, query_vectors=qv, query_scores=scores)
+    assert read == [12, 12, 12]
+    coll._vectors.read = original
+    signs = unpack(codes).astype(np.float64) * 2 - 1
+    for q, hits in enumerate(found):
+        asym, d = signs @ scores[q].astype(np.float64), popcount_distances(queries[q], codes)
+        first = sorted(range(n), key=lambda i: (-asym[i], d[i], i))[:12]  # internal id i: the i-th upserted
+        cos = cosine(qv[q], coll.vectors([ids[i] for i in first]))
+        want = sorted(range(12), key=lambda j: (-cos[j], d[first[j]], ids[first[j]]))[:5]
+        assert [h.id for h in hits] == [ids[first[j]] for j in want]
+        np.testing.assert_allclose([h.score for h in hits], cos[want], rtol=1e-6)
+    # a query without scores (NaN) is cut by Hamming distance; one without a vector keeps the asymmetric order
+    no_scores, no_vector = scores.copy(), qv.copy()
+    no_scores[0], no_vector[1] = np.nan, np.nan
+    found = coll.search(queries, 5, rerank=12, pool=n, query_vectors=no_vector, query_scores=no_scores)
+    d0 = popcount_distances(queries[0], codes)
+    nearest = {ids[i] for i in range(n) if d0[i] <= np.sort(d0)[11]}
+    assert {h.id for h in found[0]} <= nearest
+    asym1 = signs @ scores[1].astype(np.float64)
+    assert [h.score for h in found[1]] == pytest.approx(np.sort(asym1)[::-1][:5].tolist())
+    # a radius and a filter bound the pool as they bound the candidates
+    hits = coll.range_search(queries[:1], 6, k=4, rerank=8, pool=n, query_vectors=qv[:1], query_scores=scores[:1])
+    assert len(hits[0]) == 4 and all(h.distance <= 6 for h in hits[0])
+    hits = coll.search(queries[:1], 4, where={"even": True}, rerank=8, pool=40, query_vectors=qv[:1])
+    assert len(hits[0]) == 4 and all(int(h.id[1:]) % 2 == 0 for h in hits[0])
+    for bad in ({"pool": 0}, {"pool": 2.5}, {"pool": "many"}):
+        with pytest.raises(InvalidQueryError):
+            coll.search(queries[:1], 3, rerank=5, query_vectors=qv[:1], **bad)
+    with pytest.raises(InvalidQueryError):
+        coll.search(queries[:1], 3, pool=20, query_vectors=qv[:1])  # a pool needs rerank's N
+    with pytest.raises(InvalidQueryError):
+        coll.search(queries[:1], 3, rerank=5, query_vectors=qv[:1], query_scores=scores[:1])  # both: with a pool
+    coll.close()
+
+
 # ---- models.rerank ----------------------------------------------------------------------------------------------
 
 
@@ -399,6 +446,31 @@ def test_service_reranks_by_query_scores_without_vectors(make_client: MakeClient
     assert_error(client.post("/v1/collections", json={"name": "v", "vectors": "int8"}), 409, "vectors_unsupported")
 
 
+def test_service_pool_rescores_the_best_by_query_scores(make_client: MakeClient, dense_model_dir: Path) -> None:
+    """rerank {"candidates": N, "pool": P} on a collection with vectors: the Hamming top P ordered by the input's
+    per-bit scores, the first N by cosine; without stored vectors, the pool's asymmetric order."""
+    client = make_client(dense_model_dir)
+    _create(client, "vec", vectors="float16")
+    data = dense_vectors(60, seed=7)
+    items = [{"id": f"v{i:02d}", "input": row.tolist()} for i, row in enumerate(data)]
+    assert client.post("/v1/collections/vec/items", json={"items": items}).status_code == 200
+    assert client.post("/v1/items", json={"items": items}).status_code == 200  # the default keeps no vectors
+    query = dense_vectors(1, seed=8)[0]
+    hasher = checkpoint.load(dense_model_dir, device="cpu")
+    q_out, db = hasher.encode(query[None], latent=True), hasher.encode(data)
+    asym = (unpack(db.codes).astype(np.float64) * 2 - 1) @ query_scores(hasher, q_out.latent)[0].astype(np.float64)
+    d = popcount_distances(q_out.codes[0], db.codes)
+    first = sorted(range(60), key=lambda i: (-asym[i], d[i], i))[:6]  # the items' internal ids: upsert order
+    exact = cosine(query, stored("float16", data[first]))
+    want = [f"v{first[j]:02d}" for j in sorted(range(6), key=lambda j: (-exact[j], d[first[j]], first[j]))[:3]]
+    body = {"queries": [{"input": query.tolist()}], "k": 3, "rerank": {"candidates": 6, "pool": 60}}
+    hits = client.post("/v1/collections/vec/search", json=body).json()["results"][0]
+    assert [h["id"] for h in hits] == want
+    np.testing.assert_allclose([h["score"] for h in hits], np.sort(exact)[::-1][:3], rtol=1e-3)
+    hits = client.post("/v1/search", json=body).json()["results"][0]  # no vectors: the pool's asymmetric order
+    np.testing.assert_allclose([h["score"] for h in hits], np.sort(asym)[::-1][:3], rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("rerank", "error_type"),
     [
@@ -407,6 +479,9 @@ def test_service_reranks_by_query_scores_without_vectors(make_client: MakeClient
         ({"candidates": "many"}, "validation_error"),
         ({"candidates": 2.5}, "validation_error"),
         ({"depth": 3}, "validation_error"),
+        ({"candidates": 3, "pool": 2}, "rerank_out_of_range"),  # a pool below the candidates
+        ({"candidates": 3, "pool": 6}, "rerank_out_of_range"),  # above HAMDEX_MAX_RERANK_CANDIDATES=5
+        ({"pool": "all"}, "validation_error"),
         (7, "validation_error"),
     ],
 )
@@ -426,6 +501,7 @@ def test_the_default_candidates_fit_the_limit_and_the_document_says_so(
     assert len(client.post("/v1/search", json=body).json()["results"][0]) == 3
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert {"minimum": 1, "maximum": 5, "default": 5}.items() <= schemas["Rerank"]["properties"]["candidates"].items()
+    assert {"type": "integer", "minimum": 1, "maximum": 5} in schemas["Rerank"]["properties"]["pool"]["anyOf"]
 
 
 def test_bulk_writes_keep_the_vectors(make_client: MakeClient, dense_model_dir: Path, tmp_path: Path) -> None:

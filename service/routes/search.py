@@ -86,6 +86,12 @@ def _check_rerank(req: SearchRequest, settings: Settings, name: str, collection:
         raise ApiError(
             "rerank_out_of_range", f"rerank.candidates must be between 1 and {limit}, got {req.rerank.candidates}"
         )
+    pool = req.rerank.pool if req.rerank is not None else None
+    if pool is not None and not req.rerank.candidates <= pool <= limit:
+        raise ApiError(
+            "rerank_out_of_range",
+            f"rerank.pool must be between rerank.candidates ({req.rerank.candidates}) and {limit}, got {pool}",
+        )
     if collection.backend != "faiss":
         raise ApiError(
             "unsupported_search_param",
@@ -97,29 +103,43 @@ async def _rerank_queries(
     req: SearchRequest, request: Request, target: Target
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Codes, and what rescores each query's candidates: with stored vectors, the query's vector (an input's
-    features mapped back, or a query_id's stored vector); else its per-bit scores (an input's latent). A row of
-    NaN, for a query given as a code (or an id without a vector, or any id without stored vectors): that query
-    keeps the Hamming order (docs/rerank.md)."""
+    features mapped back, or a query_id's stored vector); else, and also with a pool, its per-bit scores (an
+    input's latent). A row of NaN, for a query given as a code (or an id without a vector, or any id for the
+    per-bit scores): that query keeps the Hamming order at that stage (docs/rerank.md)."""
     collection, hasher = target.collection, target.hasher
     keeps = getattr(collection, "vector_dtype", None) is not None
+    asymmetric = not keeps or req.rerank.pool is not None
     inputs, wire = [q.input for q in req.queries], [q.code for q in req.queries]
-    codes, raw, features, latents = await codes_and_features(request, hasher, inputs, wire, not keeps)
+    codes, raw, features, latents = await codes_and_features(request, hasher, inputs, wire, asymmetric)
     ids = [(i, q.id) for i, q in enumerate(req.queries) if q.id is not None]
     for i, item_id in ids:
         item = collection.get(item_id)
         if item is None:
             raise ApiError("query_id_not_found", f"query {i}: no item with id {item_id!r}")
         codes[i] = item.code
-    if not keeps:
+    rescore: dict[str, np.ndarray] = {}
+    if asymmetric:
         scores = np.full((len(codes), collection.n_bits), np.nan, np.float32)
         if raw:
             scores[raw] = query_scores(hasher, latents)
-        return codes, {"query_scores": scores}
+        rescore["query_scores"] = scores
+    if keeps:
+        vectors = _query_vectors(collection, hasher, raw, features, ids, len(codes))
+        if vectors is not None:
+            rescore["query_vectors"] = vectors
+    return codes, rescore
+
+
+def _query_vectors(
+    collection: CollectionLike, hasher: Any, raw: list[int], features: Any, ids: list[tuple[int, str]], n: int
+) -> np.ndarray | None:
+    """Each query's vector for the cosine stage, float32 (n, d), NaN rows for queries without one; None when
+    neither the collection nor the queries have a vector yet."""
     kept = rerank_vectors(hasher.featurizer, features) if raw else None
     dim = collection.vector_dim or (None if kept is None else kept.shape[1])
-    if dim is None:  # neither the collection nor the queries have a vector yet: Hamming order
-        return codes, {}
-    vectors = np.full((len(codes), dim), np.nan, np.float32)
+    if dim is None:
+        return None
+    vectors = np.full((n, dim), np.nan, np.float32)
     if kept is not None:
         if kept.shape[1] != dim:
             raise ApiError(
@@ -131,7 +151,7 @@ async def _rerank_queries(
         if stored.shape[1] == dim:
             has = np.abs(stored).sum(axis=1) > 0  # an all-zero row: stored without a vector
             vectors[[i for i, _ in ids]] = np.where(has[:, None], stored, np.nan)
-    return codes, {"query_vectors": vectors}
+    return vectors
 
 
 def _index_params(req: SearchRequest, name: str, collection: CollectionLike) -> dict[str, int]:
@@ -165,6 +185,8 @@ async def search(req: SearchRequest, request: Request, target: TargetDep, settin
     if req.rerank is not None:
         codes, rescore = await _rerank_queries(req, request, target)
         rescore["rerank"] = req.rerank.candidates
+        if req.rerank.pool is not None:
+            rescore["pool"] = req.rerank.pool
     else:
         codes = await _query_codes(req, request, target)
     collection = target.collection
