@@ -461,13 +461,17 @@ class Client(_Base):
         include_metadata: bool = True,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        rerank: int | None = None,
+        pool: int | None = None,
+        bits: int | None = None,
         collection: str | None = None,
     ) -> list[list[schemas.Hit]]:
         """The hits of each query (by raw input, code, or stored item id), nearest first. ``filter``: metadata
         fields equal to these values; ``radius``: only hits within this Hamming distance; ``nprobe`` /
-        ``ef_search``: the breadth of an ivf / hnsw index."""
-        options = {"k": k, "radius": radius, "filter": filter, "include_metadata": include_metadata}
-        options |= {"nprobe": nprobe, "ef_search": ef_search}
+        ``ef_search``: the breadth of an ivf / hnsw index; ``rerank=N``: the Hamming top N rescored, hits with a
+        ``score`` (``pool=P``: the top P ordered by the per-bit scores first, docs/rerank.md); ``bits``: rank by
+        that prefix of nested codes (docs/nested.md)."""
+        options = _search_options(k, radius, filter, include_metadata, nprobe, ef_search, rerank, pool, bits)
         return self._send(self._search(inputs, codes, ids, options, collection))
 
     def collections(self) -> schemas.CollectionList:
@@ -482,8 +486,10 @@ class Client(_Base):
         index_params: dict[str, int] | None = None,
         backend: str = "faiss",
         milvus_uri: str | None = None,
+        vectors: str | None = None,
     ) -> schemas.CollectionInfo:
         options = {"model": model, "index_kind": index_kind, "index_params": index_params, "backend": backend}
+        options["vectors"] = vectors  # "float16" / "int8": keep each item's vector for reranked searches
         return self._send(self._create(name, options | {"milvus_uri": milvus_uri}))
 
     def get_collection(self, name: str) -> schemas.CollectionInfo:
@@ -633,10 +639,12 @@ class AsyncClient(_Base):
         include_metadata: bool = True,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        rerank: int | None = None,
+        pool: int | None = None,
+        bits: int | None = None,
         collection: str | None = None,
     ) -> list[list[schemas.Hit]]:
-        options = {"k": k, "radius": radius, "filter": filter, "include_metadata": include_metadata}
-        options |= {"nprobe": nprobe, "ef_search": ef_search}
+        options = _search_options(k, radius, filter, include_metadata, nprobe, ef_search, rerank, pool, bits)
         return await self._send(self._search(inputs, codes, ids, options, collection))
 
     async def collections(self) -> schemas.CollectionList:
@@ -651,8 +659,10 @@ class AsyncClient(_Base):
         index_params: dict[str, int] | None = None,
         backend: str = "faiss",
         milvus_uri: str | None = None,
+        vectors: str | None = None,
     ) -> schemas.CollectionInfo:
         options = {"model": model, "index_kind": index_kind, "index_params": index_params, "backend": backend}
+        options["vectors"] = vectors  # "float16" / "int8": keep each item's vector for reranked searches
         return await self._send(self._create(name, options | {"milvus_uri": milvus_uri}))
 
     async def get_collection(self, name: str) -> schemas.CollectionInfo:
@@ -719,3 +729,22 @@ class AsyncClient(_Base):
 
     async def snapshots(self, name: str) -> list[schemas.SnapshotInfo]:
         return await self._send(_Call("GET", f"/v1/collections/{quote(name, safe='')}/snapshots", _snapshots))
+
+
+def _search_options(
+    k: int,
+    radius: int | None,
+    filter: dict[str, Any] | None,
+    include_metadata: bool,
+    nprobe: int | None,
+    ef_search: int | None,
+    rerank: int | None,
+    pool: int | None,
+    bits: int | None,
+) -> dict[str, Any]:
+    """A search body's options (None: left out), with ``rerank`` / ``pool`` as the body's ``rerank`` object."""
+    if pool is not None and rerank is None:
+        raise InvalidRequest("pool needs rerank (the candidates rescored by cosine)", "validation_error")
+    scored = None if rerank is None else {"candidates": rerank, **({} if pool is None else {"pool": pool})}
+    options = {"k": k, "radius": radius, "filter": filter, "include_metadata": include_metadata}
+    return options | {"nprobe": nprobe, "ef_search": ef_search, "rerank": scored, "bits": bits}

@@ -144,6 +144,19 @@ def test_vectors_in_and_out(dense_server: str, dense_model_dir: Path) -> None:
         client.upsert([f"v{i}" for i in range(8)], vectors)
         hits = client.search(vectors[:3], k=1)
         assert [h[0].distance for h in hits] == [0, 0, 0]
+        # two- and three-stage ranking in a collection that keeps the vectors
+        assert client.create_collection("kept", vectors="float16").vectors == "float16"
+        client.upsert([f"v{i}" for i in range(8)], vectors, collection="kept")
+        for options in ({"rerank": 8}, {"rerank": 4, "pool": 8}):
+            hits = client.search(vectors[:2], k=3, collection="kept", **options)
+            assert [h[0].id for h in hits] == ["v0", "v1"]  # each its own best cosine
+            assert all(h[0].score == pytest.approx(1.0, abs=1e-3) for h in hits)
+        assert all(h.score is None for h in client.search(vectors[:1], k=3, collection="kept")[0])
+        with pytest.raises(hc.InvalidRequest):
+            client.search(vectors[:1], pool=8)  # a pool without rerank's candidates
+        with pytest.raises(hc.InvalidRequest) as err:
+            client.search(vectors[:1], rerank=4, pool=2, collection="kept")  # the server's bound
+        assert err.value.error_type == "rerank_out_of_range"
 
 
 def test_bulk_upload_resumes_and_skips_a_finished_job(dense_server: str, tmp_path: Path) -> None:
