@@ -711,35 +711,46 @@ def search(
         str | None, typer.Option(envvar="HAMDEX_API_KEY", help="With --url: a key with the read scope.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the hits as JSON: a list per query.")] = False,
+    rerank: Annotated[
+        int | None, typer.Option(help="Rescore the Hamming top N; hits gain a score (docs/rerank.md).")
+    ] = None,
+    pool: Annotated[
+        int | None, typer.Option(help="With --rerank: order the Hamming top P by per-bit scores first.")
+    ] = None,
 ) -> None:
     """Find Hamming neighbours in a collection or on a running server."""
+    if pool is not None and rerank is None:
+        raise _fail("--pool needs --rerank (the candidates rescored by cosine)")
     field = "id" if by_id else "code" if by_code else "input"
-    body = {"queries": [{field: q} for q in query], "k": k, "radius": radius}
+    options = {"k": k, "radius": radius, "rerank": rerank, "pool": pool}
     if url:
-        results = _search_remote(url, collection or "default", api_key, field, query, k, radius)
+        results = _search_remote(url, collection or "default", api_key, field, query, options)
     else:
+        body = {"queries": [{field: q} for q in query], "k": k, "radius": radius}
+        if rerank is not None:
+            body["rerank"] = {"candidates": rerank, **({} if pool is None else {"pool": pool})}
         results = _search_local(model, Path(collection or "var/collection"), body)
     if json_out:
         typer.echo(json.dumps(results))
         return
+    columns = ("id", "distance", *(("score",) if rerank is not None else ()), "metadata")
     for q, hits in zip(query, results, strict=True):
         table = Table(title=f"query: {q[:60]}")
-        for col in ("id", "distance", "metadata"):
+        for col in columns:
             table.add_column(col)
         for hit in hits:
-            table.add_row(hit["id"], str(hit["distance"]), json.dumps(hit.get("metadata"))[:80])
+            score = () if rerank is None else (f"{hit['score']:.4f}" if hit.get("score") is not None else "-",)
+            table.add_row(hit["id"], str(hit["distance"]), *score, json.dumps(hit.get("metadata"))[:80])
         console.print(table)
 
 
-def _search_remote(
-    url: str, name: str, api_key: str | None, field: str, queries: list[str], k: int, radius: int | None
-) -> list[list[dict]]:
+def _search_remote(url: str, name: str, api_key: str | None, field: str, queries: list[str], options: dict) -> list:
     from hamdex.client import Client, HamdexError
 
     source = {{"id": "ids", "code": "codes"}.get(field, "inputs"): queries}
     try:
         with Client(url, api_key=api_key, collection=name) as client:
-            results = client.search(**source, k=k, radius=radius)
+            results = client.search(**source, **options)
     except HamdexError as exc:
         raise _fail(escape(str(exc))) from exc
     return [[hit.model_dump() for hit in hits] for hits in results]

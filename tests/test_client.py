@@ -322,6 +322,14 @@ def test_cli_search_url_and_index_server(text_server: str, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     (hits,) = json.loads(result.stdout)
     assert hits[0] == {"id": "t0", "distance": 0, "metadata": {}} and len(hits) == 3
+    result = CliRunner().invoke(app, [*args, "--rerank", "10", "--pool", "20"])  # asymmetric: no stored vectors
+    assert result.exit_code == 0, result.output
+    (scored,) = json.loads(result.stdout)
+    assert len(scored) == 3 and [h["score"] for h in scored] == sorted((h["score"] for h in scored), reverse=True)
+    result = CliRunner().invoke(app, [*args[:-1], "--rerank", "5"])  # the table gains a score column
+    assert result.exit_code == 0 and "score" in result.output
+    result = CliRunner().invoke(app, [*args, "--pool", "20"])
+    assert result.exit_code == 2 and "--pool needs --rerank" in result.output
     result = CliRunner().invoke(app, ["search", "t1", "--by-id", "--url", text_server, "--collection", "nope"])
     assert result.exit_code == 2 and "collection_not_found" in result.output
 
