@@ -226,8 +226,8 @@ class Rerank(_Strict):
     pool: JsonInt | None = Field(
         None,
         description="Three-stage ranking (docs/rerank.md): fetch this many Hamming candidates, order them by the "
-        "query's per-bit scores, and rescore the first 'candidates' by cosine with the stored vectors. From "
-        "'candidates' to HAMDEX_MAX_RERANK_CANDIDATES.",
+        "query's per-bit scores, and rescore the first 'candidates' by cosine with the stored vectors. At most "
+        "HAMDEX_MAX_RERANK_CANDIDATES; below 'candidates' it is raised to them.",
     )
 
 

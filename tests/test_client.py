@@ -155,7 +155,7 @@ def test_vectors_in_and_out(dense_server: str, dense_model_dir: Path) -> None:
         with pytest.raises(hc.InvalidRequest):
             client.search(vectors[:1], pool=8)  # a pool without rerank's candidates
         with pytest.raises(hc.InvalidRequest) as err:
-            client.search(vectors[:1], rerank=4, pool=2, collection="kept")  # the server's bound
+            client.search(vectors[:1], rerank=4, pool=1001, collection="kept")  # the server's bound (1000)
         assert err.value.error_type == "rerank_out_of_range"
 
 

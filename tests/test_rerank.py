@@ -469,6 +469,12 @@ def test_service_pool_rescores_the_best_by_query_scores(make_client: MakeClient,
     np.testing.assert_allclose([h["score"] for h in hits], np.sort(exact)[::-1][:3], rtol=1e-3)
     hits = client.post("/v1/search", json=body).json()["results"][0]  # no vectors: the pool's asymmetric order
     np.testing.assert_allclose([h["score"] for h in hits], np.sort(asym)[::-1][:3], rtol=1e-4)
+    # a pool below the candidates is raised to them (as candidates below k are): a plain rerank of 60
+    small = {**body, "rerank": {"candidates": 60, "pool": 6}}
+    hits = client.post("/v1/collections/vec/search", json=small).json()["results"][0]
+    np.testing.assert_allclose(
+        [h["score"] for h in hits], np.sort(cosine(query, stored("float16", data)))[::-1][:3], rtol=1e-3
+    )
 
 
 @pytest.mark.parametrize(
@@ -479,7 +485,7 @@ def test_service_pool_rescores_the_best_by_query_scores(make_client: MakeClient,
         ({"candidates": "many"}, "validation_error"),
         ({"candidates": 2.5}, "validation_error"),
         ({"depth": 3}, "validation_error"),
-        ({"candidates": 3, "pool": 2}, "rerank_out_of_range"),  # a pool below the candidates
+        ({"candidates": 3, "pool": 0}, "rerank_out_of_range"),
         ({"candidates": 3, "pool": 6}, "rerank_out_of_range"),  # above HAMDEX_MAX_RERANK_CANDIDATES=5
         ({"pool": "all"}, "validation_error"),
         (7, "validation_error"),

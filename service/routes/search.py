@@ -87,11 +87,8 @@ def _check_rerank(req: SearchRequest, settings: Settings, name: str, collection:
             "rerank_out_of_range", f"rerank.candidates must be between 1 and {limit}, got {req.rerank.candidates}"
         )
     pool = req.rerank.pool if req.rerank is not None else None
-    if pool is not None and not req.rerank.candidates <= pool <= limit:
-        raise ApiError(
-            "rerank_out_of_range",
-            f"rerank.pool must be between rerank.candidates ({req.rerank.candidates}) and {limit}, got {pool}",
-        )
+    if pool is not None and not 1 <= pool <= limit:  # below the candidates it is raised to them, as they to k
+        raise ApiError("rerank_out_of_range", f"rerank.pool must be between 1 and {limit}, got {pool}")
     if collection.backend != "faiss":
         raise ApiError(
             "unsupported_search_param",
