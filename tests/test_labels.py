@@ -11,7 +11,7 @@ from hamdex.models import checkpoint
 from hamdex.models.autoencoder import HashingAutoencoder, ModelConfig
 from hamdex.models.bits import hamming
 from hamdex.models.ensemble import build_model
-from hamdex.models.train import TrainConfig, encode_labels, fit_hasher
+from hamdex.models.train import TrainConfig, condition_rate, encode_labels, fit_hasher
 from hamdex.service.cli import app
 from hamdex.service.cli_info import labels_line
 from sklearn.datasets import load_digits
@@ -76,6 +76,42 @@ def test_partial_labels_train_and_report_the_labelled_count(digits):
     # some unlabelled training rows took a class from the kNN graph: at most half of them (the held-out tenth none)
     assert 0 < report["propagated"] <= 0.5 * (len(labels) - 180) + 1
     assert hasher.encode(images[:5]).codes.shape == (5, 2)
+
+
+def test_condition_rate_gives_the_decoder_a_class_for_at_most_a_tenth_of_the_items():
+    assert condition_rate(np.array([0, 1] * 50)) == pytest.approx(0.1)  # every item labelled
+    assert condition_rate(np.array([0, 1, -1, -1] * 25)) == pytest.approx(0.2)
+    assert condition_rate(np.array([0] + [-1] * 9)) == 1.0  # 10% labelled: every labelled item, as before
+    assert condition_rate(np.full(10, -1)) == 1.0
+
+
+@pytest.mark.parametrize(("every", "share"), [(1, 0.1), (10, 0.1), (50, 0.02)])
+def test_the_decoder_sees_the_classes_of_about_a_tenth_of_the_items(digits, monkeypatch, every, share):
+    """Whatever share of the items is labelled, the decoder is given a class for at most about a tenth of them
+    (all labelled: a random tenth each step); the label term still sees every labelled item."""
+    import hamdex.models.train as train_module
+
+    images, labels = digits
+    seen: list[torch.Tensor] = []
+    build = train_module.build_model
+
+    def spying(config):
+        model = build(config)
+        forward = model.forward
+
+        def recording(x, target=None, labels=None):
+            if labels is not None and model.training:
+                seen.append(labels.clone())
+            return forward(x, target, labels)
+
+        model.forward = recording
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", spying)
+    some = [lab if i % every == 0 else None for i, lab in enumerate(labels)]
+    fit_hasher(images, "pixels", SMALL, dataclasses.replace(CFG, epochs=2), labels=some)
+    given = torch.cat(seen)
+    assert len(given) > 1000 and abs(float((given >= 0).float().mean()) - share) < 0.03
 
 
 def test_the_unlabelled_model_is_unchanged():
