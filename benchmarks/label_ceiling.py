@@ -12,13 +12,13 @@ as ``benchmarks/robustness.py`` (its ITQ rows match the matrix's on Reuters-8, T
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import report
 from benchmarks.robustness import DATASETS, MAP_GOAL, WIDTHS
 
 LSA_DIMS = (32, 64, 128)
@@ -84,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = {cell: run_cell(cell) for cell in args.cells.split(",")}
-    print(format_markdown(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report.publish(results, format_markdown(results), args.json, None)
     return results
 
 

@@ -13,7 +13,6 @@ goes through ``Collection.search`` exactly as the service calls it (docs/rerank.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import embedding_data
+from benchmarks import embedding_data, report
 from benchmarks.embeddings import K, exact_top, recall
 
 CANDIDATES, POOL = 100, 1000
@@ -111,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     result = run(args.corpus, args.bits, args.model)
-    print(format_markdown(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    report.publish(result, format_markdown(result), args.json, None)
     return result
 
 
