@@ -519,12 +519,13 @@ class Client(_Base):
         strict: bool = False,
         restart: bool = False,
         progress: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> IndexSummary:
         """Send a file or folder (any format of ``hamdex.models.data``) through the bulk endpoint as one NDJSON
         upload. Resumable: a rerun with the same arguments continues after the rows the server committed, and one
         that finished sends nothing (``restart``: start over). Bad rows are skipped and counted (``strict``: the
-        server refuses the block holding one)."""
-        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
+        server refuses the block holding one). ``columns``: the column names of a CSV file without a header line."""
+        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart, "columns": columns}
         return self._bulk(path, collection, self._transport, self._sleep, progress=progress, **options)
 
     # -- a collection's data in and out (service.routes.transfer); streamed, not retried
@@ -690,8 +691,9 @@ class AsyncClient(_Base):
         strict: bool = False,
         restart: bool = False,
         progress: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> IndexSummary:
-        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
+        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart, "columns": columns}
         return await asyncio.to_thread(self._bulk, path, collection, None, Client._sleep, progress=progress, **options)
 
     async def export(self, name: str, out: str | Path, *, format: str = "ndjson") -> Path:

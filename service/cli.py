@@ -16,7 +16,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 import numpy as np
 import typer
@@ -85,14 +85,22 @@ def _main(
 
 ColumnsOpt = Annotated[
     str | None,
-    typer.Option(help="CSV without a header line: its column names, e.g. label (the other columns: the vector)."),
+    typer.Option(
+        help="CSV without a header line: its column names, e.g. label (the other columns: the vector) or "
+        "label,title,description (text)."
+    ),
 ]
+
+
+def _column_names(columns: str | None) -> list[str] | None:
+    """--columns' comma-separated names of a header-less CSV's columns (models.data) -> a list."""
+    return None if columns is None else [c.strip() for c in columns.split(",")]
 
 
 def load_data(spec: str, limit: int | None = None, columns: str | None = None) -> data.Block:
     """A data argument -> one in-memory block (``demo:train`` / ``demo:test`` or a path); exits on bad data.
-    ``columns``: comma-separated names of a header-less CSV's columns (models.data)."""
-    names = None if columns is None else [c.strip() for c in columns.split(",")]
+    ``columns``: as for :func:`_column_names`."""
+    names = _column_names(columns)
     try:
         if spec.startswith("demo:"):
             block = data.load_demo_corpus(spec.split(":", 1)[1])
@@ -462,6 +470,7 @@ def index_cmd(
         typer.Option(help="A new collection's backend (milvus: pip install 'hamdex[milvus]')."),
     ] = "faiss",
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    columns: ColumnsOpt = None,
 ) -> None:
     """Bulk-index a file or folder into a collection (created when missing), or into a server's (--server).
 
@@ -477,16 +486,16 @@ def index_cmd(
     ray = ray or ray_address is not None
     if ray and server:
         raise _fail("--ray and --server do not combine: the server encodes what it is sent")
+    job = IndexJob(batch_size, limit, strict, restart, _column_names(columns))
     try:
         if server:
             if name is not None and collection is not None and name != collection:
                 raise _fail(f"--name {name} and --collection {collection} name two collections")
-            target = name or collection or "default"
-            summary = _index_remote(data_spec, server, target, api_key, batch_size, limit, strict, restart)
+            summary = _index_remote(data_spec, server, name or collection or "default", api_key, job)
         else:
             encoder = _ray_encoder(model, ray_address, device, ray_actors, batch_size) if ray else None
             path = Path(collection or "var/collection")
-            summary = _index_local(data_spec, model, path, device, batch_size, limit, strict, restart, encoder, backend)
+            summary = _index_local(data_spec, model, path, device, job, encoder, backend)
     except bulk.BadRowError as exc:
         raise _fail(escape(f"bad row ({exc.error_type}): {exc}; nothing of its block was written (--strict)")) from exc
     except (bulk_client.RemoteError, HamdexError) as exc:
@@ -508,15 +517,22 @@ def index_cmd(
         raise _fail(f"every row was skipped ({summary.skipped}); nothing was indexed")
 
 
+class IndexJob(NamedTuple):
+    """What ``hamdex index`` does with a file, wherever it is indexed (service.bulk.job.index_file's options)."""
+
+    batch_size: int
+    limit: int | None
+    strict: bool
+    restart: bool
+    columns: list[str] | None  # a header-less CSV's column names
+
+
 def _index_local(
     spec: str,
     model: Path,
     collection: Path,
     device: str,
-    batch_size: int,
-    limit: int | None,
-    strict: bool,
-    restart: bool,
+    job: IndexJob,
     encoder: Encoder | None = None,
     backend: str = "faiss",
 ) -> IndexSummary:
@@ -529,12 +545,10 @@ def _index_local(
     hasher = checkpoint.load(model, "cpu" if encoder else device)  # with --ray: for its fingerprint and width
     with open_or_create_collection(collection, hasher.n_bits, hasher.fingerprint, backend=backend) as coll:
         if spec.startswith("demo:"):
-            block = load_data(spec, limit)
-            blocks = bulk.split_block(block, batch_size)
-            return bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=strict, encoder=encoder)
-        return bulk.index_file(
-            spec, hasher, coll, batch_size=batch_size, limit=limit, strict=strict, restart=restart, encoder=encoder
-        )
+            block = load_data(spec, job.limit)
+            blocks = bulk.split_block(block, job.batch_size)
+            return bulk.index_blocks(blocks, hasher, coll, total=len(block.ids), strict=job.strict, encoder=encoder)
+        return bulk.index_file(spec, hasher, coll, **job._asdict(), encoder=encoder)
 
 
 def _ray_encoder(model: Path, address: str | None, device: str, actors: int | None, batch_size: int) -> Encoder:
@@ -558,16 +572,7 @@ def _ray_job_errors() -> tuple[type[Exception], ...]:
     return (module.RayJobError, ConnectionError) if module else ()
 
 
-def _index_remote(
-    spec: str,
-    server: str,
-    name: str,
-    api_key: str | None,
-    batch_size: int,
-    limit: int | None,
-    strict: bool,
-    restart: bool,
-) -> IndexSummary:
+def _index_remote(spec: str, server: str, name: str, api_key: str | None, job: IndexJob) -> IndexSummary:
     """A file or folder through hamdex.Client (resumable, retried); the demo corpus as one unkeyed upload."""
     from hamdex.service.bulk import client as bulk_client
     from hamdex.service.bulk import job as bulk
@@ -575,13 +580,12 @@ def _index_remote(
     from hamdex.client import Client
 
     if spec.startswith("demo:"):
-        block = load_data(spec, limit)
-        blocks = bulk.split_block(block, batch_size)
+        block = load_data(spec, job.limit)
+        blocks = bulk.split_block(block, job.batch_size)
         with bulk_client.BulkClient(server, name, api_key) as client:
-            return bulk_client.index_blocks(blocks, client, total=len(block.ids), strict=strict)
+            return bulk_client.index_blocks(blocks, client, total=len(block.ids), strict=job.strict)
     with Client(server, api_key=api_key, collection=name) as client:
-        options = {"batch_size": batch_size, "limit": limit, "strict": strict, "restart": restart}
-        return client.bulk_upload(spec, progress=True, **options)
+        return client.bulk_upload(spec, progress=True, **job._asdict())
 
 
 def _print_summary(summary: IndexSummary) -> None:

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from hamdex.models import checkpoint
+from hamdex.models.data import DataFormatError
 from hamdex.service.app import create_app
 
 import hamdex
@@ -349,3 +350,22 @@ def test_client_doc_example_runs(index: int, text_server: str, tmp_path: Path) -
     code = DOC_BLOCK.findall(CLIENT_DOC.read_text())[index].replace("http://127.0.0.1:8000", text_server)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"block {index} of docs/client.md failed:\n{done.stderr[-3000:]}"
+
+
+def test_bulk_upload_of_a_csv_without_a_header_line(text_server: str, text_model_dir: Path, tmp_path: Path) -> None:
+    """``columns`` names a header-less CSV's columns; the text is its title and description (models.data.fields)."""
+    rows = [("sports", "Cup final", "The team won the match."), ("business", "Shares rise", "The bank's profit grew.")]
+    data = tmp_path / "ag.csv"
+    data.write_text("".join(f'"{label}","{title}","{body}"\n' for label, title, body in rows))
+    hasher = checkpoint.load(text_model_dir, "cpu")
+    with hamdex.Client(text_server) as client:
+        client.create_collection("headless")
+        with pytest.raises(DataFormatError, match="without a header line"):  # read here, before anything is sent
+            client.bulk_upload(data, collection="headless", strict=True)
+        summary = client.bulk_upload(data, collection="headless", columns=["label", "title", "description"])
+        assert (summary.items, summary.skipped, summary.collection_count) == (2, 0, 2)
+        expected = hasher.encode([f"{title}\n\n{body}" for _, title, body in rows]).codes
+        for i, (label, _, _) in enumerate(rows):
+            item = client.get(str(i), collection="headless")
+            assert item.metadata == {"label": label}
+            np.testing.assert_array_equal(item.code, expected[i])

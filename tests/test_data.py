@@ -376,7 +376,7 @@ def write_bytes(tmp_path: Path, name: str, content: bytes | str) -> Path:
 BAD_INPUTS = {
     "unsupported suffix": ("data.txt", "hello", "unsupported data format"),
     "idx labels file": ("train-labels-idx1-ubyte.gz", b"", "pass the matching"),
-    "jsonl without text or vector": ("t.jsonl", '{"id": 1, "body": "x"}\n', "neither"),
+    "jsonl without text or vector": ("t.jsonl", '{"id": 1, "notes": "x"}\n', "neither"),
     "jsonl with both": ("t.jsonl", '{"text": "x", "vector": [1]}\n', "both"),
     "jsonl bad json": ("t.jsonl", '{"text": "x"}\n{oops\n', "t.jsonl:2: line is not valid JSON"),
     "jsonl not an object": ("t.jsonl", "[1, 2]\n", "expected a JSON object"),
@@ -384,7 +384,7 @@ BAD_INPUTS = {
     "jsonl mixed kinds": ("t.jsonl", '{"vector": [1, 2]}\n{"text": "x"}\n', "mixes text and vector"),
     "jsonl non-numeric vector": ("t.jsonl", '{"vector": [1, "a"]}\n', "not a list of numbers"),
     "jsonl nan vector": ("t.jsonl", '{"vector": [1, NaN]}\n', "NaN or infinite"),
-    "csv missing column": ("t.csv", "id,body\n1,x\n", "needs a 'text' or 'vector' column"),
+    "csv missing column": ("t.csv", "id,notes\n1,x\n", "needs a 'text' or 'vector' column"),
     "csv ragged": ("t.csv", 'vector\n"[1, 2]"\n1 2 3\n', "t.csv:3: ragged vectors"),
     "csv extra cells": ("t.csv", "id,text\n1,x,surplus\n", "more cells than the header"),
 }
@@ -402,7 +402,7 @@ def test_bad_row_inputs_raise(tmp_path, case):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"id": [1], "body": ["x"]}, "neither a 'text' nor a 'vector' column"),
+        ({"id": [1], "notes": ["x"]}, "neither a 'text' nor a 'vector' column"),
         ({"vector": [[1.0, 2.0], [1.0]]}, r"ragged vectors: row 1 has 1 values"),
         ({"vector": [[1.0], None]}, "'vector' is null at row 1"),
         ({"text": ["x", None]}, "'text' is null at row 1"),

@@ -116,8 +116,8 @@ def test_csv_with_one_column_per_pixel_and_a_header(flat_digits, tmp_path):
 
 
 def test_csv_of_other_columns_is_one_clear_error(tmp_path):
-    (tmp_path / "t.csv").write_text("id,title,year\n1,hello,2020\n2,world,2021\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match="needs a 'text' or 'vector' column, or numeric columns"):
+    (tmp_path / "t.csv").write_text("id,name,year\n1,hello,2020\n2,world,2021\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="needs a 'text' or 'vector' column, text columns named like"):
         read_all(tmp_path / "t.csv")
     (tmp_path / "m.csv").write_text("id,a,b\n1,0.5,2\n2,x,3\n", encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"m.csv:3: column 'a' holds 'x', not a number"):

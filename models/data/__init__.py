@@ -16,6 +16,8 @@ Formats (dispatched on suffix or directory layout):
   ``text`` or ``vector`` column, every column but ``id`` and ``label`` holds one number of the vector (pixel
   columns). A first line of numbers only is data, not a header; ``columns=`` names the columns of such a file.
 - ``.jsonl.gz``, ``.csv.gz``: the same, gzip-compressed.
+- jsonl, csv and parquet records without ``text`` or ``vector``: the text is read from fields such as ``title``,
+  ``description``, ``content`` or ``abstract``, joined (``fields``).
 - a directory with one sub-folder per label holding text files (the 20 Newsgroups layout).
 - IDX images (``*-images-idx3-ubyte[.gz]``, the MNIST / Fashion-MNIST format of LeCun et al.) with their
   ``*-labels-idx1-ubyte[.gz]`` next to them.
@@ -28,8 +30,8 @@ Text files are decoded as UTF-8 when they are valid UTF-8, else as latin-1 (see 
 
 Bad input raises :class:`DataFormatError` naming the file (and the line or row) and the problem.
 
-Modules: ``block`` (Block, errors, shared helpers), ``dispatch`` (iter_blocks / read_all / count_items by
-suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``, ``text`` (label folders, decoding),
+Modules: ``block`` (Block, errors, shared helpers), ``fields`` (which fields hold the text), ``dispatch``
+(iter_blocks / read_all / count_items by suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``, ``text`` (label folders, decoding),
 ``idx`` (IDX images), ``newsgroups`` (the 20news-bydate tarball and the demo corpus). This file only
 re-exports.
 """

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from hamdex.models.data import fields
 from hamdex.models.data.block import Block, DataFormatError, _check_finite, _parse_label
 from hamdex.models.data.rows import OnError
+
+LOG = logging.getLogger(__name__)
 
 # Parquet is columnar: parse whole batches with Arrow rather than row by row, and name the row on error.
 
@@ -18,12 +22,19 @@ def _iter_parquet(path: Path, block_size: int, on_error: OnError | None = None) 
     per row; without it the first bad row raises."""
     parquet = _open_parquet(path)
     columns = parquet.schema_arrow.names
-    has_text, has_vector = "text" in columns, "vector" in columns
+    text_columns = fields.text_fields(columns)
+    if text_columns:
+        LOG.info("%s: no 'text' column; each item's text is %s, joined", path, fields.describe(text_columns))
+    has_text, has_vector = "text" in columns or bool(text_columns), "vector" in columns
     if has_text == has_vector:
         problem = "both 'text' and 'vector' columns" if has_text else "neither a 'text' nor a 'vector' column"
-        raise DataFormatError(f"{path}: has {problem}; found columns {columns}")
+        raise DataFormatError(
+            f"{path}: has {problem} (nor a text column such as 'title' or 'content'); found columns {columns}"
+        )
     start, width = 0, None
     for batch in parquet.iter_batches(batch_size=block_size):
+        if text_columns:
+            batch = _with_text(batch, text_columns, str(path))
         n, rows = batch.num_rows, np.arange(start, start + batch.num_rows)
         if on_error is not None and n:
             batch, rows, width = _drop_bad_rows(batch, rows, str(path), width, on_error)
@@ -72,6 +83,22 @@ def _drop_bad_rows(batch, rows: np.ndarray, where: str, width: int | None, on_er
     keep = np.ones(batch.num_rows, bool)
     keep[list(bad)] = False
     return batch.filter(pa.array(keep)), rows[keep], width
+
+
+def _with_text(batch, names: list[str], where: str):
+    """The batch with a ``text`` column joined from its text columns (models.data.fields), which it loses; null
+    where all of them are empty."""
+    import pyarrow as pa
+
+    for name in names:
+        column = batch.column(name)
+        if not (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_null(column.type)
+        ):
+            raise DataFormatError(f"{where}: {name!r} holds text, so must be a string column, got {column.type}")
+    values = zip(*(batch.column(name).to_pylist() for name in names), strict=True)
+    texts = pa.array([fields.joined_text(v) or None for v in values], pa.string())
+    return batch.drop_columns(names).append_column("text", texts)
 
 
 def _nulls(column) -> np.ndarray:

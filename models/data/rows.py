@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from hamdex.models.data import fields
 from hamdex.models.data.block import Block, DataFormatError, _parse_label
 
 LOG = logging.getLogger(__name__)
+_TEXT_EXAMPLES = "'title', 'description', 'content', 'abstract'"  # for error messages; the rule: models.data.fields
 OnError = Callable[[DataFormatError], None]
 
 
@@ -81,6 +83,7 @@ def _block_from_rows(rows: list[Row]) -> Block:
 
 def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
     """One record (jsonl object or csv row) -> Row. ``position`` (0-based item number) is the default id."""
+    record = _with_text(record, where)
     # "" counts as absent: a csv with both columns leaves one cell empty per row.
     if record.get("input") not in (None, ""):  # the HTTP row's field: a text, or a vector
         if record.get("text") not in (None, "") or record.get("vector") not in (None, ""):
@@ -89,7 +92,11 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
         record = {**record, ("text" if isinstance(given, str) else "vector"): given}
     has_text, has_vector = record.get("text") not in (None, ""), record.get("vector") not in (None, "")
     if has_text == has_vector:
-        problem = "both 'text' and 'vector'" if has_text else "neither a non-empty 'text' nor a 'vector'"
+        problem = (
+            "both 'text' and 'vector'"
+            if has_text
+            else f"neither a non-empty 'text' nor a 'vector' ({_TEXT_EXAMPLES} are text too)"
+        )
         raise DataFormatError(f"{where}: item has {problem}; give exactly one")
     item = record["text"] if has_text else _parse_vector(record["vector"], where)
     if has_text and not isinstance(item, str):
@@ -102,6 +109,20 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
         metadata["label"] = label
     raw_id = record.get("id")
     return Row(where, str(position) if raw_id in (None, "") else str(raw_id), item, label, metadata)
+
+
+def _with_text(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """The record, its ``text`` read from its text fields (models.data.fields) where it has no input field."""
+    names = fields.text_fields(record)
+    if not names:
+        return record
+    for name in names:
+        if record[name] is not None and not isinstance(record[name], str):
+            raise DataFormatError(f"{where}: {name!r} holds text, so must be a string", "input_type")
+    text = fields.joined_text(record[name] for name in names)
+    if not text:
+        raise DataFormatError(f"{where}: item has no text: {fields.describe(names)} are empty", "input_type")
+    return {**{k: v for k, v in record.items() if k not in names}, "text": text}
 
 
 def _parse_metadata(record: dict[str, Any], where: str) -> dict:
@@ -147,7 +168,7 @@ def _iter_jsonl(path: Path, block_size: int, on_error: OnError | None = None) ->
 
 
 def _jsonl_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
-    position = 0
+    position, told = 0, False
     with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -159,6 +180,7 @@ def _jsonl_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
                 record = _loads(line, where, "line")
                 if not isinstance(record, dict):
                     raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                told = told or _tell_text_fields(path, record)
                 row = _row_from_record(record, position, where)
             except DataFormatError as err:
                 if on_error is None:
@@ -187,7 +209,7 @@ def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str
             return
         header = list(columns) if columns is not None else ([] if _all_numbers(first) else first)
         pending = [first] if header is not first else []
-        wide = "text" not in header and "vector" not in header
+        wide = "text" not in header and "vector" not in header and not _tell_text_fields(path, header)
         rows = itertools.chain(pending, reader)
         if wide:
             rows = _check_wide(path, header, rows)
@@ -208,6 +230,14 @@ def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str
             yield row
 
 
+def _tell_text_fields(path: Path, names: Sequence[str]) -> bool:
+    """Whether items with these fields take their text from text fields (models.data.fields); logs which."""
+    found = fields.text_fields(names)
+    if found:
+        LOG.info("%s: no 'text' field; each item's text is %s, joined", path, fields.describe(found))
+    return bool(found)
+
+
 def _check_wide(path: Path, header: list[str], rows: Iterator[list[str]]) -> Iterator[list[str]]:
     """The rows again, once the first shows that the columns besides id and label are numbers: a file of other
     columns is one error, not one skipped row per line."""
@@ -217,8 +247,9 @@ def _check_wide(path: Path, header: list[str], rows: Iterator[list[str]]) -> Ite
     others = [c for i, c in enumerate(first) if i >= len(header) or header[i] not in ("id", "label")]
     if not others or not _all_numbers(others):
         raise DataFormatError(
-            f"{path}: needs a 'text' or 'vector' column, or numeric columns besides 'id' and 'label' (one vector "
-            f"value each); found columns {header}"
+            f"{path}: needs a 'text' or 'vector' column, text columns named like {_TEXT_EXAMPLES}, or numeric columns "
+            f"besides 'id' and 'label' (one vector value each); found columns {header}. A file without a header "
+            "line: name its columns (hamdex --columns, e.g. label,title,description)"
         )
     yield first
     yield from rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +103,11 @@ def index_file(
     progress: bool = True,
     strict: bool = False,
     restart: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> IndexSummary:
-    """Send a file or folder, resuming an interrupted run of the same job (see the module docstring)."""
-    key = job_key(path, batch_size, limit, client.collection()["fingerprint"])
+    """Send a file or folder, resuming an interrupted run of the same job (see the module docstring).
+    ``columns``: a header-less CSV's column names (models.data)."""
+    key = job_key(path, batch_size, limit, client.collection()["fingerprint"], columns)
     record = None if restart else client.job(key)
     if record is not None and record["done"]:
         count = client.collection()["count"]
@@ -114,7 +116,8 @@ def index_file(
     total = data.count_items(path)
     total = min(total, limit) if total is not None and limit is not None else total or limit
     report = SkipReport(strict=strict)
-    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=None if strict else report.on_read_error)
+    on_error = None if strict else report.on_read_error
+    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=on_error, columns=columns)
     return index_blocks(
         skip_items(blocks, start), client, total=total, progress=progress, report=report, job=key, start=start
     )

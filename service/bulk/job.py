@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -246,11 +246,15 @@ def _take(inputs: list | np.ndarray, rows: np.ndarray) -> list | np.ndarray:
     return inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows.tolist()]
 
 
-def job_key(path: str | Path, batch_size: int, limit: int | None, fingerprint: str) -> str:
-    """What identifies a bulk job: the input (absolute path, size, mtime), batch size, limit and model."""
+def job_key(
+    path: str | Path, batch_size: int, limit: int | None, fingerprint: str, columns: Sequence[str] | None = None
+) -> str:
+    """What identifies a bulk job: the input (absolute path, size, mtime), batch size, limit, model and the names
+    given to a header-less CSV's columns (only when given: the keys of jobs without them are unchanged)."""
     path = Path(path).resolve()
     stat = path.stat()
-    raw = json.dumps([str(path), stat.st_size, stat.st_mtime_ns, batch_size, limit, fingerprint])
+    parts = [str(path), stat.st_size, stat.st_mtime_ns, batch_size, limit, fingerprint]
+    raw = json.dumps(parts if columns is None else [*parts, list(columns)])
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -265,10 +269,11 @@ def index_file(
     strict: bool = False,
     restart: bool = False,
     encoder: Encoder | None = None,
+    columns: Sequence[str] | None = None,
 ) -> IndexSummary:
     """Index a file or folder, resuming an interrupted run of the same job (see the module docstring).
-    ``encoder``: as for :func:`index_blocks`."""
-    key = job_key(path, batch_size, limit, hasher.fingerprint)
+    ``encoder``: as for :func:`index_blocks`; ``columns``: a header-less CSV's column names (models.data)."""
+    key = job_key(path, batch_size, limit, hasher.fingerprint, columns)
     record = None if restart else collection.progress(key)
     if isinstance(record, dict) and record.get("done"):
         LOG.info("job %s already done (%s items)", key, record.get("items"))
@@ -279,7 +284,8 @@ def index_file(
     total = data.count_items(path)
     total = min(total, limit) if total is not None and limit is not None else total or limit
     report = SkipReport(strict=strict)
-    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=None if strict else report.on_read_error)
+    on_error = None if strict else report.on_read_error
+    blocks = data.iter_blocks(path, batch_size, limit=limit, on_error=on_error, columns=columns)
     return index_blocks(
         _skip_items(blocks, start),
         hasher,
