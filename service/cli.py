@@ -164,7 +164,12 @@ def train(
         int | None,
         typer.Option(help="Independent autoencoders whose codes are concatenated (default: the preset's)."),
     ] = None,
-    input_dropout: Annotated[float, typer.Option(help="Denoising input dropout.")] = 0.0,
+    input_dropout: Annotated[
+        float | None,
+        typer.Option(
+            help="Denoising: the share of input features dropped in training (default: the preset's: 0.3 for images, else 0)."
+        ),
+    ] = None,
     readout: Annotated[
         Readout | None,
         typer.Option(

@@ -33,6 +33,7 @@ def test_train_uses_the_text_preset(texts_file, tmp_path):
     assert meta["model_config"]["kl_weight"] == model_over["kl_weight"]  # not raised below 32 bits
     assert meta["train_config"]["neighbours"] == train_over["neighbours"]
     assert meta["train_config"]["subject_weight"] == train_over["subject_weight"] > 0
+    assert meta["model_config"]["input_dropout"] == 0.0  # denoising is the image preset's, not the text one's
     assert meta["train_config"]["epochs"] == 2  # an explicit flag wins over the preset
 
 
@@ -138,8 +139,11 @@ def test_readout_flag_overrides_the_preset(tmp_path):
     np.save(path, (load_digits().images[:120] * 255 / 16).astype(np.uint8))
     meta = _train(path, tmp_path / "m", "--epochs", "1", "--neighbours", "0")
     assert meta["model_config"]["readout"] == PRESETS["pixels"][0]["readout"] == "itq"
+    assert meta["model_config"]["input_dropout"] == PRESETS["pixels"][0]["input_dropout"] == 0.3  # denoising
     meta = _train(path, tmp_path / "t", "--epochs", "1", "--neighbours", "0", "--readout", "threshold")
     assert meta["model_config"]["readout"] == "threshold"
+    meta = _train(path, tmp_path / "d", "--epochs", "1", "--neighbours", "0", "--input-dropout", "0")
+    assert meta["model_config"]["input_dropout"] == 0.0  # a value given, zero too, wins over the preset's
     result = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "x"), "--readout", "pca"])
     assert result.exit_code == 2 and "'pca' is not one of 'threshold', 'itq'" in result.output
 
