@@ -167,7 +167,8 @@ def train(
     input_dropout: Annotated[
         float | None,
         typer.Option(
-            help="Denoising: the share of input features dropped in training (default: the preset's: 0.3 for images, else 0)."
+            help="Denoising: the share of input features dropped in training (default: the preset's: 0.3 for "
+            "images, else 0)."
         ),
     ] = None,
     readout: Annotated[

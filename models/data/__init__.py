@@ -31,9 +31,9 @@ Text files are decoded as UTF-8 when they are valid UTF-8, else as latin-1 (see 
 Bad input raises :class:`DataFormatError` naming the file (and the line or row) and the problem.
 
 Modules: ``block`` (Block, errors, shared helpers), ``fields`` (which fields hold the text), ``dispatch``
-(iter_blocks / read_all / count_items by suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``, ``text`` (label folders, decoding),
-``idx`` (IDX images), ``newsgroups`` (the 20news-bydate tarball and the demo corpus). This file only
-re-exports.
+(iter_blocks / read_all / count_items by suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``,
+``text`` (label folders, decoding), ``idx`` (IDX images), ``newsgroups`` (the 20news-bydate tarball and the demo
+corpus). This file only re-exports.
 """
 
 from hamdex.models.data.arrays import NPZ_INPUT_KEYS, NPZ_LABEL_KEYS
