@@ -359,6 +359,25 @@ def _train_labels(block: data.Block, field: str | None, fraction: float | None, 
     return [names[c] if c >= 0 else None for c in codes]
 
 
+def _labelled_by(block: data.Block, field: str, spec: str) -> data.Block:
+    """The block with each item's label read from ``field`` (the label, or a metadata field); exits, naming the
+    file and the option, when an item has none (evaluation needs a label on every item)."""
+    if field == "label":
+        labels = list(block.labels)
+    else:
+        labels = [None if m.get(field) in (None, "") else str(m[field]) for m in block.metadata]
+    missing = sum(label is None or label == "" for label in labels)
+    if missing:
+        others = sorted({key for m in block.metadata for key in m if key != field})[:8]
+        raise _fail(
+            escape(
+                f"{spec}: {missing} of {len(labels)} items have no {field!r} field; evaluation needs a label on every "
+                f"item (--label-field names the field; the items' other fields: {', '.join(others) or 'none'})"
+            )
+        )
+    return data.Block(block.ids, block.inputs, labels, block.metadata, block.kind)
+
+
 def _judge_labels(block: data.Block) -> list[str | None] | None:
     """The items' labels, to judge the model by (fit_hasher's judge_labels), saying so; None when they have none
     or cannot judge (models.train.can_judge)."""
@@ -798,6 +817,9 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers to this file.")] = None,
     device: DeviceOpt = "auto",
     columns: ColumnsOpt = None,
+    label_field: Annotated[
+        str, typer.Option(help="The field or column that holds each item's label, e.g. 'Class Index'.")
+    ] = "label",
 ) -> None:
     """Precision@k and mAP of the model beside baselines computed in the same run."""
     from hamdex.models import checkpoint
@@ -805,6 +827,7 @@ def eval_cmd(
 
     hasher = checkpoint.load(model, device)
     db, qs = load_data(database, columns=columns), load_data(queries, max_queries, columns)
+    db, qs = _labelled_by(db, label_field, database), _labelled_by(qs, label_field, queries)
     rows = evaluate_hasher(hasher, db, qs, k=k, baselines=[b for b in baselines.split(",") if b])
     table = Table(title=f"{len(qs.ids)} queries, {len(db.ids)} database items, {hasher.n_bits} bits")
     columns = ("method", f"P@{k}", f"P@{k} tie-aware", "mAP", "P(r<=2)", "distinct", "bit bal.", "bit corr.")

@@ -13,7 +13,7 @@ from hamdex.index import open_collection
 from hamdex.models import checkpoint
 from hamdex.models.data import DataFormatError, iter_blocks, read_all
 from hamdex.models.data.fields import text_fields
-from hamdex.service.cli import app
+from hamdex.service.cli import _labelled_by, app
 from typer.testing import CliRunner
 
 AG_ROWS = [
@@ -121,3 +121,22 @@ def test_index_names_the_columns_of_a_csv_without_a_header_line(tmp_path: Path, 
         assert len(collection) == 2
         item = collection.get("1")
         assert item is not None and item.metadata == {"label": "4"}
+
+
+def test_eval_reads_the_label_from_the_field_named(tmp_path: Path, text_model_dir: Path):
+    """A labelled set whose labels are not called 'label': a clear exit naming the option, then the numbers."""
+    path = tmp_path / "ag.csv"
+    topics = {"1": "cup final team match goal", "2": "shares bank profit market rate"}
+    lines = ["Class Index,Title,Description"]
+    lines += [f'{c},"{words.split()[i % 5]} news","{words} {i}"' for i in range(40) for c, words in topics.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["eval", "-m", str(text_model_dir), "--database", str(path), "--queries", str(path), "--k", "5"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--label-field" in refused.output and "Class Index" in refused.output
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, [*args, "--label-field", "Class Index", "--baselines", "itq", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    methods = json.loads(out.read_text())["methods"]
+    assert set(methods) == {"hamdex", "itq"} and all(0 <= m["p@5"] <= 1 for m in methods.values())
+    block = _labelled_by(read_all(path), "Class Index", str(path))
+    assert block.labels == [c for _ in range(40) for c in topics]  # the column's values, item by item
