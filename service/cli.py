@@ -346,10 +346,7 @@ def _train_labels(block: data.Block, field: str | None, fraction: float | None, 
         return None
     from hamdex.models.train import encode_labels
 
-    if field == "label":
-        labels = list(block.labels)
-    else:
-        labels = [None if m.get(field) in (None, "") else str(m[field]) for m in block.metadata]
+    labels = _field_labels(block, field)
     if all(label is None or label == "" for label in labels):
         raise _fail(f"--label-field {field}: no item has a {field!r} field")
     try:
@@ -359,13 +356,17 @@ def _train_labels(block: data.Block, field: str | None, fraction: float | None, 
     return [names[c] if c >= 0 else None for c in codes]
 
 
+def _field_labels(block: data.Block, field: str) -> list[str | None]:
+    """Each item's label read from ``field``: the item's label, or one of its metadata fields (None: none)."""
+    if field == "label":
+        return list(block.labels)
+    return [None if m.get(field) in (None, "") else str(m[field]) for m in block.metadata]
+
+
 def _labelled_by(block: data.Block, field: str, spec: str) -> data.Block:
     """The block with each item's label read from ``field`` (the label, or a metadata field); exits, naming the
     file and the option, when an item has none (evaluation needs a label on every item)."""
-    if field == "label":
-        labels = list(block.labels)
-    else:
-        labels = [None if m.get(field) in (None, "") else str(m[field]) for m in block.metadata]
+    labels = _field_labels(block, field)
     missing = sum(label is None or label == "" for label in labels)
     if missing:
         others = sorted({key for m in block.metadata for key in m if key != field})[:8]
