@@ -18,7 +18,8 @@ Formats (dispatched on suffix or directory layout):
 - ``.jsonl.gz``, ``.csv.gz``: the same, gzip-compressed.
 - jsonl, csv and parquet records without ``text`` or ``vector``: the text is read from fields such as ``title``,
   ``description``, ``content`` or ``abstract``, joined (``fields``).
-- a directory with one sub-folder per label holding text files (the 20 Newsgroups layout).
+- a directory with one sub-folder per label holding text files (the 20 Newsgroups layout), or image files
+  (``.png``, ``.jpg``, ...: grayscale uint8 images of one size, ``images``).
 - IDX images (``*-images-idx3-ubyte[.gz]``, the MNIST / Fashion-MNIST format of LeCun et al.) with their
   ``*-labels-idx1-ubyte[.gz]`` next to them.
 - the 20 Newsgroups "bydate" tarball (``20news-bydate.tar.xz``, Jason Rennie's split):
@@ -32,8 +33,8 @@ Bad input raises :class:`DataFormatError` naming the file (and the line or row) 
 
 Modules: ``block`` (Block, errors, shared helpers), ``fields`` (which fields hold the text), ``dispatch``
 (iter_blocks / read_all / count_items by suffix), ``arrays`` (.npy, .npz), ``rows`` (.jsonl, .csv), ``parquet``,
-``text`` (label folders, decoding), ``idx`` (IDX images), ``newsgroups`` (the 20news-bydate tarball and the demo
-corpus). This file only re-exports.
+``text`` (label folders, decoding), ``images`` (image files in label folders), ``idx`` (IDX images), ``newsgroups``
+(the 20news-bydate tarball and the demo corpus). This file only re-exports.
 """
 
 from hamdex.models.data.arrays import NPZ_INPUT_KEYS, NPZ_LABEL_KEYS

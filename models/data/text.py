@@ -1,4 +1,5 @@
-"""Text: folders with one sub-folder of text files per label (the 20 Newsgroups layout), and text decoding.
+"""Text: folders with one sub-folder of text files per label (the 20 Newsgroups layout; of images: models.data.images),
+and text decoding.
 
 Text files are decoded as UTF-8 when they are valid UTF-8, else as latin-1 (which never fails). No
 20 Newsgroups post with non-ASCII bytes is valid UTF-8, so the demo corpus decodes exactly as
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hamdex.models.data.block import Block, DataFormatError
+from hamdex.models.data.images import IMAGE_SUFFIXES, image_blocks, is_image
 
 
 def decode_text(raw: bytes) -> str:
@@ -46,7 +48,7 @@ def _label_folder_files(root: Path) -> list[tuple[str, list[Path]]]:
     stray = [p.name for p in entries if not p.is_dir()]
     if stray or not entries:
         found = f"files at the top level: {stray[:5]}" if stray else "nothing"
-        raise DataFormatError(f"{root}: expected one sub-folder per label holding text files, found {found}")
+        raise DataFormatError(f"{root}: expected one sub-folder per label holding text files or images, found {found}")
     out = []
     for folder in entries:
         files = sorted(p for p in folder.iterdir() if _visible(p.name))
@@ -58,13 +60,33 @@ def _label_folder_files(root: Path) -> list[tuple[str, list[Path]]]:
 
 
 def _iter_label_folder(root: Path, block_size: int) -> Iterator[Block]:
-    yield from _text_blocks(_label_folder_items(root), block_size)
+    """Label folders of text files, or of images (models.data.images); a tree of both is an error."""
+    folders = _label_folder_files(root)
+    files = [file for _, in_folder in folders for file in in_folder]
+    images = [file for file in files if is_image(file)]
+    if images and len(images) < len(files):
+        other = next(file for file in files if not is_image(file))
+        raise DataFormatError(
+            f"{root}: label folders mix {len(images)} images and {len(files) - len(images)} other files (e.g. "
+            f"{other}); give images or text files"
+        )
+    if images:
+        yield from image_blocks(folders, block_size)
+    else:
+        yield from _text_blocks(_label_folder_items(folders), block_size)
 
 
-def _label_folder_items(root: Path) -> Iterator[tuple[str, str, str, dict]]:
-    for label, files in _label_folder_files(root):
+def _label_folder_items(folders: list[tuple[str, list[Path]]]) -> Iterator[tuple[str, str, str, dict]]:
+    for label, files in folders:
         for file in files:
-            text = decode_text(file.read_bytes())
+            raw = file.read_bytes()
+            if b"\x00" in raw:  # no text file holds NUL bytes: a binary file would train on garbage
+                raise DataFormatError(
+                    f"{file}: a binary file, not text; label folders hold text files or images "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))})",
+                    "input_type",
+                )
+            text = decode_text(raw)
             yield f"{label}/{file.name}", text, label, _text_metadata(label, text)
 
 
