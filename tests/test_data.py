@@ -419,7 +419,9 @@ def test_bad_parquet_raises(tmp_path, table, message):
     ("array", "message"),
     [
         (np.zeros(3), "2-d numeric array"),
-        (np.zeros((2, 3, 4), np.float32), "3-d uint8"),
+        (np.zeros((2, 3, 4), np.float32), r"3-d uint8.*scale them to 0-255 uint8"),
+        (np.zeros((2, 3, 4, 1), np.uint8), r"one channel: drop its axis"),
+        (np.zeros((2, 3, 4, 3), np.uint8), r"colour images: give them as \(n, h, w\) grayscale"),
         (np.array([[1.0, np.inf]]), "NaN or infinite"),
     ],
 )

@@ -25,8 +25,19 @@ def _array_kind(array: np.ndarray, where: str) -> Kind:
         return "image"
     raise DataFormatError(
         f"{where}: expected a 2-d numeric array (vectors) or a 3-d uint8 array (images), "
-        f"got {array.dtype} with shape {array.shape}"
+        f"got {array.dtype} with shape {array.shape}{_image_hint(array)}"
     )
+
+
+def _image_hint(array: np.ndarray) -> str:
+    """What to do with arrays that look like images in another layout (for the error message)."""
+    if array.ndim == 4 and array.shape[-1] == 1:
+        return "; one channel: drop its axis (x[..., 0])"
+    if array.ndim == 4 and array.shape[-1] in (3, 4):
+        return "; colour images: give them as (n, h, w) grayscale, or as image files in label folders"
+    if array.ndim == 3 and np.issubdtype(array.dtype, np.number):
+        return "; images of other values: scale them to 0-255 uint8 (values in [0, 1]: np.round(x * 255))"
+    return ""
 
 
 def _array_inputs(array: np.ndarray, kind: Kind) -> np.ndarray:
