@@ -463,10 +463,19 @@ def test_idx_truncated_and_label_mismatch_raise(tmp_path):
         read_all(path)
 
 
+def test_a_folder_of_files_alone_is_unlabelled_items(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "b.txt").write_text("Subject: second\n\nbody")
+    (tmp_path / "notes" / "a.txt").write_text("first")
+    block = read_all(tmp_path / "notes")
+    assert block.kind == "text" and block.ids == ["a.txt", "b.txt"] and block.labels == [None, None]
+    assert block.inputs[0] == "first" and block.metadata == [{}, {"subject": "second"}]
+
+
 def test_bad_folder_and_tar_raise(tmp_path):
     root = write_folder(tmp_path)
     (root / "README").write_text("stray")
-    with pytest.raises(DataFormatError, match="found files at the top level"):
+    with pytest.raises(DataFormatError, match="found files beside the label folders"):
         read_all(root)
     tar_path = tmp_path / "flat.tar.xz"
     with tarfile.open(tar_path, "w:xz") as tar:

@@ -41,6 +41,14 @@ def test_png_folders_are_images_with_their_labels(tmp_path: Path):
     assert block.metadata[0] == {"label": "digit0"} and count_items(tmp_path / "digits") == 30
 
 
+def test_a_folder_of_images_alone_is_unlabelled_images(tmp_path: Path):
+    for name, value in (("b.png", 7), ("a.png", 200)):
+        Image.fromarray(np.full((3, 5), value, np.uint8)).save(tmp_path / name)
+    block = read_all(tmp_path)
+    assert block.kind == "image" and block.ids == ["a.png", "b.png"] and block.labels == [None, None]
+    assert block.inputs[:, 0, 0].tolist() == [200, 7] and block.metadata == [{}, {}]
+
+
 def test_colour_and_16_bit_images_are_read_as_grayscale(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     (tmp_path / "a").mkdir()
     Image.new("RGB", (4, 3), (255, 0, 0)).save(tmp_path / "a" / "red.png")

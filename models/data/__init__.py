@@ -19,7 +19,8 @@ Formats (dispatched on suffix or directory layout):
 - jsonl, csv and parquet records without ``text`` or ``vector``: the text is read from fields such as ``title``,
   ``description``, ``content`` or ``abstract``, joined (``fields``).
 - a directory with one sub-folder per label holding text files (the 20 Newsgroups layout), or image files
-  (``.png``, ``.jpg``, ...: grayscale uint8 images of one size, ``images``).
+  (``.png``, ``.jpg``, ...: grayscale uint8 images of one size, ``images``); a directory of such files alone holds
+  unlabelled items, ids their file names.
 - IDX images (``*-images-idx3-ubyte[.gz]``, the MNIST / Fashion-MNIST format of LeCun et al.) with their
   ``*-labels-idx1-ubyte[.gz]`` next to them.
 - the 20 Newsgroups "bydate" tarball (``20news-bydate.tar.xz``, Jason Rennie's split):

@@ -109,6 +109,11 @@ def _labelled_block(ids: list[str], inputs: list[str] | np.ndarray, labels: list
     return Block(ids, inputs, labels, metadata, kind)
 
 
+def _folder_item_id(label: str | None, file: Path) -> str:
+    """An item's id in a folder: ``label/file``, or the file's name where there are no label folders."""
+    return file.name if label is None else f"{label}/{file.name}"
+
+
 def _check_finite(vectors: np.ndarray, where: str) -> None:
     if not np.isfinite(vectors).all():
         row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from hamdex.models.data.block import Block, DataFormatError
+from hamdex.models.data.block import Block, DataFormatError, _folder_item_id
 
 LOG = logging.getLogger(__name__)
 
@@ -26,11 +26,12 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def image_blocks(folders: list[tuple[str, list[Path]]], block_size: int) -> Iterator[Block]:
-    """(label, image files) per label folder -> uint8 (n, h, w) image blocks, ids ``label/file``."""
+def image_blocks(folders: list[tuple[str | None, list[Path]]], block_size: int) -> Iterator[Block]:
+    """(label, image files) per label folder -> uint8 (n, h, w) image blocks, ids ``label/file`` (label None:
+    unlabelled, ids the file names)."""
     first: tuple[Path, tuple[int, ...]] | None = None
     coloured = 0
-    buffer: list[tuple[str, np.ndarray, str]] = []
+    buffer: list[tuple[str, np.ndarray, str | None]] = []
     for label, files in folders:
         for file in files:
             image, colour = _read(file)
@@ -42,7 +43,7 @@ def image_blocks(folders: list[tuple[str, list[Path]]], block_size: int) -> Iter
                     "data set must have one size (resize them first)",
                     "input_shape",
                 )
-            buffer.append((f"{label}/{file.name}", image, label))
+            buffer.append((_folder_item_id(label, file), image, label))
             if len(buffer) == block_size:
                 yield _block(buffer)
                 buffer = []
@@ -69,7 +70,8 @@ def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
 
-def _block(items: list[tuple[str, np.ndarray, str]]) -> Block:
+def _block(items: list[tuple[str, np.ndarray, str | None]]) -> Block:
     ids = [item[0] for item in items]
     labels = [item[2] for item in items]
-    return Block(ids, np.stack([item[1] for item in items]), labels, [{"label": label} for label in labels], "image")
+    metadata = [{} if label is None else {"label": label} for label in labels]
+    return Block(ids, np.stack([item[1] for item in items]), labels, metadata, "image")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from hamdex.models.data.block import Block, DataFormatError
+from hamdex.models.data.block import Block, DataFormatError, _folder_item_id
 from hamdex.models.data.images import IMAGE_SUFFIXES, image_blocks, is_image
 
 
@@ -33,22 +33,31 @@ def subject_of(text: str) -> str | None:
     return None
 
 
-def _text_metadata(label: str, text: str) -> dict:
+def _text_metadata(label: str | None, text: str) -> dict:
     subject = subject_of(text)
-    return {"label": label} if subject is None else {"label": label, "subject": subject}
+    return {
+        **({} if label is None else {"label": label}),
+        **({} if subject is None else {"subject": subject}),
+    }
 
 
 def _visible(name: str) -> bool:
     return not name.startswith(".")  # .DS_Store, editor swap files
 
 
-def _label_folder_files(root: Path) -> list[tuple[str, list[Path]]]:
-    """(label, files) per sub-folder, sorted by name like scikit-learn's ``load_files``."""
+def _label_folder_files(root: Path) -> list[tuple[str | None, list[Path]]]:
+    """(label, files) per sub-folder, sorted by name like scikit-learn's ``load_files``; a folder of files only is
+    one unlabelled group, (None, files)."""
     entries = sorted(p for p in root.iterdir() if _visible(p.name))
     stray = [p.name for p in entries if not p.is_dir()]
+    if entries and len(stray) == len(entries):
+        return [(None, entries)]  # no label folders: unlabelled items
     if stray or not entries:
-        found = f"files at the top level: {stray[:5]}" if stray else "nothing"
-        raise DataFormatError(f"{root}: expected one sub-folder per label holding text files or images, found {found}")
+        found = f"files beside the label folders: {stray[:5]}" if stray else "nothing"
+        raise DataFormatError(
+            f"{root}: expected one sub-folder per label holding text files or images (or the files alone), found "
+            f"{found}"
+        )
     out = []
     for folder in entries:
         files = sorted(p for p in folder.iterdir() if _visible(p.name))
@@ -76,7 +85,7 @@ def _iter_label_folder(root: Path, block_size: int) -> Iterator[Block]:
         yield from _text_blocks(_label_folder_items(folders), block_size)
 
 
-def _label_folder_items(folders: list[tuple[str, list[Path]]]) -> Iterator[tuple[str, str, str, dict]]:
+def _label_folder_items(folders: list[tuple[str | None, list[Path]]]) -> Iterator[tuple[str, str, str | None, dict]]:
     for label, files in folders:
         for file in files:
             raw = file.read_bytes()
@@ -87,12 +96,12 @@ def _label_folder_items(folders: list[tuple[str, list[Path]]]) -> Iterator[tuple
                     "input_type",
                 )
             text = decode_text(raw)
-            yield f"{label}/{file.name}", text, label, _text_metadata(label, text)
+            yield _folder_item_id(label, file), text, label, _text_metadata(label, text)
 
 
-def _text_blocks(items: Iterator[tuple[str, str, str, dict]], block_size: int) -> Iterator[Block]:
+def _text_blocks(items: Iterator[tuple[str, str, str | None, dict]], block_size: int) -> Iterator[Block]:
     """(id, text, label, metadata) items -> text blocks."""
-    buffer: list[tuple[str, str, str, dict]] = []
+    buffer: list[tuple[str, str, str | None, dict]] = []
     for item in items:
         buffer.append(item)
         if len(buffer) == block_size:
@@ -102,6 +111,6 @@ def _text_blocks(items: Iterator[tuple[str, str, str, dict]], block_size: int) -
         yield _text_block(buffer)
 
 
-def _text_block(items: list[tuple[str, str, str, dict]]) -> Block:
+def _text_block(items: list[tuple[str, str, str | None, dict]]) -> Block:
     ids, texts, labels, metadata = (list(column) for column in zip(*items, strict=True))
     return Block(ids, texts, labels, metadata, "text")
