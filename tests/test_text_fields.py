@@ -140,3 +140,11 @@ def test_eval_reads_the_label_from_the_field_named(tmp_path: Path, text_model_di
     assert set(methods) == {"hamdex", "itq"} and all(0 <= m["p@5"] <= 1 for m in methods.values())
     block = _labelled_by(read_all(path), "Class Index", str(path))
     assert block.labels == [c for _ in range(40) for c in topics]  # the column's values, item by item
+
+
+def test_a_table_of_numbers_with_a_subject_column_stays_vectors(tmp_path: Path):
+    """'subject' is not a text field: measurements name their subject ids so."""
+    path = tmp_path / "m.csv"
+    path.write_text("subject,label,a,b\n17,x,0.5,1\n18,y,2,3\n", encoding="utf-8")
+    block = read_all(path)
+    assert block.kind == "vector" and block.inputs.tolist() == [[17, 0.5, 1], [18, 2, 3]]

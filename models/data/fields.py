@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# heading-like fields first, then body-like ones; an item's text is the non-empty ones joined by a blank line
+# heading-like fields first, then body-like ones; an item's text is the non-empty ones joined by a blank line.
+# Not "subject": tables of measurements name their subject ids so, and a numeric-looking id would become the text
 TEXT_FIELDS = (
     "title",
     "headline",
-    "subject",
     "question",
     "summary",
     "abstract",
