@@ -148,3 +148,16 @@ def test_a_table_of_numbers_with_a_subject_column_stays_vectors(tmp_path: Path):
     path.write_text("subject,label,a,b\n17,x,0.5,1\n18,y,2,3\n", encoding="utf-8")
     block = read_all(path)
     assert block.kind == "vector" and block.inputs.tolist() == [[17, 0.5, 1], [18, 2, 3]]
+
+
+def test_an_embedding_field_is_the_vector_and_the_title_metadata(tmp_path: Path):
+    """Embedding exports call the vector 'embedding': it is the input, a title beside it is shown, not encoded."""
+    rows = [{"id": "a", "title": "first", "embedding": [0.5, 1.0]}, {"id": "b", "title": "second", "embedding": [2, 3]}]
+    (tmp_path / "e.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    (tmp_path / "e.csv").write_text('id,title,Embedding\na,first,"[0.5, 1.0]"\nb,second,2 3\n', encoding="utf-8")
+    table = {"id": ["a", "b"], "title": ["first", "second"], "embeddings": [[0.5, 1.0], [2.0, 3.0]]}
+    pq.write_table(pa.table(table), tmp_path / "e.parquet")
+    for name in ("e.jsonl", "e.csv", "e.parquet"):
+        block = read_all(tmp_path / name)
+        assert block.kind == "vector" and block.inputs.tolist() == [[0.5, 1.0], [2.0, 3.0]], name
+        assert block.ids == ["a", "b"] and block.metadata == [{"title": "first"}, {"title": "second"}], name

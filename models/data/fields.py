@@ -1,11 +1,12 @@
-"""Where an item's text is when it has no ``text`` field: the layouts of common labelled text sets.
+"""Where an item's input is when it has no ``text`` or ``vector`` field: the layouts of common data sets.
 
 Text data sets as people download them rarely name their text ``text``: news sets have ``Title`` and
 ``Description``, encyclopedia sets ``title`` and ``content``, review sets ``summary`` and ``review``. A record
 (jsonl object, csv row, parquet row) with neither ``text`` nor ``vector`` (nor the HTTP row's ``input``) takes its
 text from the fields named below, matched without regard to case and joined in this order, a heading first: one
 rule for every reader, so ``hamdex train``, ``eval`` and ``index`` read such a file alike, with nothing to pass.
-Fields read as text are not kept as metadata, as ``text`` is not.
+Fields read as text are not kept as metadata, as ``text`` is not. Likewise an ``embedding`` (or ``embeddings``)
+field, what embedding exports call it, is the item's vector.
 """
 
 from __future__ import annotations
@@ -28,20 +29,37 @@ TEXT_FIELDS = (
     "review",
     "message",
 )
-# the fields that name an item's input outright: where one of them is present, no text field is looked for
+# what embedding exports call an item's vector; before the text fields: a record with an embedding and a title
+# brought the embedding to be searched, the title to be shown
+VECTOR_FIELDS = ("embedding", "embeddings")
+# the fields that name an item's input outright: where one of them is present, no other field is looked for
 INPUT_FIELDS = ("text", "vector", "input")
+
+
+def vector_field(names: Iterable[str]) -> str | None:
+    """The name among ``names`` that holds an item's vector under another name (None where ``names`` has an input
+    field of its own, or none of :data:`VECTOR_FIELDS`)."""
+    found = _matching(names, VECTOR_FIELDS)
+    return found[0] if found else None
 
 
 def text_fields(names: Iterable[str]) -> list[str]:
     """The names among ``names`` that hold an item's text, in :data:`TEXT_FIELDS`' order ([] where ``names``
-    has an input field of its own, or none of these)."""
+    has an input field of its own, a vector field, or none of these)."""
+    names = list(names)
+    return [] if vector_field(names) else _matching(names, TEXT_FIELDS)
+
+
+def _matching(names: Iterable[str], wanted: tuple[str, ...]) -> list[str]:
+    """The names among ``names`` that are in ``wanted`` without regard to case, in ``wanted``'s order; [] where
+    ``names`` has an input field."""
     names = list(names)
     if any(name in INPUT_FIELDS for name in names):
         return []
-    by_lower = {}
+    by_lower: dict[str, str] = {}
     for name in names:
         by_lower.setdefault(name.lower(), name)  # the first spelling wins where two differ only in case
-    return [by_lower[field] for field in TEXT_FIELDS if field in by_lower]
+    return [by_lower[field] for field in wanted if field in by_lower]
 
 
 def joined_text(values: Iterable[object]) -> str:

@@ -22,10 +22,12 @@ def _iter_parquet(path: Path, block_size: int, on_error: OnError | None = None) 
     per row; without it the first bad row raises."""
     parquet = _open_parquet(path)
     columns = parquet.schema_arrow.names
-    text_columns = fields.text_fields(columns)
-    if text_columns:
+    vector_column, text_columns = fields.vector_field(columns), fields.text_fields(columns)
+    if vector_column is not None:
+        LOG.info("%s: no 'vector' column; each item's vector is its %r", path, vector_column)
+    elif text_columns:
         LOG.info("%s: no 'text' column; each item's text is %s, joined", path, fields.describe(text_columns))
-    has_text, has_vector = "text" in columns or bool(text_columns), "vector" in columns
+    has_text, has_vector = "text" in columns or bool(text_columns), "vector" in columns or vector_column is not None
     if has_text == has_vector:
         problem = "both 'text' and 'vector' columns" if has_text else "neither a 'text' nor a 'vector' column"
         raise DataFormatError(
@@ -33,7 +35,9 @@ def _iter_parquet(path: Path, block_size: int, on_error: OnError | None = None) 
         )
     start, width = 0, None
     for batch in parquet.iter_batches(batch_size=block_size):
-        if text_columns:
+        if vector_column is not None:
+            batch = batch.rename_columns(["vector" if name == vector_column else name for name in batch.schema.names])
+        elif text_columns:
             batch = _with_text(batch, text_columns, str(path))
         n, rows = batch.num_rows, np.arange(start, start + batch.num_rows)
         if on_error is not None and n:

@@ -112,7 +112,11 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
 
 
 def _with_text(record: dict[str, Any], where: str) -> dict[str, Any]:
-    """The record, its ``text`` read from its text fields (models.data.fields) where it has no input field."""
+    """The record, its ``vector`` or ``text`` read from the fields that hold them under other names
+    (models.data.fields) where it has no input field."""
+    vector = fields.vector_field(record)
+    if vector is not None:
+        return {**{k: v for k, v in record.items() if k != vector}, "vector": record[vector]}
     names = fields.text_fields(record)
     if not names:
         return record
@@ -231,11 +235,14 @@ def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str
 
 
 def _tell_text_fields(path: Path, names: Sequence[str]) -> bool:
-    """Whether items with these fields take their text from text fields (models.data.fields); logs which."""
-    found = fields.text_fields(names)
-    if found:
+    """Whether items with these fields take their input from fields of other names (models.data.fields); logs
+    which."""
+    vector, found = fields.vector_field(names), fields.text_fields(names)
+    if vector is not None:
+        LOG.info("%s: no 'vector' field; each item's vector is its %r", path, vector)
+    elif found:
         LOG.info("%s: no 'text' field; each item's text is %s, joined", path, fields.describe(found))
-    return bool(found)
+    return vector is not None or bool(found)
 
 
 def _check_wide(path: Path, header: list[str], rows: Iterator[list[str]]) -> Iterator[list[str]]:
