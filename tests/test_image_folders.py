@@ -34,6 +34,7 @@ def digit_folders(root: Path, per_class: int = 12) -> tuple[np.ndarray, list[str
 
 def test_png_folders_are_images_with_their_labels(tmp_path: Path):
     pixels, ids = digit_folders(tmp_path / "digits", per_class=3)
+    (tmp_path / "digits" / "digit0" / "Thumbs.db").write_bytes(b"\x00windows thumbnail cache")  # not an item
     block = read_all(tmp_path / "digits")
     assert block.kind == "image" and block.inputs.dtype == np.uint8 and block.inputs.shape == (30, 8, 8)
     np.testing.assert_array_equal(block.inputs, pixels)  # PNG is lossless

@@ -41,8 +41,11 @@ def _text_metadata(label: str | None, text: str) -> dict:
     }
 
 
+_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})  # what Windows leaves in folders of images
+
+
 def _visible(name: str) -> bool:
-    return not name.startswith(".")  # .DS_Store, editor swap files
+    return not name.startswith(".") and name.lower() not in _SYSTEM_FILES  # .DS_Store, editor swap files
 
 
 def _label_folder_files(root: Path) -> list[tuple[str | None, list[Path]]]:
