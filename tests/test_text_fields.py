@@ -12,7 +12,7 @@ import pytest
 from hamdex.index import open_collection
 from hamdex.models import checkpoint
 from hamdex.models.data import DataFormatError, iter_blocks, read_all
-from hamdex.models.data.fields import text_fields
+from hamdex.models.data.fields import input_fields
 from hamdex.service.cli import _labelled_by, app
 from typer.testing import CliRunner
 
@@ -23,10 +23,11 @@ AG_ROWS = [
 
 
 def test_text_fields_are_matched_without_case_in_heading_then_body_order():
-    assert text_fields(["Class Index", "Description", "Title"]) == ["Title", "Description"]
-    assert text_fields(["content", "title", "label"]) == ["title", "content"]
-    assert text_fields(["text", "title"]) == []  # an item with a text field of its own keeps it
-    assert text_fields(["id", "label", "notes"]) == []
+    assert input_fields(["Class Index", "Description", "Title"]).text == ["Title", "Description"]
+    assert input_fields(["content", "title", "label"]).text == ["title", "content"]
+    assert not input_fields(["text", "title"])  # an item with a text field of its own keeps it
+    assert not input_fields(["id", "label", "notes"])
+    assert input_fields(["title", "Embedding"]) == ("Embedding", [])  # the vector first, the title metadata
 
 
 def test_jsonl_title_and_content_are_the_text_and_not_metadata(tmp_path: Path):

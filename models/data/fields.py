@@ -12,6 +12,7 @@ field, what embedding exports call it, is the item's vector.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 # heading-like fields first, then body-like ones; an item's text is the non-empty ones joined by a blank line.
 # Not "subject": tables of measurements name their subject ids so, and a numeric-looking id would become the text
@@ -33,33 +34,36 @@ TEXT_FIELDS = (
 # brought the embedding to be searched, the title to be shown
 VECTOR_FIELDS = ("embedding", "embeddings")
 # the fields that name an item's input outright: where one of them is present, no other field is looked for
-INPUT_FIELDS = ("text", "vector", "input")
+INPUT_FIELDS = frozenset({"text", "vector", "input"})
 
 
-def vector_field(names: Iterable[str]) -> str | None:
-    """The name among ``names`` that holds an item's vector under another name (None where ``names`` has an input
-    field of its own, or none of :data:`VECTOR_FIELDS`)."""
-    found = _matching(names, VECTOR_FIELDS)
-    return found[0] if found else None
+class Found(NamedTuple):
+    """Where a record without an input field of its own has its input."""
+
+    vector: str | None  # the field that holds its vector under another name (VECTOR_FIELDS)
+    text: list[str]  # else the fields that hold its text, in TEXT_FIELDS' order
+
+    def __bool__(self) -> bool:
+        return self.vector is not None or bool(self.text)
+
+    def describe(self) -> str:
+        """What the reader logs: where each item's input comes from."""
+        if self.vector is not None:
+            return f"no 'vector' field; each item's vector is its {self.vector!r}"
+        return f"no 'text' field; each item's text is {describe(self.text)}, joined"
 
 
-def text_fields(names: Iterable[str]) -> list[str]:
-    """The names among ``names`` that hold an item's text, in :data:`TEXT_FIELDS`' order ([] where ``names``
-    has an input field of its own, a vector field, or none of these)."""
+def input_fields(names: Iterable[str]) -> Found:
+    """Where the records with these field names have their input (nothing found where they have an input field
+    of their own), matched without regard to case: a vector field first, else the text fields."""
     names = list(names)
-    return [] if vector_field(names) else _matching(names, TEXT_FIELDS)
-
-
-def _matching(names: Iterable[str], wanted: tuple[str, ...]) -> list[str]:
-    """The names among ``names`` that are in ``wanted`` without regard to case, in ``wanted``'s order; [] where
-    ``names`` has an input field."""
-    names = list(names)
-    if any(name in INPUT_FIELDS for name in names):
-        return []
+    if not INPUT_FIELDS.isdisjoint(names):
+        return Found(None, [])
     by_lower: dict[str, str] = {}
     for name in names:
         by_lower.setdefault(name.lower(), name)  # the first spelling wins where two differ only in case
-    return [by_lower[field] for field in wanted if field in by_lower]
+    vector = next((by_lower[field] for field in VECTOR_FIELDS if field in by_lower), None)
+    return Found(vector, [] if vector else [by_lower[field] for field in TEXT_FIELDS if field in by_lower])
 
 
 def joined_text(values: Iterable[object]) -> str:

@@ -22,11 +22,10 @@ def _iter_parquet(path: Path, block_size: int, on_error: OnError | None = None) 
     per row; without it the first bad row raises."""
     parquet = _open_parquet(path)
     columns = parquet.schema_arrow.names
-    vector_column, text_columns = fields.vector_field(columns), fields.text_fields(columns)
-    if vector_column is not None:
-        LOG.info("%s: no 'vector' column; each item's vector is its %r", path, vector_column)
-    elif text_columns:
-        LOG.info("%s: no 'text' column; each item's text is %s, joined", path, fields.describe(text_columns))
+    found = fields.input_fields(columns)
+    vector_column, text_columns = found
+    if found:
+        LOG.info("%s: %s", path, found.describe())
     has_text, has_vector = "text" in columns or bool(text_columns), "vector" in columns or vector_column is not None
     if has_text == has_vector:
         problem = "both 'text' and 'vector' columns" if has_text else "neither a 'text' nor a 'vector' column"

@@ -83,7 +83,7 @@ def _block_from_rows(rows: list[Row]) -> Block:
 
 def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
     """One record (jsonl object or csv row) -> Row. ``position`` (0-based item number) is the default id."""
-    record = _with_text(record, where)
+    record = _with_input(record, where)
     # "" counts as absent: a csv with both columns leaves one cell empty per row.
     if record.get("input") not in (None, ""):  # the HTTP row's field: a text, or a vector
         if record.get("text") not in (None, "") or record.get("vector") not in (None, ""):
@@ -111,22 +111,23 @@ def _row_from_record(record: dict[str, Any], position: int, where: str) -> Row:
     return Row(where, str(position) if raw_id in (None, "") else str(raw_id), item, label, metadata)
 
 
-def _with_text(record: dict[str, Any], where: str) -> dict[str, Any]:
+def _with_input(record: dict[str, Any], where: str) -> dict[str, Any]:
     """The record, its ``vector`` or ``text`` read from the fields that hold them under other names
     (models.data.fields) where it has no input field."""
-    vector = fields.vector_field(record)
-    if vector is not None:
-        return {**{k: v for k, v in record.items() if k != vector}, "vector": record[vector]}
-    names = fields.text_fields(record)
-    if not names:
+    if not fields.INPUT_FIELDS.isdisjoint(record):
+        return record  # the common case, one set test per record
+    found = fields.input_fields(record)
+    if found.vector is not None:
+        return {**{k: v for k, v in record.items() if k != found.vector}, "vector": record[found.vector]}
+    if not found.text:
         return record
-    for name in names:
+    for name in found.text:
         if record[name] is not None and not isinstance(record[name], str):
             raise DataFormatError(f"{where}: {name!r} holds text, so must be a string", "input_type")
-    text = fields.joined_text(record[name] for name in names)
+    text = fields.joined_text(record[name] for name in found.text)
     if not text:
-        raise DataFormatError(f"{where}: item has no text: {fields.describe(names)} are empty", "input_type")
-    return {**{k: v for k, v in record.items() if k not in names}, "text": text}
+        raise DataFormatError(f"{where}: item has no text: {fields.describe(found.text)} are empty", "input_type")
+    return {**{k: v for k, v in record.items() if k not in found.text}, "text": text}
 
 
 def _parse_metadata(record: dict[str, Any], where: str) -> dict:
@@ -184,7 +185,8 @@ def _jsonl_rows(path: Path, on_error: OnError | None = None) -> Iterator[Row]:
                 record = _loads(line, where, "line")
                 if not isinstance(record, dict):
                     raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                told = told or _tell_text_fields(path, record)
+                if not told:  # the first record's layout, said once
+                    told = _tell(path, fields.input_fields(record)) or True
                 row = _row_from_record(record, position, where)
             except DataFormatError as err:
                 if on_error is None:
@@ -213,7 +215,7 @@ def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str
             return
         header = list(columns) if columns is not None else ([] if _all_numbers(first) else first)
         pending = [first] if header is not first else []
-        wide = "text" not in header and "vector" not in header and not _tell_text_fields(path, header)
+        wide = "text" not in header and "vector" not in header and not _tell(path, fields.input_fields(header))
         rows = itertools.chain(pending, reader)
         if wide:
             rows = _check_wide(path, header, rows)
@@ -234,15 +236,11 @@ def _csv_rows(path: Path, on_error: OnError | None = None, columns: Sequence[str
             yield row
 
 
-def _tell_text_fields(path: Path, names: Sequence[str]) -> bool:
-    """Whether items with these fields take their input from fields of other names (models.data.fields); logs
-    which."""
-    vector, found = fields.vector_field(names), fields.text_fields(names)
-    if vector is not None:
-        LOG.info("%s: no 'vector' field; each item's vector is its %r", path, vector)
-    elif found:
-        LOG.info("%s: no 'text' field; each item's text is %s, joined", path, fields.describe(found))
-    return vector is not None or bool(found)
+def _tell(path: Path, found: fields.Found) -> bool:
+    """Whether items take their input from fields of other names (models.data.fields); logs which."""
+    if found:
+        LOG.info("%s: %s", path, found.describe())
+    return bool(found)
 
 
 def _check_wide(path: Path, header: list[str], rows: Iterator[list[str]]) -> Iterator[list[str]]:
