@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="ModelConfig overrides on top of the preset, as JSON (e.g. '{\"readout_from\": 64}')",
     )
     parser.add_argument(
+        "--train",
+        type=json.loads,
+        default={},
+        help="TrainConfig overrides on top of the preset, as JSON (e.g. '{\"label_space\": 1.0}')",
+    )
+    parser.add_argument(
         "--fisher-readout", action="store_true", help="TrainConfig.fisher_readout: bits along the classes"
     )
     parser.add_argument("--quick", action="store_true", help="reduced run: subsets, 10 epochs")
@@ -72,11 +78,13 @@ def train_cell(
     label_batch: int = 128,
     model: dict | None = None,
     fisher_readout: bool = False,
+    train: dict | None = None,
 ):
     """The preset trained with this share of the labels (the rest unlabelled): the hasher and its training seconds."""
     model_over, train_over = preset(dataset.featurizer, n_bits, n_items=len(split.db_labels))
     model_over.update(n_bits=n_bits, **(model or {}))
     train_over.update(scale.train_overrides())
+    train_over.update(train or {})
     if scale.epochs is not None:
         train_over["min_steps"] = 0
     labels = None
@@ -161,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 args.label_batch,
                 args.model,
                 args.fisher_readout,
+                args.train,
             )
             results.setdefault(name, {}).setdefault(args.bits, {})[str(fraction)] = cell
             LOG.info("%s %d bits, %s labelled: %s", name, args.bits, fraction, cell)

@@ -147,7 +147,7 @@ def average_precisions(
     for start in range(0, len(q_codes), 256):
         dist = hamming(q_codes[start : start + 256], db_codes)  # (b, m)
         relevant = db_labels[np.argsort(dist, axis=1, kind="stable")] == q_labels[start : start + 256, None]
-        out.append(_ranked_aps(relevant))
+        out.append(ranked_aps(relevant))
     return np.concatenate(out)
 
 
@@ -162,11 +162,11 @@ def neighbour_average_precisions(q_codes: np.ndarray, db_codes: np.ndarray, neig
         dist = hamming(q_codes[start : start + 256], db_codes[order])  # (b, m)
         mask = np.zeros(dist.shape, dtype=bool)
         mask[np.arange(len(block))[:, None], position[block]] = True
-        out.append(_ranked_aps(np.take_along_axis(mask, np.argsort(dist, axis=1, kind="stable"), axis=1)))
+        out.append(ranked_aps(np.take_along_axis(mask, np.argsort(dist, axis=1, kind="stable"), axis=1)))
     return np.concatenate(out)
 
 
-def _ranked_aps(relevant: np.ndarray) -> np.ndarray:
+def ranked_aps(relevant: np.ndarray) -> np.ndarray:
     """bool (b, m) relevance in ranked order -> float (b,) average precisions."""
     hits = np.cumsum(relevant, axis=1)
     ranks = np.arange(1, relevant.shape[1] + 1)

@@ -257,6 +257,15 @@ def train(
             "(default 0: off; docs/quality.md#labels).",
         ),
     ] = None,
+    label_space: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="--label-field: length of the classes' block in the space where neighbours are found, relative to "
+            "an item's own row (a classifier's probabilities; used where a check on hidden labelled items finds "
+            "it helps; default 1.0, 0: off; docs/quality.md#labels).",
+        ),
+    ] = None,
     fisher_readout: Annotated[
         bool,
         typer.Option(
@@ -289,8 +298,9 @@ def train(
     kind = FEATURIZER_FOR_KIND[block.kind] if featurizer == "auto" else featurizer
     feat_options = _sentence_options(kind, block.kind, encoder, max_tokens, device)
     labels = _train_labels(block, label_field, label_fraction, seed)
-    if (label_weight is not None or label_propagation is not None or fisher_readout) and labels is None:
-        raise _fail("--label-weight, --label-propagation and --fisher-readout go with --label-field")
+    label_options = (label_weight, label_propagation, label_space)
+    if (any(v is not None for v in label_options) or fisher_readout) and labels is None:
+        raise _fail("--label-weight, --label-propagation, --label-space and --fisher-readout go with --label-field")
     judges = _judge_labels(block) if judge_by_labels and labels is None else None
     model_given = {
         "n_bits": bits,
@@ -320,6 +330,8 @@ def train(
         train_given["label_weight"] = label_weight
     if label_propagation is not None:
         train_given["label_propagation"] = label_propagation
+    if label_space is not None:
+        train_given["label_space"] = label_space
     if fisher_readout:
         train_given["fisher_readout"] = True
     try:

@@ -119,10 +119,13 @@ def _fields(values: dict[str, Any]) -> list[str]:
 
 def labels_line(labels: dict[str, Any]) -> str:
     """The labels part of a training report: how many items were labelled, how many took a class spread from
-    labelled neighbours (models.propagate; reports before it have no count), how many classes, and whether the bits
-    were read out along the classes (``--fisher-readout``: models.train._fisher_readout)."""
+    labelled neighbours (models.propagate; reports before it have no count), how many classes, whether neighbours
+    were found with the classes (models.label_space) and whether the bits were read out along the classes
+    (``--fisher-readout``: models.train._fisher_readout)."""
     spread = f" (+{labels['propagated']:,} propagated)" if labels.get("propagated") else ""
     line = f"{labels['labelled']:,} labelled items{spread}, {labels['classes']} classes"
+    if (labels.get("label_space") or {}).get("used"):
+        line += "; neighbours found with the classes (a classifier's probabilities)"
     if labels.get("readout", {}).get("fisher"):
         line += "; read out along the classes (Fisher)"
     return line

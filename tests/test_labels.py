@@ -56,7 +56,8 @@ def test_labels_gather_a_class_and_travel_in_the_checkpoint(digits, tmp_path):
     plain, _ = fit_hasher(images, "pixels", WIDE, cfg)  # as tests/test_train.py: it learns the digits
     labelled, _ = fit_hasher(images, "pixels", WIDE, cfg, labels=list(labels))
     assert labelled.model.config.label_names == tuple(str(i) for i in range(10))
-    assert labelled.info["report"]["labels"] == {"labelled": len(labels), "propagated": 0, "classes": 10}
+    report = labelled.info["report"]["labels"]
+    assert report == {"labelled": len(labels), "propagated": 0, "classes": 10, "label_space": None}  # no neighbours
     codes = labelled.encode(images).codes  # no labels at encode time
     assert _gathering(codes, labels) < _gathering(plain.encode(images).codes, labels) - 0.05
     checkpoint.save(tmp_path / "m", labelled)
@@ -180,10 +181,13 @@ def test_cli_trains_with_a_label_field(texts_file, tmp_path, field, labelled):
     line = f"labels: {labelled} labelled items, 2 classes"
     assert line in result.output
     assert meta["model_config"]["label_names"] == ["cars", "space"]
+    # 60 or 40 labelled items: 12 or 8 to hide, too few to check the classes in the neighbour space against
+    unchecked = {"used": False, "weight": 1.0, "classifier": None, "accuracy": None, "check": None}
     assert meta["report"]["labels"] == {
         "labelled": labelled,
         "propagated": 0,
         "classes": 2,
+        "label_space": unchecked,
         "readout": {"fisher": False},
     }
     result = CliRunner().invoke(app, ["info", str(tmp_path / "m")])
@@ -213,9 +217,10 @@ def test_cli_label_fraction_keeps_a_share(texts_file, tmp_path):
     [
         (["--label-field", "colour"], "no item has a 'colour' field"),
         (["--label-fraction", "0.5"], "--label-fraction goes with --label-field"),
-        (["--label-weight", "3"], "--label-propagation and --fisher-readout go with --label-field"),
-        (["--label-propagation", "0.5"], "--label-propagation and --fisher-readout go with --label-field"),
-        (["--fisher-readout"], "--label-weight, --label-propagation and --fisher-readout go with --label-field"),
+        (["--label-weight", "3"], "--label-space and --fisher-readout go with --label-field"),
+        (["--label-propagation", "0.5"], "--label-space and --fisher-readout go with --label-field"),
+        (["--label-space", "1"], "--label-space and --fisher-readout go with --label-field"),
+        (["--fisher-readout"], "--label-weight, --label-propagation, --label-space and --fisher-readout go with"),
         (["--label-field", "label", "--label-fraction", "0.01"], "two classes"),
     ],
 )
@@ -229,3 +234,7 @@ def test_the_labels_line_counts_propagated_items():
     line = labels_line({"labelled": 1131, "propagated": 4582, "classes": 20})
     assert line == "1,131 labelled items (+4,582 propagated), 20 classes"
     assert labels_line({"labelled": 60, "classes": 2}) == "60 labelled items, 2 classes"  # reports before it
+    used = {"used": True, "weight": 1.0, "check": {"without": 0.61, "with": 0.7}}
+    line = labels_line({"labelled": 60, "classes": 2, "label_space": used})
+    assert line == "60 labelled items, 2 classes; neighbours found with the classes (a classifier's probabilities)"
+    assert "neighbours" not in labels_line({"labelled": 60, "classes": 2, "label_space": {**used, "used": False}})

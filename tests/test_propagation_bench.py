@@ -19,4 +19,11 @@ def test_propagation_bench_reports_checked_classes(capsys):
     assert some["confidence_bar"] is not None and 0 < some["taken"] <= some["labelled"] * 9 * 0.5 + 1
     # what training takes is righter than the plain propagation to every item, and than chance (10 classes)
     assert some["taken_accuracy"] > some["propagation_accuracy"] > 0.1
+    # the classes in the neighbour space: checked on hidden labelled items, and where used the unlabelled items'
+    # neighbours share their class more often than without them
+    assert few["space_check"] is None and not few["space_used"], "6 hidden labelled items: too few to check"
+    assert some["space_check"] is not None and some["classifier_accuracy"] > 0.5
+    assert some["space_used"] == (some["space_check"]["with"] > some["space_check"]["without"])
+    if some["space_used"]:
+        assert some["purity_with_classes"] > some["purity"]
     assert "| 10% | 300 |" in capsys.readouterr().out
