@@ -148,7 +148,8 @@ class TrainConfig:
     # training items; models.label_space) at this length relative to its own row, where a check on hidden labelled
     # items finds it helps, so the unlabelled items' neighbours, targets and clusters follow the classes too. 0 =
     # off; needs neighbours. With 10% of the labels, 32 bits, P@100 / mAP over the label term alone: 20 Newsgroups
-    # +0.018 / +0.030 (two seeds), Fashion-MNIST 5k +0.015 / +0.036, digits +0.032 / +0.037 (docs/quality.md, Labels)
+    # +0.016-0.018 / +0.030-0.038 (two seeds), Fashion-MNIST 5k +0.015 / +0.036, digits +0.032 / +0.037, WebKB
+    # +0.094 / +0.101 (docs/quality.md, Labels)
     label_space: float = 1.0
     # with labels: read the bits out along the classes (models.readout.fisher_projection, then ITQ) instead of the
     # plain itq read-out. Off: 20 Newsgroups at 32 bits, P@100 / mAP +0.012 / +0.019 with 10% of the labels but

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -128,3 +130,26 @@ def test_the_classifier_reads_whichever_input_is_right_more_often():
     assert info["classifier"] == "features" and info["accuracy"] > 0.9
     _, info = class_space(x, labels, np.arange(len(x)), 1.0, features=noise)
     assert info["classifier"] == "neighbour space"
+
+
+def test_the_label_free_probe_clusters_the_space_with_the_classes(monkeypatch):
+    import hamdex.models.train as train_module
+
+    seen = []
+    real = train_module.build_probe
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.shape[1])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "build_probe", spy)
+    x, truth = _noisy_classes(800)
+    names = [str(c) if i % 5 == 0 else None for i, c in enumerate(truth)]  # 16 labelled held-out: the clusters judge
+    cfg = TrainConfig(epochs=1, min_steps=0, neighbours=5, progress=False, safeguard=False, device="cpu")
+    hasher, _ = fit_hasher(x, "dense", {"n_bits": 16, "hidden": (32,)}, cfg, labels=names)
+    assert hasher.info["report"]["labels"]["label_space"]["used"]
+    assert hasher.info["report"]["validation"]["signal"] != "label mAP"
+    assert seen == [x.shape[1] + 10], "the probe's clusters are found beside the classes' block"
+    seen.clear()
+    fit_hasher(x, "dense", {"n_bits": 16, "hidden": (32,)}, dataclasses.replace(cfg, label_space=0.0), labels=names)
+    assert seen == [x.shape[1]]
