@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from hamdex.models.featurizers import Features
-from hamdex.models.safeguard import LABEL_STDERRS
+from hamdex.models.neighbours import unit_rows
+from hamdex.models.safeguard import paired_win
 
 LOG = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def class_space(
     with_aps = _hidden_aps(with_classes(space[hidden], proba[hidden], weight), labels[hidden])
     without, with_ = float(without_aps.mean()), float(with_aps.mean())
     info["check"] = {"without": round(without, 4), "with": round(with_, 4)}
-    if not _clearly_above(with_aps, without_aps):
+    if not paired_win(with_aps, without_aps):
         LOG.info("classes kept out of the neighbour space: hidden items' mAP %.3f with, %.3f without", with_, without)
         return space, info
     proba = class_probabilities(features if name == "features" else space, labels, rows, seed)
@@ -124,24 +125,13 @@ def class_space(
     return with_classes(space, proba, weight), info
 
 
-def _clearly_above(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether paired scores ``a`` beat ``b`` (the same items) by more than ``LABEL_STDERRS`` standard errors."""
-    gain = a - b
-    return bool(gain.mean() > LABEL_STDERRS * gain.std(ddof=1) / np.sqrt(len(gain)))
-
-
 def _hidden_aps(space: Features, labels: np.ndarray) -> np.ndarray:
     """float (h,): each item's average precision ranking the others by cosine in ``space``, same class = relevant."""
     from hamdex.models.probe import ranked_aps
 
-    if sp.issparse(space):
-        norms = np.sqrt(np.asarray(space.multiply(space).sum(axis=1))).ravel()
-        unit = sp.diags(1 / np.maximum(norms, 1e-12)) @ space
-        sim = np.asarray((unit @ unit.T).toarray(), dtype=np.float64)
-    else:
-        dense = np.asarray(space, dtype=np.float64)
-        unit = dense / np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
-        sim = unit @ unit.T
+    unit = unit_rows(space)
+    sim = unit @ unit.T
+    sim = np.array(sim.toarray() if sp.issparse(sim) else sim, dtype=np.float64)  # (h, h)
     np.fill_diagonal(sim, -np.inf)
     order = np.argsort(-sim, axis=1, kind="stable")[:, :-1]  # each item's others, most similar first
     return ranked_aps(labels[order] == labels[:, None])
@@ -156,8 +146,7 @@ def with_classes(space: Features, proba: np.ndarray, weight: float) -> Features:
         norms = np.sqrt(np.asarray(space.multiply(space).sum(axis=1))).ravel()
     else:
         norms = np.linalg.norm(np.asarray(space), axis=1)
-    unit = proba / np.maximum(np.linalg.norm(proba, axis=1, keepdims=True), 1e-12)
-    block = (unit * (weight * norms)[:, None]).astype(np.float32)
+    block = (unit_rows(proba) * (weight * norms)[:, None]).astype(np.float32)
     if sp.issparse(space):
         return sp.hstack([space, sp.csr_matrix(block)], format="csr", dtype=np.float32)
     return np.hstack([np.asarray(space, np.float32), block])

@@ -28,7 +28,8 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 LOG = logging.getLogger(__name__)
 
 
-def _unit_rows(x: Features) -> Features:
+def unit_rows(x: Features) -> Features:
+    """Each row of x (dense or sparse) scaled to unit length (zero rows stay zero)."""
     if sp.issparse(x):
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
         return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
@@ -38,7 +39,7 @@ def _unit_rows(x: Features) -> Features:
 def nearest_neighbours(x: Features, k: int, block_size: int = 1024) -> np.ndarray:
     """int64 (n, k): each row's k nearest other rows by cosine similarity (in no particular order)."""
     t0 = time.perf_counter()
-    unit = _unit_rows(x)
+    unit = unit_rows(x)
     n, k = x.shape[0], min(k, x.shape[0] - 1)
     out = np.empty((n, k), np.int64)
     for start in range(0, n, block_size):
@@ -54,7 +55,7 @@ def nearest_neighbours(x: Features, k: int, block_size: int = 1024) -> np.ndarra
 def nearest_among(x: Features, queries: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
     """int64 (q, k): for each of the ``queries`` rows of x, the positions in ``database`` (rows of x) of its k nearest
     by cosine similarity (in no particular order)."""
-    sim = _unit_rows(x[queries]) @ _unit_rows(x[database]).T  # (q, m)
+    sim = unit_rows(x[queries]) @ unit_rows(x[database]).T  # (q, m)
     sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
     return np.argpartition(-sim, k - 1, axis=1)[:, :k].astype(np.int64)
 
@@ -129,7 +130,7 @@ def text_neighbour_space(texts: Sequence[str], subject_weight: float = 0.0) -> s
     if subject_weight < 0:
         raise ValueError("subject_weight must be >= 0")
     texts = list(texts)
-    body = _unit_rows(full_vocabulary_bm25(texts))
+    body = unit_rows(full_vocabulary_bm25(texts))
     if not subject_weight:
         return body
     try:
@@ -138,7 +139,7 @@ def text_neighbour_space(texts: Sequence[str], subject_weight: float = 0.0) -> s
         )
     except ValueError:  # no text has a subject with a word in it
         return body
-    return sp.hstack([body, subject_weight * _unit_rows(subjects)], format="csr", dtype=np.float32)
+    return sp.hstack([body, subject_weight * unit_rows(subjects)], format="csr", dtype=np.float32)
 
 
 def with_lsa(space: sp.csr_matrix, x: Features, dims: int, *, weight: float, seed: int = 0) -> sp.csr_matrix:
@@ -157,7 +158,7 @@ def with_lsa(space: sp.csr_matrix, x: Features, dims: int, *, weight: float, see
     t0 = time.perf_counter()
     lsa = TruncatedSVD(dims, random_state=seed).fit_transform(x)
     LOG.info("%d LSA dimensions of %d texts in %.1fs", dims, x.shape[0], time.perf_counter() - t0)
-    lsa_rows = sp.csr_matrix(weight * np.asarray(_unit_rows(lsa), np.float32))
+    lsa_rows = sp.csr_matrix(weight * np.asarray(unit_rows(lsa), np.float32))
     return sp.hstack([space, lsa_rows], format="csr", dtype=np.float32)
 
 
@@ -187,7 +188,7 @@ def neighbour_targets(x: Features, neighbours: np.ndarray, sim_power: float = 0.
 def pair_cosines(x: Features, a: np.ndarray, b: np.ndarray, block_size: int = 65536) -> np.ndarray:
     """float (m,): cosine similarity of rows a[i] and b[i] of ``x``, ``block_size`` pairs at a time (the rows of a
     block are copied: 60,000 items x 30 neighbours of 4k dense features at once would take 29 GB)."""
-    unit = _unit_rows(x)
+    unit = unit_rows(x)
     out = []
     for start in range(0, len(a), block_size):
         ia, ib = a[start : start + block_size], b[start : start + block_size]

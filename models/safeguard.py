@@ -123,9 +123,15 @@ def clearly_wins(candidate: Candidate, itq: Candidate) -> bool:
     if collapsed(candidate, itq):
         return False
     if candidate.probe_kind in PAIRED and candidate.aps is not None and itq.aps is not None:
-        diff = candidate.aps - itq.aps  # (q,) paired: the same held-out queries
-        return bool(diff.mean() > LABEL_STDERRS * diff.std(ddof=1) / np.sqrt(len(diff)))
+        return paired_win(candidate.aps, itq.aps)  # (q,) paired: the same held-out queries
     return candidate.probe_map >= itq.probe_map * (1 + MARGIN)
+
+
+def paired_win(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether paired scores ``a`` beat ``b`` (one per item, the same items) by more than ``LABEL_STDERRS``
+    standard errors of their difference."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return bool(diff.mean() > LABEL_STDERRS * diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def collapsed(candidate: Candidate, itq: Candidate) -> bool:

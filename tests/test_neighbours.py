@@ -153,7 +153,7 @@ def test_subject_line_comes_from_the_headers_without_reply_prefixes():
 
 
 def test_text_neighbour_space_adds_the_weighted_subject_beside_the_body():
-    from hamdex.models.neighbours import _unit_rows, full_vocabulary_bm25, text_neighbour_space
+    from hamdex.models.neighbours import full_vocabulary_bm25, text_neighbour_space, unit_rows
 
     texts = [
         "Subject: engine oil\n\nthe car runs well today",
@@ -161,7 +161,7 @@ def test_text_neighbour_space_adds_the_weighted_subject_beside_the_body():
         "Subject: bike tyres\n\nthe car runs well today",
         "no subject at all\n\nmy bike runs well today",
     ]
-    body = _unit_rows(full_vocabulary_bm25(texts))
+    body = unit_rows(full_vocabulary_bm25(texts))
     assert abs(text_neighbour_space(texts) - body).max() == 0  # weight 0: the body alone
     space = text_neighbour_space(texts, subject_weight=0.5)
     assert space.shape == (4, body.shape[1] + 4) and space.dtype == np.float32  # engine, oil, bike, tyres
